@@ -1,0 +1,174 @@
+"""The frozen configuration every loop thread reads.
+
+Gunicorn's ``Config`` is a mutable object with properties that recompute on
+each access. Loop threads must not touch it concurrently (nor pay for the
+property calls on the hot path), so the worker snapshots what the server needs
+once, at boot, into an immutable dataclass that all threads can share freely.
+
+Settings that Gunicorn does not have are read from ``POUNCE_*`` environment
+variables (Gunicorn's ``raw_env``/``--env`` sets them for the worker, too);
+a malformed value fails the boot with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import mode as _mode
+
+
+class ConfigError(ValueError):
+    """A setting has a value the worker cannot run with; the message names it."""
+
+
+#: Pounce settings: environment variable -> (default, documentation).
+ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
+    "POUNCE_HEADER_TIMEOUT": (
+        15.0,
+        "seconds a client may take to send a complete request head (slowloris guard)",
+    ),
+    "POUNCE_MAX_BODY_SIZE": (
+        0,
+        "largest request body in bytes; larger gets 413 (0: unlimited)",
+    ),
+    "POUNCE_SHUTDOWN_TICK": (
+        0.5,
+        "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
+    ),
+}
+
+
+def _env_number(env: Mapping[str, str], name: str) -> float:
+    default = ENV_SETTINGS[name][0]
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number ({ENV_SETTINGS[name][1]})") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative ({ENV_SETTINGS[name][1]})")
+    return value
+
+
+def _allowed_networks(
+    spec: Any,
+) -> tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    """Gunicorn's ``forwarded_allow_ips`` / ``proxy_allow_ips`` as (allow_all, networks)."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec or [])]
+    items = [s for s in items if s]
+    if "*" in items:
+        return True, ()
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            continue  # unix-socket style entries; gunicorn ignores them for IP peers too
+    return False, tuple(nets)
+
+
+def share(total: int, loops: int, index: int) -> int:
+    """Loop ``index``'s share of ``total`` connections; the shares add up to ``total``."""
+    base, extra = divmod(total, loops)
+    return max(1, base + (1 if index < extra else 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the loop threads need, immutable and shared by all of them."""
+
+    mode: _mode.Mode
+    loops: int
+    worker_connections: int
+    keepalive: float
+    timeout: float
+    graceful_timeout: float
+    limit_request_line: int
+    limit_request_fields: int
+    limit_request_field_size: int
+    root_path: str
+    lifespan: str
+    loop_kind: str
+    is_ssl: bool
+    header_timeout: float
+    max_body_size: int
+    tick: float
+    forwarded_allow_all: bool = False
+    forwarded_allow_nets: tuple[Any, ...] = ()
+    secure_scheme_headers: tuple[tuple[bytes, bytes], ...] = ()
+    proxy_protocol: str = "off"
+    proxy_allow_all: bool = False
+    proxy_allow_nets: tuple[Any, ...] = ()
+    server_header: bytes = b"pounce"
+
+    @property
+    def max_head_size(self) -> int:
+        """Upper bound on a request head, handed to h11 so it stops buffering early."""
+        line = self.limit_request_line or 65536
+        field_size = self.limit_request_field_size or 65536
+        fields = self.limit_request_fields or 32768
+        return line + 2 + fields * (field_size + 2) + 2
+
+    def connections_for(self, index: int) -> int:
+        return share(self.worker_connections, self.loops, index)
+
+    @classmethod
+    def from_gunicorn(cls, cfg: Any, env: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if env is None else env
+        try:
+            chosen, _why = _mode.choose(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        loops = _mode.loop_count(chosen, cfg.threads)
+        if cfg.worker_connections < loops:
+            raise ConfigError(
+                f"worker_connections={cfg.worker_connections} is smaller than the "
+                f"{loops} event loops of a worker; each loop needs at least one"
+            )
+        loop_kind = getattr(cfg, "asgi_loop", "auto")
+        if loop_kind not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"asgi_loop={loop_kind!r} is not one of: auto, asyncio, uvloop")
+        lifespan = getattr(cfg, "asgi_lifespan", "auto")
+        if lifespan not in ("auto", "on", "off"):
+            raise ConfigError(f"asgi_lifespan={lifespan!r} is not one of: auto, on, off")
+        fwd_all, fwd_nets = _allowed_networks(cfg.forwarded_allow_ips)
+        proxy_all, proxy_nets = _allowed_networks(cfg.proxy_allow_ips)
+        secure = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (cfg.secure_scheme_headers or {}).items()
+        )
+        proxy_protocol = cfg.proxy_protocol
+        if proxy_protocol is True:
+            proxy_protocol = "auto"
+        elif not proxy_protocol or proxy_protocol is False:
+            proxy_protocol = "off"
+        return cls(
+            mode=chosen,
+            loops=loops,
+            worker_connections=cfg.worker_connections,
+            keepalive=float(cfg.keepalive),
+            timeout=float(cfg.timeout),
+            graceful_timeout=float(cfg.graceful_timeout),
+            limit_request_line=cfg.limit_request_line,
+            limit_request_fields=cfg.limit_request_fields,
+            limit_request_field_size=cfg.limit_request_field_size,
+            root_path=(getattr(cfg, "root_path", "") or "").rstrip("/"),
+            lifespan=lifespan,
+            loop_kind=loop_kind,
+            is_ssl=bool(cfg.is_ssl),
+            header_timeout=_env_number(env, "POUNCE_HEADER_TIMEOUT"),
+            max_body_size=int(_env_number(env, "POUNCE_MAX_BODY_SIZE")),
+            tick=_env_number(env, "POUNCE_SHUTDOWN_TICK") or 0.5,
+            forwarded_allow_all=fwd_all,
+            forwarded_allow_nets=fwd_nets,
+            secure_scheme_headers=secure,
+            proxy_protocol=str(proxy_protocol),
+            proxy_allow_all=proxy_all,
+            proxy_allow_nets=proxy_nets,
+        )

@@ -1,0 +1,101 @@
+"""Gunicorn's request hooks and access log, fed from an ASGI request.
+
+Gunicorn's ``pre_request``/``post_request`` hooks and its access-log atoms were
+written for WSGI: they read a request object (``method``, ``path``, ``headers``
+as upper-cased ``(NAME, value)`` str pairs...), a response object (``status``,
+``headers``, ``sent``) and a WSGI-like ``environ``. These views give them the
+same shapes so a user's existing hooks and ``access_log_format`` keep working.
+They are built per request and only when a hook or the access log wants them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class RequestView:
+    """What Gunicorn's hooks read from ``req``, computed from the ASGI scope."""
+
+    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme",
+                 "remote_addr", "peer_addr", "scope")
+
+    def __init__(self, scope: dict[str, Any], client: tuple[str, int] | None) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: str = scope["query_string"].decode("latin-1")
+        raw = scope["raw_path"].decode("latin-1")
+        self.uri = raw + ("?" + self.query if self.query else "")
+        self.fragment = ""
+        major, _, minor = scope["http_version"].partition(".")
+        self.version = (int(major), int(minor or 0))
+        self.headers = [
+            (name.decode("latin-1").upper(), value.decode("latin-1"))
+            for name, value in scope["headers"]
+        ]
+        self.scheme: str = scope["scheme"]
+        self.remote_addr = client
+        self.peer_addr = client
+
+
+class ResponseView:
+    """What Gunicorn's access log and ``post_request`` read from ``resp``."""
+
+    __slots__ = ("status", "status_code", "headers", "sent", "response_length")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], sent: int) -> None:
+        self.status = str(status)
+        self.status_code = status
+        self.headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        self.sent = sent
+        self.response_length = sent
+
+
+def access_environ(scope: dict[str, Any], client: tuple[str, int] | None) -> dict[str, Any]:
+    """The WSGI-style keys Gunicorn's access atoms read (``h r m U q H f a u`` and ``{x}e``)."""
+    query = scope["query_string"].decode("latin-1")
+    raw_uri = scope["raw_path"].decode("latin-1") + ("?" + query if query else "")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "RAW_URI": raw_uri,
+        "PATH_INFO": scope["path"],
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
+        "REMOTE_ADDR": client[0] if client else "-",
+        "REMOTE_PORT": str(client[1]) if client else "",
+        "SCRIPT_NAME": scope.get("root_path", ""),
+        "wsgi.url_scheme": scope["scheme"],
+    }
+    for name, value in scope["headers"]:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        environ[key] = environ[key] + "," + text if key in environ else text
+    return environ
+
+
+Hook = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """The request hooks worth calling: ``None`` where the user kept Gunicorn's default.
+
+    Gunicorn's default ``pre_request`` only logs at debug level and the default
+    ``post_request`` does nothing, so skipping them saves building the views
+    for every request; a debug ``loglevel`` keeps the default ``pre_request``.
+    """
+
+    pre_request: Hook | None
+    post_request: Hook | None
+
+    @classmethod
+    def from_gunicorn(cls, cfg: Any) -> Hooks:
+        settings = cfg.settings
+        pre = cfg.pre_request
+        if pre is settings["pre_request"].default and cfg.loglevel.lower() != "debug":
+            pre = None
+        post = cfg.post_request
+        if post is settings["post_request"].default:
+            post = None
+        return cls(pre_request=pre, post_request=post)

@@ -1,0 +1,100 @@
+"""The ASGI lifespan protocol, run once per event loop.
+
+Why per loop and not per process: what apps create at startup (database pools,
+HTTP clients, locks) is bound to the event loop that created it. A pool created
+on loop 0 and used from loop 3 fails or, worse, races. So every loop thread runs
+startup before it accepts a connection and shutdown after its last one, each
+with its own ``state`` dict that is shallow-copied into every request scope.
+
+Modes follow Gunicorn's ``asgi_lifespan`` setting: ``auto`` treats an app that
+raises before answering as one without lifespan support (as uvicorn does);
+``on`` treats that as a failure; ``off`` never calls the app with a lifespan scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .asgi import LIFESPAN_SPEC_VERSION, ASGIApp, Message, asgi_info
+from .log import LoopLog
+
+
+class LifespanFailure(Exception):
+    """Startup failed: the worker must exit with Gunicorn's boot-error code."""
+
+
+class Lifespan:
+    def __init__(self, app: ASGIApp, mode: str, log: LoopLog, state: dict[str, Any]) -> None:
+        self.app = app
+        self.mode = mode
+        self.log = log
+        self.state = state
+        self.supported = mode != "off"
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._answers: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": asgi_info(LIFESPAN_SPEC_VERSION), "state": self.state}
+        try:
+            await self.app(scope, self._inbox.get, self._send)
+        except BaseException as exc:  # noqa: BLE001 - reported to the waiter below
+            await self._answers.put(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            await self._answers.put(None)
+
+    async def _send(self, message: Message) -> None:
+        expected = {
+            "lifespan.startup.complete",
+            "lifespan.startup.failed",
+            "lifespan.shutdown.complete",
+            "lifespan.shutdown.failed",
+        }
+        if message.get("type") not in expected:
+            raise RuntimeError(
+                f"ASGI lifespan: unexpected message type {message.get('type')!r}; "
+                f"expected one of {sorted(expected)}"
+            )
+        await self._answers.put(message)
+
+    async def startup(self) -> None:
+        """Run startup; raise ``LifespanFailure`` when the worker must not serve."""
+        if not self.supported:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._inbox.put({"type": "lifespan.startup"})
+        answer = await self._answers.get()
+        if isinstance(answer, dict) and answer["type"] == "lifespan.startup.complete":
+            return
+        if isinstance(answer, dict) and answer["type"] == "lifespan.startup.failed":
+            raise LifespanFailure(answer.get("message") or "lifespan.startup.failed")
+        # The app raised or returned without answering.
+        self.supported = False
+        if self.mode == "on":
+            if isinstance(answer, BaseException):
+                self.log.error("ASGI lifespan startup raised", exc_info=answer)
+            raise LifespanFailure(
+                "the application does not support the ASGI lifespan protocol (asgi_lifespan='on')"
+            )
+        if isinstance(answer, BaseException):
+            self.log.info(
+                "ASGI 'lifespan' protocol appears unsupported (%s: %s)",
+                type(answer).__name__,
+                answer,
+            )
+
+    async def shutdown(self) -> None:
+        """Run shutdown; failures are logged, never raised: the worker is exiting anyway."""
+        if not self.supported or self._task is None:
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        answer = await self._answers.get()
+        if isinstance(answer, dict) and answer["type"] == "lifespan.shutdown.failed":
+            self.log.error("ASGI lifespan shutdown failed: %s", answer.get("message", ""))
+        elif isinstance(answer, BaseException):
+            self.log.error("ASGI lifespan shutdown raised", exc_info=answer)
+        elif answer is None:
+            self.log.error("ASGI lifespan task returned without answering lifespan.shutdown")

@@ -1,0 +1,52 @@
+"""Per-loop log context: every error-log line names the worker pid and loop.
+
+With several loops in one process, "[1234] Error handling request" no longer
+says which loop failed, and a stuck loop cannot be told from a busy one. Each
+loop thread gets its own ``LoopLog``, a thin wrapper over Gunicorn's logger
+(so ``errorlog``, ``loglevel``, ``logger_class`` and ``logconfig`` keep their
+meaning) that prefixes the messages it writes. The prefix is fixed at creation,
+so the object is immutable and needs no lock; Gunicorn's logger does its own
+locking around file reopening.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LoopLog:
+    __slots__ = ("_log", "prefix")
+
+    def __init__(self, log: Any, pid: int, index: int) -> None:
+        self._log = log
+        self.prefix = f"[worker {pid} loop {index}] "
+
+    def _tag(self, msg: object) -> str:
+        return self.prefix + str(msg)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(self._tag(msg), *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._log.info(self._tag(msg), *args, **kwargs)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._log.warning(self._tag(msg), *args, **kwargs)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._log.error(self._tag(msg), *args, **kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._log.exception(self._tag(msg), *args, **kwargs)
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        # Access lines keep the user's access_log_format untouched.
+        self._log.access(resp, req, environ, request_time)
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return bool(getattr(self._log, "access_log_enabled", True))
+
+    @property
+    def gunicorn_log(self) -> Any:
+        return self._log

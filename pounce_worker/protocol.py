@@ -1,0 +1,624 @@
+"""One HTTP/1.1 connection, spoken with h11.
+
+h11 parses and frames everything; this module wires it to an asyncio transport
+and to the ASGI app. It owns the per-connection state (the h11 ``Connection``,
+the keep-alive and header timers, read/write flow control) and creates one
+``RequestCycle`` per request, which owns the per-request state (scope, body
+buffer, response progress). Nothing here is shared between connections, and a
+connection lives on exactly one loop thread.
+
+Limits that h11 does not know about (Gunicorn's ``limit_request_*``, the header
+timeout, the body size cap) are checked around it, never instead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import h11
+
+from .asgi import STATUS_PHRASES, Message, asgi_info
+from .hooks import RequestView, ResponseView, access_environ
+
+if TYPE_CHECKING:
+    from .server import LoopServer
+
+#: Buffered request body above which we stop reading the socket until the app consumes it.
+HIGH_WATER = 65536
+CLOSE_HEADER = (b"connection", b"close")
+NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
+
+
+class ClientError(Exception):
+    """A request the server refuses; carries the status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _addr(sockaddr: Any) -> tuple[str, int] | None:
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        return (str(sockaddr[0]), int(sockaddr[1]))
+    return None
+
+
+class HTTPConnection(asyncio.Protocol):
+    """asyncio protocol for one client connection."""
+
+    def __init__(self, server: LoopServer) -> None:
+        self.server = server
+        self.config = server.config
+        self.log = server.log
+        self.loop = server.loop
+        self.conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.max_head_size
+        )
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.cycle: RequestCycle | None = None
+        self.keepalive_timer: asyncio.TimerHandle | None = None
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.closed = False
+        self.requests = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.local = _addr(transport.get_extra_info("sockname"))
+        self.client = _addr(transport.get_extra_info("peername"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.server.connection_opened(self)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+        if cycle is not None:
+            cycle.wake()
+        self._release_drain_waiters()
+        self.server.connection_closed(self)
+
+    def eof_received(self) -> bool | None:
+        # A half-close from the client: h11 learns the stream ended. Returning
+        # None lets asyncio close the transport once our writes are flushed.
+        try:
+            self.conn.receive_data(b"")
+        except h11.RemoteProtocolError:
+            pass
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.wake()
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_drain_waiters()
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its low-water mark."""
+        if self.write_paused and not self.closed:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.keepalive_timer is not None:
+            # Cancelled on arrival, not when a task next runs, so a request whose
+            # first byte beat the idle deadline is always served.
+            self.keepalive_timer.cancel()
+            self.keepalive_timer = None
+            self._arm_header_timer()
+        self.conn.receive_data(data)
+        self.handle_events()
+
+    # -- events ----------------------------------------------------------------
+
+    def handle_events(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.reject(exc.error_status_hint, f"Invalid HTTP request: {exc}")
+                return
+            if event is h11.NEED_DATA:
+                if conn.their_state is h11.IDLE:
+                    self._check_incomplete_head()
+                break
+            if event is h11.PAUSED:
+                # Pipelined request waiting for the current response: stop reading
+                # until on_response_complete resumes the next cycle.
+                self.pause_reading()
+                break
+            event_type = type(event)
+            if event_type is h11.Request:
+                try:
+                    self.start_request(event)  # type: ignore[arg-type]
+                except ClientError as exc:
+                    self.reject(exc.status, str(exc))
+                    return
+            elif event_type is h11.Data:
+                cycle = self.cycle
+                if cycle is None or cycle.response_complete:
+                    continue  # body the app chose not to read; discard it
+                try:
+                    cycle.feed(event.data)  # type: ignore[union-attr]
+                except ClientError as exc:
+                    self.reject(exc.status, str(exc))
+                    return
+            elif event_type is h11.EndOfMessage:
+                cycle = self.cycle
+                if cycle is not None and not cycle.response_complete:
+                    cycle.more_body = False
+                    cycle.wake()
+                elif conn.our_state is h11.DONE:
+                    self._next_cycle()
+                    continue
+                if conn.their_state is h11.MUST_CLOSE:
+                    break
+            elif event_type is h11.ConnectionClosed:
+                break
+
+    def _check_incomplete_head(self) -> None:
+        limit = self.config.limit_request_line
+        if not limit:
+            return
+        pending = self.conn.trailing_data[0]
+        if len(pending) > limit + 2 and b"\n" not in pending[: limit + 2]:
+            self.reject(414, f"Request line is longer than limit_request_line={limit}")
+
+    def start_request(self, event: h11.Request) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        config = self.config
+        target = event.target
+        if config.limit_request_line:
+            line = len(event.method) + len(target) + 10  # "M T HTTP/x.y"
+            if line > config.limit_request_line:
+                raise ClientError(
+                    414, f"Request line is longer than limit_request_line={config.limit_request_line}"
+                )
+        headers = event.headers
+        max_fields = config.limit_request_fields
+        if max_fields and len(headers) > max_fields:
+            raise ClientError(
+                431, f"More header fields than limit_request_fields={max_fields}"
+            )
+        max_size = config.limit_request_field_size
+        raw = headers.raw_items()
+        if max_size:
+            for name, value in raw:
+                if len(name) + len(value) + 2 > max_size:
+                    raise ClientError(
+                        431,
+                        f"Header field {name.decode('latin-1')!r} is longer than "
+                        f"limit_request_field_size={max_size}",
+                    )
+        scope_headers = [(name.lower(), value) for name, value in raw]
+        raw_path, _, query = target.partition(b"?")
+        try:
+            path = unquote(raw_path.decode("ascii"))
+        except UnicodeDecodeError:
+            raise ClientError(400, "Request target is not ASCII") from None
+        root_path = config.root_path
+        server = self.server
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": asgi_info(),
+            "http_version": event.http_version.decode("ascii"),
+            "server": self.local,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": event.method.decode("ascii"),
+            "root_path": root_path,
+            "path": root_path + path,
+            "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
+            "query_string": query,
+            "headers": scope_headers,
+            "state": server.state.copy(),
+        }
+        keep_alive = config.keepalive > 0 and not server.stopping
+        if config.max_body_size:
+            length = _content_length(raw)
+            if length is not None and length > config.max_body_size:
+                raise ClientError(
+                    413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
+                )
+        self.requests += 1
+        cycle = RequestCycle(self, scope, keep_alive)
+        self.cycle = cycle
+        server.spawn(cycle.run())
+
+    def _next_cycle(self) -> None:
+        self.cycle = None
+        self.conn.start_next_cycle()
+        self.resume_reading()
+
+    def on_response_complete(self, cycle: RequestCycle) -> None:
+        """The response went out in full; continue with the next request or close."""
+        self.server.request_done()
+        if self.closed:
+            return
+        conn = self.conn
+        if conn.our_state is h11.MUST_CLOSE or not cycle.keep_alive:
+            self.close()
+            return
+        if conn.their_state is h11.DONE:
+            self._next_cycle()
+            if self.server.stopping:
+                self.close()
+                return
+            self.keepalive_timer = self.loop.call_later(self.config.keepalive, self._idle_timeout)
+            self.handle_events()
+        else:
+            # The app answered without reading the whole body: keep reading so
+            # h11 can skip to the end of it, then start the next cycle.
+            self.resume_reading()
+
+    # -- flow control and closing ---------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _arm_header_timer(self) -> None:
+        timeout = self.config.header_timeout
+        if timeout and self.header_timer is None:
+            self.header_timer = self.loop.call_later(timeout, self._header_timeout)
+
+    def _header_timeout(self) -> None:
+        self.header_timer = None
+        if self.closed or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:
+            self.reject(408, f"Request head not complete within POUNCE_HEADER_TIMEOUT={self.config.header_timeout}s")
+        else:
+            self.close()
+
+    def _idle_timeout(self) -> None:
+        self.keepalive_timer = None
+        if self.cycle is None and not self.closed:
+            self.close()
+
+    def _cancel_timers(self) -> None:
+        if self.keepalive_timer is not None:
+            self.keepalive_timer.cancel()
+            self.keepalive_timer = None
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel_timers()
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now when idle, else after the current response."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.close()
+        else:
+            cycle.keep_alive = False
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer a request we cannot serve with ``status``, log one line, close."""
+        self.log.warning(
+            "Invalid request from ip=%s: %s", self.client[0] if self.client else "-", message
+        )
+        body = (message + "\n").encode("utf-8", "replace")
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            reason = STATUS_PHRASES[status] if 0 <= status < 600 else b""
+            head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+            head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            head += b"content-length: %d\r\n\r\n" % len(body)
+            if not self.closed:
+                self.transport.write(head + body)
+        self.close()
+        self.server.request_rejected()
+
+
+def _content_length(raw: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in raw:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestCycle:
+    """One request and its response: the ASGI ``receive``/``send`` pair lives here."""
+
+    __slots__ = (
+        "body",
+        "connection",
+        "disconnected",
+        "expect_100",
+        "head_only",
+        "keep_alive",
+        "more_body",
+        "pending_head",
+        "request_complete",
+        "response_complete",
+        "response_started",
+        "scope",
+        "sent",
+        "start_time",
+        "status",
+        "response_headers",
+        "_waiter",
+    )
+
+    def __init__(self, connection: HTTPConnection, scope: dict[str, Any], keep_alive: bool) -> None:
+        self.connection = connection
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.disconnected = False
+        self.expect_100 = connection.conn.they_are_waiting_for_100_continue
+        self.head_only = scope["method"] == "HEAD"
+        self.body = bytearray()
+        self.more_body = True
+        self.request_complete = False
+        self.response_started = False
+        self.response_complete = False
+        self.pending_head: bytes | None = None
+        self.status = 0
+        self.sent = 0
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.start_time = time.monotonic()
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- request body ----------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self.body += data
+        limit = self.connection.config.max_body_size
+        if limit and len(self.body) > limit:
+            raise ClientError(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
+        if len(self.body) > HIGH_WATER:
+            self.connection.pause_reading()
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> Message:
+        connection = self.connection
+        if self.expect_100:
+            # Only now that the app asks for the body do we invite the client to send it.
+            self.expect_100 = False
+            if not self.response_started and not connection.closed:
+                data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                connection.transport.write(data)  # type: ignore[arg-type]
+        if self.request_complete:
+            # The whole body was delivered: the next event is the client leaving.
+            await self._wait(lambda: self.disconnected or self.response_complete)
+            return {"type": "http.disconnect"}
+        await self._wait(lambda: bool(self.body) or not self.more_body or self.disconnected
+                         or self.response_complete)
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        body = bytes(self.body)
+        self.body.clear()
+        more_body = self.more_body
+        self.request_complete = not more_body
+        connection.resume_reading()
+        return {"type": "http.request", "body": body, "more_body": more_body}
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        connection = self.connection
+        while not ready():
+            connection.resume_reading()
+            self._waiter = connection.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    # -- response --------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        connection = self.connection
+        if connection.write_paused:
+            await connection.drain()
+        if self.disconnected:
+            return
+        message_type = message.get("type")
+        if not self.response_started:
+            if message_type != "http.response.start":
+                raise RuntimeError(
+                    f"ASGI: expected 'http.response.start' as the first message, got {message_type!r}"
+                )
+            self._start(message)
+        elif not self.response_complete:
+            if message_type != "http.response.body":
+                raise RuntimeError(
+                    f"ASGI: expected 'http.response.body' after 'http.response.start', got {message_type!r}"
+                )
+            body = message.get("body", b"")
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"ASGI: 'http.response.body' body must be bytes, got {type(body).__name__}"
+                )
+            more_body = bool(message.get("more_body", False))
+            self._write_body(body, more_body)
+        else:
+            raise RuntimeError(
+                f"ASGI: message {message_type!r} sent after the response was complete"
+            )
+
+    def _start(self, message: Message) -> None:
+        status = message.get("status")
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise TypeError(f"ASGI: 'http.response.start' status must be an int 100-599, got {status!r}")
+        if status < 200:
+            raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
+        connection = self.connection
+        server = connection.server
+        headers: list[tuple[bytes, bytes]] = []
+        has_date = has_server = False
+        for item in message.get("headers", ()):
+            name, value = item
+            name = bytes(name).lower()
+            if name == b"date":
+                has_date = True
+            elif name == b"server":
+                has_server = True
+            headers.append((name, bytes(value)))
+        defaults = []
+        if not has_server:
+            defaults.append((b"server", connection.config.server_header))
+        if not has_date:
+            defaults.append((b"date", server.date_header))
+        if not self.keep_alive:
+            headers.append(CLOSE_HEADER)
+        self.response_headers = headers
+        self.status = status
+        self.response_started = True
+        self.expect_100 = False
+        event = h11.Response(
+            status_code=status, headers=defaults + headers, reason=STATUS_PHRASES[status]
+        )
+        self.pending_head = connection.conn.send(event)
+        connection.loop.call_soon(self._flush_head)
+        if self.head_only or status in NO_BODY_STATUS:
+            self.head_only = True
+
+    def _flush_head(self) -> None:
+        head = self.pending_head
+        if head is not None:
+            self.pending_head = None
+            if not self.connection.closed:
+                self.connection.transport.write(head)
+
+    def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
+        connection = self.connection
+        conn = connection.conn
+        chunks = []
+        head = self.pending_head
+        if head is not None:
+            self.pending_head = None
+            chunks.append(head)
+        if body and not self.head_only:
+            data = conn.send(h11.Data(data=body))
+            if data:
+                chunks.append(data)
+            self.sent += len(body)
+        if not more_body:
+            end = conn.send(h11.EndOfMessage())
+            if end:
+                chunks.append(end)
+            self.response_complete = True
+        if chunks and not connection.closed:
+            connection.transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        if not more_body:
+            self.wake()
+
+    # -- running the app -------------------------------------------------------
+
+    async def run(self) -> None:
+        connection = self.connection
+        server = connection.server
+        log = connection.log
+        hooks = server.hooks
+        request_view = None
+        if hooks.pre_request is not None or hooks.post_request is not None:
+            request_view = RequestView(self.scope, connection.client)
+        try:
+            if hooks.pre_request is not None:
+                hooks.pre_request(server.worker, request_view)
+            result = await server.app(self.scope, self.receive, self.send)
+            if result is not None:
+                log.error("ASGI callable should return None, but returned %r", result)
+            if not self.response_started:
+                if not self.disconnected:
+                    log.error("ASGI callable returned without starting a response")
+                    await self._send_500()
+            elif not self.response_complete and not self.disconnected:
+                log.error("ASGI callable returned without completing the response; closing the connection")
+                connection.close()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(exc, asyncio.CancelledError):
+                connection.close()
+            else:
+                request = "%s %s" % (self.scope["method"], self.scope["path"])
+                log.exception("Exception in ASGI application while handling %s", request)
+                if not self.response_started and not connection.closed:
+                    await self._send_500()
+                else:
+                    connection.close()
+        finally:
+            self._finish(request_view)
+
+    async def _send_500(self) -> None:
+        self.keep_alive = False
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    def _finish(self, request_view: RequestView | None) -> None:
+        connection = self.connection
+        server = connection.server
+        log = server.log
+        try:
+            if log.access_log_enabled or request_view is not None:
+                duration = time.monotonic() - self.start_time
+                response_view = ResponseView(self.status, self.response_headers, self.sent)
+                environ = access_environ(self.scope, connection.client)
+                if log.access_log_enabled:
+                    log.access(response_view, RequestView(self.scope, connection.client), environ, datetime.timedelta(seconds=duration))
+                if server.hooks.post_request is not None:
+                    server.hooks.post_request(server.worker, request_view, environ, response_view)
+        except Exception:
+            log.exception("Exception in access log or post_request hook")
+        if self.response_complete:
+            connection.on_response_complete(self)
+        else:
+            server.request_done()
+            connection.close()

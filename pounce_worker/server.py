@@ -1,0 +1,307 @@
+"""One event-loop thread: its accept gate, its connections, its lifespan.
+
+Every ``LoopServer`` is created by the worker's main thread and then touched
+only from its own loop thread; the main thread talks to it through the
+thread-safe methods at the bottom (``request_stop``) and reads two plain
+attributes (``last_tick``, ``active``) for the heartbeat and the status log.
+
+The accept gate: each loop registers the *shared* listening sockets with its
+own selector and accepts at most a small batch per wake-up, re-checking its
+connection limit before each ``accept()``. At the limit it unregisters, so new
+connections wait in the kernel backlog for a sibling loop (or a later accept)
+instead of being accepted and parked here: this is backpressure, never refusal.
+asyncio's ``create_server`` is not used because its ``Server.close()`` would
+close a listening socket that the other loops still serve, and because it
+accepts up to ``backlog`` connections per wake-up regardless of any limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .asgi import ASGIApp
+from .config import ServerConfig
+from .hooks import Hooks
+from .lifespan import Lifespan, LifespanFailure
+from .log import LoopLog
+from .protocol import HTTPConnection
+
+if TYPE_CHECKING:
+    from .budget import RequestBudget
+
+#: Connections accepted per readiness event before yielding to other work.
+ACCEPT_BATCH = 16
+#: accept() errors that mean "out of a resource": back off instead of spinning.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A fresh loop of the kind ``resolve_loop_kind`` chose for this worker."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class LoopServer:
+    def __init__(
+        self,
+        index: int,
+        config: ServerConfig,
+        app: ASGIApp,
+        listeners: list[socket.socket],
+        ssl_context: ssl.SSLContext | None,
+        worker: Any,
+        hooks: Hooks,
+        log: LoopLog,
+        budget: RequestBudget,
+        loop_kind: str,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.app = app
+        self.listeners = listeners
+        self.ssl_context = ssl_context
+        self.worker = worker
+        self.hooks = hooks
+        self.log = log
+        self.budget = budget
+        self.loop_kind = loop_kind
+        self.limit = config.connections_for(index)
+        self.state: dict[str, Any] = {}
+        self.connections: set[HTTPConnection] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # Accepted sockets, counted from accept() until the connection closes.
+        self.active = 0
+        self.peak = 0
+        self.accepting = False
+        self.stopping = False
+        self.fast_stop = False
+        self.requests = 0
+        self.rejected = 0
+        self.last_tick = time.monotonic()
+        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.thread: threading.Thread | None = None
+        self.started = threading.Event()
+        self.startup_error: BaseException | None = None
+        self._stop_requested: asyncio.Future[None] | None = None
+        self._backoff: asyncio.TimerHandle | None = None
+
+    # -- thread body -----------------------------------------------------------
+
+    def run(self) -> None:
+        """Thread target: own a loop from creation to close."""
+        loop = new_event_loop(self.loop_kind)
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - the main thread decides what to do
+            if not self.started.is_set():
+                self.startup_error = exc
+            self.log.exception("Event loop stopped by an error")
+        finally:
+            self.started.set()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def _main(self) -> None:
+        loop = self.loop
+        self._stop_requested = loop.create_future()
+        self._tick()
+        lifespan = Lifespan(self.app, self.config.lifespan, self.log, self.state)
+        try:
+            await lifespan.startup()
+        except LifespanFailure as exc:
+            self.log.error("ASGI lifespan startup failed: %s", exc)
+            self.startup_error = exc
+            self.started.set()
+            return
+        self._start_accepting()
+        self.started.set()
+        await self._stop_requested
+        await self._drain()
+        if not self.fast_stop:
+            await lifespan.shutdown()
+
+    def _tick(self) -> None:
+        """Heartbeat for the main thread, and the once-a-second Date header."""
+        now = time.monotonic()
+        self.last_tick = now
+        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        if not self.loop.is_closed():
+            self.loop.call_later(self.config.tick, self._tick)
+
+    # -- accept gate -------------------------------------------------------------
+
+    def _start_accepting(self) -> None:
+        if self.accepting or self.stopping:
+            return
+        for sock in self.listeners:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+        self.accepting = True
+
+    def _stop_accepting(self) -> None:
+        if not self.accepting:
+            return
+        for sock in self.listeners:
+            self.loop.remove_reader(sock.fileno())
+        self.accepting = False
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if self.active >= self.limit:
+                self._stop_accepting()
+                return
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # a sibling loop (or process) won the race: normal
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self.log.error("accept() failed (%s); pausing accepts for 1s", exc)
+                    self._stop_accepting()
+                    self._backoff = self.loop.call_later(1.0, self._resume_after_backoff)
+                    return
+                raise
+            sock.setblocking(False)
+            self.active += 1
+            if self.active > self.peak:
+                self.peak = self.active
+            self.spawn(self._serve(sock))
+
+    def _resume_after_backoff(self) -> None:
+        self._backoff = None
+        if self.active < self.limit:
+            self._start_accepting()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        opened = False
+
+        def factory() -> HTTPConnection:
+            nonlocal opened
+            opened = True
+            return HTTPConnection(self)
+
+        try:
+            await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            self.log.debug("Connection setup failed: %s", exc)
+            if not opened:
+                sock.close()
+                self._release_slot()
+
+    def _release_slot(self) -> None:
+        self.active -= 1
+        if not self.accepting and not self.stopping and self._backoff is None and self.active < self.limit:
+            self._start_accepting()
+
+    # -- callbacks from connections --------------------------------------------
+
+    def connection_opened(self, connection: HTTPConnection) -> None:
+        self.connections.add(connection)
+        if self.stopping:
+            connection.shutdown()
+
+    def connection_closed(self, connection: HTTPConnection) -> None:
+        self.connections.discard(connection)
+        self._release_slot()
+        if self.stopping and not self.connections and self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+
+    def request_done(self) -> None:
+        self.requests += 1
+        if self.budget.spend():
+            self.worker.budget_exhausted()
+
+    def request_rejected(self) -> None:
+        self.rejected += 1
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- stopping --------------------------------------------------------------
+
+    _drained: asyncio.Future[None] | None = None
+
+    def _begin_stop(self, graceful: bool) -> None:
+        if not graceful:
+            self.fast_stop = True
+        if self._stop_requested is not None and not self._stop_requested.done():
+            self._stop_requested.set_result(None)
+        elif self.fast_stop:
+            for connection in list(self.connections):
+                connection.transport.abort()
+
+    async def _drain(self) -> None:
+        """Stop accepting, let in-flight requests finish, close idle connections."""
+        self.stopping = True
+        self._stop_accepting()
+        if self._backoff is not None:
+            self._backoff.cancel()
+        if self.fast_stop:
+            for connection in list(self.connections):
+                connection.transport.abort()
+        else:
+            for connection in list(self.connections):
+                connection.shutdown()
+            if self.connections:
+                self._drained = self.loop.create_future()
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(self._drained), self.config.graceful_timeout
+                    )
+                except asyncio.TimeoutError:
+                    self.log.warning(
+                        "graceful_timeout=%ss expired with %d connections open; closing them",
+                        self.config.graceful_timeout,
+                        len(self.connections),
+                    )
+                for connection in list(self.connections):
+                    connection.transport.abort()
+        current = asyncio.current_task()
+        pending = [task for task in self.tasks if task is not current]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    # -- thread-safe entry points (called from the worker's main thread) ----------
+
+    def request_stop(self, graceful: bool) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._begin_stop, graceful)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call
+
+    def snapshot(self) -> dict[str, Any]:
+        """Numbers for the status log; plain reads, fine to race with the loop."""
+        return {
+            "loop": self.index,
+            "connections": self.active,
+            "limit": self.limit,
+            "accepting": self.accepting,
+            "requests": self.requests,
+            "lag": round(time.monotonic() - self.last_tick, 3),
+        }

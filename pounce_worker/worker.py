@@ -1,0 +1,306 @@
+"""``ThreadWorker``: the Gunicorn worker class.
+
+The worker process's main thread keeps every duty Gunicorn gives a worker:
+it owns the signals (only the main thread may install handlers), writes the
+heartbeat, watches the parent, and counts ``max_requests``. The HTTP work runs
+in ``LoopServer`` threads, one asyncio loop each: N of them in thread mode
+(free-threaded builds), exactly one in process mode (GIL builds), so both modes
+run the same code and Gunicorn's fork model supplies the parallelism in the
+second. The main thread speaks to loops only through ``request_stop`` (which
+uses ``call_soon_threadsafe``) and reads their ``last_tick`` for the heartbeat:
+a loop blocked by a synchronous call stops ticking, the heartbeat stops, and
+the arbiter's WORKER TIMEOUT restarts the process as it would a sync worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import io
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from gunicorn import sock as gsock
+from gunicorn.workers import base
+
+from . import mode as _mode
+from .asgi import ASGIApp, Message, Receive, Scope, Send, as_asgi3
+from .budget import RequestBudget
+from .config import ConfigError, ServerConfig
+from .hooks import Hooks
+from .log import LoopLog
+from .server import LoopServer
+
+#: Gunicorn's exit code for "the worker cannot boot": the arbiter halts instead of respawning.
+WORKER_BOOT_ERROR = 3
+
+
+def resolve_loop_kind(requested: str, log: Any) -> str:
+    """asyncio or uvloop, following Gunicorn's ``asgi_loop`` setting.
+
+    uvloop is a C extension without free-threading support: importing it on a
+    free-threaded build would switch the GIL back on for the whole process, so
+    it is never imported there, whatever the setting says.
+    """
+    if requested == "asyncio":
+        return "asyncio"
+    if not _mode.gil_enabled():
+        if requested == "uvloop":
+            log.warning("asgi_loop='uvloop' ignored: uvloop would re-enable the GIL; using asyncio")
+        return "asyncio"
+    if importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    if requested == "uvloop":
+        log.warning("asgi_loop='uvloop' but uvloop is not installed; using asyncio")
+    return "asyncio"
+
+
+def _error_app(message: str) -> ASGIApp:
+    """Served after a reload hit a SyntaxError, so the developer sees it in the browser."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event: Message = await receive()
+                kind = event["type"].replace("lifespan.", "")
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        body = message.encode("utf-8", "replace")
+        await send({"type": "http.response.start", "status": 500,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class ThreadWorker(base.Worker):
+    """Serve an ASGI app from Gunicorn with one asyncio loop per thread."""
+
+    asgi: ASGIApp
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.servers: list[LoopServer] = []
+        self.fast_exit = False
+        self._budget_spent = threading.Event()
+        self._stale_reported: set[int] = set()
+
+    # -- boot --------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Runs in the master at boot: validate settings and say which mode runs."""
+        try:
+            config = ServerConfig.from_gunicorn(cfg)
+        except ConfigError as exc:
+            raise RuntimeError(f"pounce_worker: {exc}") from None
+        chosen, why = _mode.choose()
+        build = _mode.interpreter_build()
+        if chosen is _mode.Mode.PROCESSES and cfg.threads > 1:
+            log.warning(
+                "pounce_worker: threads=%d ignored: %s (%s), so each worker process "
+                "runs one event loop. Set workers=%d instead (conf/gunicorn.conf.py picks "
+                "workers x threads from the interpreter), run on a free-threaded build "
+                "(3.14t) to get threads, or set %s=threads to force them.",
+                cfg.threads, why, build, cfg.workers * cfg.threads, _mode.MODE_ENV,
+            )
+        elif chosen is _mode.Mode.THREADS and _mode.gil_enabled():
+            log.warning(
+                "pounce_worker: thread mode on a GIL build (%s): %d loops per worker share "
+                "one core. Meant for testing the thread code paths.", why, config.loops,
+            )
+
+    def init_process(self) -> None:
+        self.gil_at_boot = _mode.gil_enabled()
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        try:
+            self.wsgi = self.app.wsgi()
+        except SyntaxError as exc:
+            if not self.cfg.reload:
+                raise
+            self.log.exception(exc)
+            if self.reloader is not None and exc.filename is not None:
+                self.reloader.add_extra_file(exc.filename)
+            with io.StringIO() as tb:
+                traceback.print_exception(exc, file=tb)
+                self.wsgi = _error_app(tb.getvalue())
+        self.asgi = as_asgi3(self.wsgi)
+
+    # -- signals (main thread only) -----------------------------------------------
+
+    def init_signals(self) -> None:
+        super().init_signals()
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """QUIT/INT: fast shutdown; connections are closed without waiting."""
+        self.alive = False
+        self.fast_exit = True
+        self.cfg.worker_int(self)
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        """ABRT comes from the arbiter's timeout: say which loop was stuck, then die."""
+        self.alive = False
+        self.log.error("Worker aborted; loop state: %s", self._status())
+        self.cfg.worker_abort(self)
+        sys.exit(1)
+
+    def budget_exhausted(self) -> None:
+        """Called from a loop thread when ``max_requests`` is reached."""
+        self._budget_spent.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.PIPE[1], b".")
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
+                raise
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait for a signal, a wake-up from a loop, or the timeout."""
+        try:
+            ready, _, _ = select.select([self.PIPE[0]], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self.PIPE[0], 4096):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+
+    # -- main loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        config = ServerConfig.from_gunicorn(self.cfg)
+        self.config = config
+        loop_kind = resolve_loop_kind(config.loop_kind, self.log)
+        chosen, why = _mode.choose()
+        self.log.info(
+            "pounce_worker: %s mode (%s), %d event loop(s) with %s, worker_connections=%d, %s",
+            chosen.value, why, config.loops, loop_kind, config.worker_connections,
+            _mode.interpreter_build(),
+        )
+        if not self.gil_at_boot and _mode.gil_enabled():
+            self.log.warning(
+                "The GIL was re-enabled while loading the app (a C extension without "
+                "free-threading support?): the %d loops will share one core.", config.loops,
+            )
+        ssl_context = gsock.ssl_context(self.cfg) if config.is_ssl else None
+        listeners = [getattr(s, "sock", s) for s in self.sockets]
+        for listener in listeners:
+            listener.setblocking(False)
+        hooks = Hooks.from_gunicorn(self.cfg)
+        budget = RequestBudget(self.max_requests)
+        self.servers = [
+            LoopServer(i, config, self.asgi, listeners, ssl_context, self, hooks,
+                       LoopLog(self.log, self.pid, i), budget, loop_kind)
+            for i in range(config.loops)
+        ]
+        for server in self.servers:
+            thread = threading.Thread(target=server.run, name=f"pounce-loop-{server.index}", daemon=True)
+            server.thread = thread
+            thread.start()
+        if not self._wait_started():
+            return
+        self._serve()
+        self._stop()
+
+    def _interval(self) -> float:
+        return max(0.05, min(1.0, self.timeout / 2 if self.timeout else 1.0))
+
+    def _wait_started(self) -> bool:
+        """Heartbeat while every loop runs lifespan startup; exit on a failure."""
+        while not all(server.started.is_set() for server in self.servers):
+            self.notify()
+            self._sleep(0.05)
+            if not self.alive:
+                self._stop()
+                return False
+        failed = [s for s in self.servers if s.startup_error is not None]
+        if failed:
+            self.log.error(
+                "Worker failed to boot: %d of %d loops failed lifespan startup",
+                len(failed), len(self.servers),
+            )
+            self.fast_exit = False
+            self._stop()
+            sys.exit(WORKER_BOOT_ERROR)
+        return True
+
+    def _serve(self) -> None:
+        interval = self._interval()
+        while self.alive:
+            self._sleep(interval)
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            if self._budget_spent.is_set():
+                self.log.info("Autorestarting worker after current request.")
+                break
+            dead = [s.index for s in self.servers if s.thread is not None and not s.thread.is_alive()]
+            if dead:
+                self.log.error("Event loop thread(s) %s died; restarting the worker", dead)
+                self.alive = False
+                break
+            if self._loops_responsive():
+                self.notify()
+        self.alive = False
+
+    def _loops_responsive(self) -> bool:
+        now = time.monotonic()
+        limit = self.config.tick + 1.0
+        healthy = True
+        for server in self.servers:
+            lag = now - server.last_tick
+            if lag > limit:
+                healthy = False
+                if server.index not in self._stale_reported:
+                    self._stale_reported.add(server.index)
+                    self.log.warning(
+                        "Loop %d has not run for %.1fs (a blocking call in the app?); "
+                        "heartbeat withheld. Loops: %s", server.index, lag, self._status(),
+                    )
+            else:
+                self._stale_reported.discard(server.index)
+        return healthy
+
+    def _status(self) -> str:
+        return "; ".join(
+            "loop {loop}: {connections}/{limit} connections, {requests} requests, "
+            "accepting={accepting}, lag={lag}s".format(**s.snapshot())
+            for s in self.servers
+        )
+
+    def _stop(self) -> None:
+        """Tell every loop to stop and wait for them, heartbeating while they drain."""
+        graceful = not self.fast_exit
+        for server in self.servers:
+            server.request_stop(graceful)
+        # Drain (graceful_timeout), then lifespan shutdown; fast exits wait briefly.
+        budget = self.cfg.graceful_timeout + 5.0 if graceful else 1.0
+        deadline = time.monotonic() + budget
+        for server in self.servers:
+            thread = server.thread
+            while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+                if self.fast_exit and graceful:
+                    # QUIT arrived during a graceful stop: hurry up.
+                    graceful = False
+                    deadline = min(deadline, time.monotonic() + 1.0)
+                    for other in self.servers:
+                        other.request_stop(False)
+                if self._loops_responsive():
+                    self.notify()
+                thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
+        stuck = [s.index for s in self.servers if s.thread is not None and s.thread.is_alive()]
+        if stuck:
+            self.log.warning("Loops %s did not stop in time; exiting anyway", stuck)
