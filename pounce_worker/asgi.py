@@ -6,7 +6,6 @@ every loop thread, so they must stay immutable after import.
 
 from __future__ import annotations
 
-import asyncio
 import http
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping

@@ -10,15 +10,27 @@ They are built per request and only when a hook or the access log wants them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class RequestView:
     """What Gunicorn's hooks read from ``req``, computed from the ASGI scope."""
 
-    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "scheme",
-                 "remote_addr", "peer_addr", "scope")
+    __slots__ = (
+        "fragment",
+        "headers",
+        "method",
+        "path",
+        "peer_addr",
+        "query",
+        "remote_addr",
+        "scheme",
+        "scope",
+        "uri",
+        "version",
+    )
 
     def __init__(self, scope: dict[str, Any], client: tuple[str, int] | None) -> None:
         self.scope = scope
@@ -42,7 +54,7 @@ class RequestView:
 class ResponseView:
     """What Gunicorn's access log and ``post_request`` read from ``resp``."""
 
-    __slots__ = ("status", "status_code", "headers", "sent", "response_length")
+    __slots__ = ("headers", "response_length", "sent", "status", "status_code")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], sent: int) -> None:
         self.status = str(status)

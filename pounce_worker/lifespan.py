@@ -39,7 +39,7 @@ class Lifespan:
         scope = {"type": "lifespan", "asgi": asgi_info(LIFESPAN_SPEC_VERSION), "state": self.state}
         try:
             await self.app(scope, self._inbox.get, self._send)
-        except BaseException as exc:  # noqa: BLE001 - reported to the waiter below
+        except BaseException as exc:
             await self._answers.put(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise

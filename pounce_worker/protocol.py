@@ -367,6 +367,7 @@ class RequestCycle:
     """One request and its response: the ASGI ``receive``/``send`` pair lives here."""
 
     __slots__ = (
+        "_waiter",
         "body",
         "connection",
         "disconnected",
@@ -377,13 +378,12 @@ class RequestCycle:
         "pending_head",
         "request_complete",
         "response_complete",
+        "response_headers",
         "response_started",
         "scope",
         "sent",
         "start_time",
         "status",
-        "response_headers",
-        "_waiter",
     )
 
     def __init__(self, connection: HTTPConnection, scope: dict[str, Any], keep_alive: bool) -> None:
@@ -582,8 +582,9 @@ class RequestCycle:
             if isinstance(exc, asyncio.CancelledError):
                 connection.close()
             else:
-                request = "%s %s" % (self.scope["method"], self.scope["path"])
-                log.exception("Exception in ASGI application while handling %s", request)
+                log.exception(
+                    "Exception in ASGI application while handling %s %s", self.scope["method"], self.scope["path"]
+                )
                 if not self.response_started and not connection.closed:
                     await self._send_500()
                 else:
@@ -612,7 +613,8 @@ class RequestCycle:
                 response_view = ResponseView(self.status, self.response_headers, self.sent)
                 environ = access_environ(self.scope, connection.client)
                 if log.access_log_enabled:
-                    log.access(response_view, RequestView(self.scope, connection.client), environ, datetime.timedelta(seconds=duration))
+                    request = request_view or RequestView(self.scope, connection.client)
+                    log.access(response_view, request, environ, datetime.timedelta(seconds=duration))
                 if server.hooks.post_request is not None:
                     server.hooks.post_request(server.worker, request_view, environ, response_view)
         except Exception:

@@ -106,7 +106,7 @@ class LoopServer:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main())
-        except BaseException as exc:  # noqa: BLE001 - the main thread decides what to do
+        except BaseException as exc:
             if not self.started.is_set():
                 self.startup_error = exc
             self.log.exception("Event loop stopped by an error")

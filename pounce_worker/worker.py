@@ -19,7 +19,6 @@ import importlib.util
 import io
 import os
 import select
-import signal
 import sys
 import threading
 import time

@@ -110,7 +110,7 @@ class Gunicorn:
     def start(self, wait: bool = True) -> Gunicorn:
         cmd = self.command()
         pass_fds = (self.sock.fileno(),) if self.sock is not None else ()
-        self.stdout = open(self.tmp / "stdout.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.stdout = open(self.tmp / "stdout.log", "wb")
         self.proc = subprocess.Popen(
             cmd, env=self.environ(), stdout=self.stdout, stderr=subprocess.STDOUT,
             pass_fds=pass_fds, cwd=str(ROOT),
