@@ -102,6 +102,8 @@ class ServerConfig:
     forwarded_allow_all: bool = False
     forwarded_allow_nets: tuple[Any, ...] = ()
     secure_scheme_headers: tuple[tuple[bytes, bytes], ...] = ()
+    forward_script_name: bool = False
+    script_name: str = ""
     proxy_protocol: str = "off"
     proxy_allow_all: bool = False
     proxy_allow_nets: tuple[Any, ...] = ()
@@ -168,6 +170,8 @@ class ServerConfig:
             forwarded_allow_all=fwd_all,
             forwarded_allow_nets=fwd_nets,
             secure_scheme_headers=secure,
+            forward_script_name=bool({"SCRIPT_NAME", "*"} & set(cfg.forwarder_headers or ())),
+            script_name=env.get("SCRIPT_NAME", "").rstrip("/"),
             proxy_protocol=str(proxy_protocol),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,

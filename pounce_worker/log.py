@@ -13,13 +13,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from gunicorn.glogging import Logger
+
+
+def wants_access_calls(log: Any) -> bool:
+    """Whether ``log.access`` must be called for each request.
+
+    True when an access log is configured, and also when ``logger_class`` is a
+    subclass that overrides ``access`` (Gunicorn's statsd logger counts
+    requests and durations there, with or without an access log file).
+    """
+    if type(log).access is not Logger.access:
+        return True
+    return bool(getattr(log, "access_log_enabled", True))
+
 
 class LoopLog:
-    __slots__ = ("_log", "prefix")
+    __slots__ = ("_log", "access_wanted", "prefix")
 
     def __init__(self, log: Any, pid: int, index: int) -> None:
         self._log = log
         self.prefix = f"[worker {pid} loop {index}] "
+        self.access_wanted = wants_access_calls(log)
 
     def _tag(self, msg: object) -> str:
         return self.prefix + str(msg)
@@ -42,10 +57,6 @@ class LoopLog:
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         # Access lines keep the user's access_log_format untouched.
         self._log.access(resp, req, environ, request_time)
-
-    @property
-    def access_log_enabled(self) -> bool:
-        return bool(getattr(self._log, "access_log_enabled", True))
 
     @property
     def gunicorn_log(self) -> Any:

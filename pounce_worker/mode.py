@@ -15,6 +15,7 @@ import enum
 import os
 import platform
 import sys
+from collections.abc import Mapping
 
 MODE_ENV = "POUNCE_WORKER_MODE"
 
@@ -42,7 +43,7 @@ def interpreter_build() -> str:
     return f"{platform.python_implementation()} {platform.python_version()} ({gil})"
 
 
-def choose(env: dict[str, str] | os._Environ[str] | None = None) -> tuple[Mode, str]:
+def choose(env: Mapping[str, str] | None = None) -> tuple[Mode, str]:
     """The mode for this interpreter and a sentence saying why.
 
     Raises ``ValueError`` naming the variable when it holds an unknown value,

@@ -24,6 +24,7 @@ import h11
 
 from .asgi import STATUS_PHRASES, Message, asgi_info
 from .hooks import RequestView, ResponseView, access_environ
+from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -71,6 +72,9 @@ class HTTPConnection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.requests = 0
+        self.trusted = False
+        # Bytes received before the PROXY header is complete; None once past it (or when off).
+        self.proxy_buffer: bytes | None = b"" if self.config.proxy_protocol != "off" else None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -81,6 +85,11 @@ class HTTPConnection(asyncio.Protocol):
         self.client = _addr(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+        config = self.config
+        peer_ip = self.client[0] if self.client else None
+        self.trusted = bool(config.secure_scheme_headers or config.forward_script_name) and ip_allowed(
+            peer_ip, config.forwarded_allow_all, config.forwarded_allow_nets
+        )
         self.server.connection_opened(self)
         self._arm_header_timer()
 
@@ -135,8 +144,36 @@ class HTTPConnection(asyncio.Protocol):
             self.keepalive_timer.cancel()
             self.keepalive_timer = None
             self._arm_header_timer()
+        if self.proxy_buffer is not None:
+            data = self._strip_proxy_header(data)
+            if not data:
+                return
         self.conn.receive_data(data)
         self.handle_events()
+
+    def _strip_proxy_header(self, data: bytes) -> bytes:
+        """Consume a PROXY header before the first request; return what follows it."""
+        buf = self.proxy_buffer + data  # type: ignore[operator]
+        config = self.config
+        try:
+            complete, consumed, client, local = parse_proxy_header(buf, config.proxy_protocol)
+            if complete and consumed:
+                peer_ip = self.client[0] if self.client else None
+                if not ip_allowed(peer_ip, config.proxy_allow_all, config.proxy_allow_nets):
+                    raise ProxyError(403, f"PROXY header from {peer_ip}, not in proxy_allow_ips")
+        except ProxyError as exc:
+            self.proxy_buffer = None
+            self.reject(exc.status, str(exc))
+            return b""
+        if not complete:
+            self.proxy_buffer = buf
+            return b""
+        self.proxy_buffer = None
+        if client is not None:
+            self.client = client
+        if local is not None:
+            self.local = local
+        return buf[consumed:]
 
     # -- events ----------------------------------------------------------------
 
@@ -228,7 +265,26 @@ class HTTPConnection(asyncio.Protocol):
             path = unquote(raw_path.decode("ascii"))
         except UnicodeDecodeError:
             raise ClientError(400, "Request target is not ASCII") from None
+        scheme = self.scheme
+        # root_path (like uvicorn's --root-path) is prepended to the path; a
+        # SCRIPT_NAME (Gunicorn's: from the environment, or from a trusted
+        # proxy listed in forwarder_headers) is a prefix the path already has.
         root_path = config.root_path
+        script_name = config.script_name
+        if self.trusted:
+            try:
+                forwarded_scheme, forwarded_script = forwarded(config, raw)
+            except ProxyError as exc:
+                raise ClientError(exc.status, str(exc)) from None
+            scheme = forwarded_scheme or scheme
+            script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name
+        if script_name:
+            if not path.startswith(script_name):
+                raise ClientError(500, f"Request path {path!r} does not start with SCRIPT_NAME {script_name!r}")
+            root_path = script_name
+        elif root_path:
+            path = root_path + path
+            raw_path = root_path.encode("ascii") + raw_path
         server = self.server
         scope: dict[str, Any] = {
             "type": "http",
@@ -236,11 +292,11 @@ class HTTPConnection(asyncio.Protocol):
             "http_version": event.http_version.decode("ascii"),
             "server": self.local,
             "client": self.client,
-            "scheme": self.scheme,
+            "scheme": scheme,
             "method": event.method.decode("ascii"),
             "root_path": root_path,
-            "path": root_path + path,
-            "raw_path": root_path.encode("ascii") + raw_path if root_path else raw_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": query,
             "headers": scope_headers,
             "state": server.state.copy(),
@@ -428,7 +484,8 @@ class RequestCycle:
             self.expect_100 = False
             if not self.response_started and not connection.closed:
                 data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-                connection.transport.write(data)  # type: ignore[arg-type]
+                if data:
+                    connection.transport.write(data)
         if self.request_complete:
             # The whole body was delivered: the next event is the client leaving.
             await self._wait(lambda: self.disconnected or self.response_complete)
@@ -539,7 +596,7 @@ class RequestCycle:
             self.pending_head = None
             chunks.append(head)
         if body and not self.head_only:
-            data = conn.send(h11.Data(data=body))
+            data = conn.send(h11.Data(data=body if isinstance(body, bytes) else bytes(body)))
             if data:
                 chunks.append(data)
             self.sent += len(body)
@@ -566,7 +623,8 @@ class RequestCycle:
         try:
             if hooks.pre_request is not None:
                 hooks.pre_request(server.worker, request_view)
-            result = await server.app(self.scope, self.receive, self.send)
+            app: Any = server.app
+            result = await app(self.scope, self.receive, self.send)
             if result is not None:
                 log.error("ASGI callable should return None, but returned %r", result)
             if not self.response_started:
@@ -608,11 +666,11 @@ class RequestCycle:
         server = connection.server
         log = server.log
         try:
-            if log.access_log_enabled or request_view is not None:
+            if log.access_wanted or request_view is not None:
                 duration = time.monotonic() - self.start_time
                 response_view = ResponseView(self.status, self.response_headers, self.sent)
                 environ = access_environ(self.scope, connection.client)
-                if log.access_log_enabled:
+                if log.access_wanted:
                     request = request_view or RequestView(self.scope, connection.client)
                     log.access(response_view, request, environ, datetime.timedelta(seconds=duration))
                 if server.hooks.post_request is not None:
