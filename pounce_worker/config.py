@@ -107,6 +107,8 @@ class ServerConfig:
     proxy_protocol: str = "off"
     proxy_allow_all: bool = False
     proxy_allow_nets: tuple[Any, ...] = ()
+    permit_obsolete_folding: bool = False
+    permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
 
     @property
@@ -173,6 +175,8 @@ class ServerConfig:
             forward_script_name=bool({"SCRIPT_NAME", "*"} & set(cfg.forwarder_headers or ())),
             script_name=env.get("SCRIPT_NAME", "").rstrip("/"),
             proxy_protocol=str(proxy_protocol),
+            permit_obsolete_folding=bool(getattr(cfg, "permit_obsolete_folding", False)),
+            permit_unconventional_http_method=bool(getattr(cfg, "permit_unconventional_http_method", False)),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
         )

@@ -25,6 +25,7 @@ import h11
 from .asgi import STATUS_PHRASES, Message, asgi_info
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
+from .validate import Rejection, check_head, head_end
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -180,6 +181,12 @@ class HTTPConnection(asyncio.Protocol):
     def handle_events(self) -> None:
         conn = self.conn
         while True:
+            if conn.their_state is h11.IDLE and not self.closed:
+                try:
+                    self._check_head()
+                except Rejection as exc:
+                    self.reject(exc.status, str(exc))
+                    return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -222,6 +229,14 @@ class HTTPConnection(asyncio.Protocol):
                     break
             elif event_type is h11.ConnectionClosed:
                 break
+
+    def _check_head(self) -> None:
+        """Stricter-than-h11 checks on a request head, once it is all buffered."""
+        pending = self.conn.trailing_data[0]
+        end = head_end(pending)
+        if end > 0:
+            config = self.config
+            check_head(pending[:end], config.permit_obsolete_folding, config.permit_unconventional_http_method)
 
     def _check_incomplete_head(self) -> None:
         limit = self.config.limit_request_line

@@ -1,0 +1,98 @@
+"""Request checks stricter than h11, for a server that sits behind proxies.
+
+h11 is a faithful parser but a lenient one in places where a front-end proxy
+and this server could disagree about where a request ends (request
+smuggling) or what it means. Each rule here rejects something h11 accepts, and
+follows what Gunicorn's own parser rejects, with the same status codes:
+
+* a request with both Content-Length and Transfer-Encoding (RFC 9112 §6.1:
+  the server MUST close the connection after it; Gunicorn refuses it: 400);
+* a repeated Content-Length, even with equal values (a singleton field,
+  RFC 9110 §5.3; h11 silently merges equal ones);
+* a Host field that holds a list (RFC 9112 §3.2: 400);
+* bare LF line endings and obs-fold line continuations in the head, and
+  control characters in field values (RFC 9112 §2.2, §5.2; RFC 9110 §5.5);
+* an HTTP version other than 1.0/1.1 on an HTTP/1 connection (505 for another
+  major version, 400 for 1.2+, as Gunicorn does unless told otherwise);
+* a method with lower-case letters or of unusual length, unless Gunicorn's
+  ``permit_unconventional_http_method`` is on;
+* an Expect other than 100-continue (417).
+
+None of these ever accepts what h11 rejects: h11 still parses every byte.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Control characters other than HTAB, CR and LF (CR and LF are checked as CRLF pairs).
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_METHOD_OK = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]{3,20}")
+#: The fields whose handling decides framing or routing, found in one scan of the head.
+_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|host|expect)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def head_end(buf: bytes) -> int:
+    """Index just past the blank line ending the head; -1 while the head is incomplete.
+
+    A head that ends with a bare ``\n\n`` is rejected here: h11 would take it.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end >= 0:
+        bare = buf.find(b"\n\n", 0, end)
+        if bare >= 0:
+            raise Rejection(400, "Bare LF in request head")
+        return end + 4
+    if b"\n\n" in buf:
+        raise Rejection(400, "Bare LF in request head")
+    return -1
+
+
+def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional_method: bool = False) -> None:
+    """Checks on the raw head bytes, from the request line to the blank line included."""
+    # Every LF must be part of a CRLF: a proxy that accepts a bare LF as a line end
+    # and one that does not would split the request differently.
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise Rejection(400, "Bare LF in request head")
+    if head.count(b"\r") != head.count(b"\r\n"):
+        raise Rejection(400, "Bare CR in request head")
+    if _CTL.search(head):
+        raise Rejection(400, "Control character in request head")
+    if b"\r\n " in head or b"\r\n\t" in head:
+        if not permit_obs_fold:
+            raise Rejection(400, "Obsolete line folding in request head")
+    parts = head[: head.find(b"\r\n")].split(b" ")
+    if len(parts) == 3:
+        method, _target, version = parts
+        if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
+            raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") and version.startswith(b"HTTP/"):
+            number = version[5:].decode("latin-1")
+            if not number.startswith("1."):
+                raise Rejection(505, f"HTTP version {number} is not supported")
+            raise Rejection(400, f"Invalid HTTP version {number}")
+    content_lengths = 0
+    transfer_encoding = False
+    for name, value in _FRAMING.findall(head):
+        lname = name.lower()
+        if lname == b"content-length":
+            content_lengths += 1
+            if b"," in value:
+                raise Rejection(400, "Content-Length holds a list")
+        elif lname == b"transfer-encoding":
+            transfer_encoding = True
+        elif lname == b"host":
+            if b"," in value:
+                raise Rejection(400, "Host header holds a list")
+        elif value.strip().lower() != b"100-continue":
+            raise Rejection(417, f"Unsupported expectation {value.decode('latin-1')!r}")
+    if content_lengths > 1:
+        raise Rejection(400, "Repeated Content-Length header")
+    if content_lengths and transfer_encoding:
+        raise Rejection(400, "Both Content-Length and Transfer-Encoding: ambiguous framing")
