@@ -80,8 +80,8 @@ class HTTPConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
         self.local = _addr(transport.get_extra_info("sockname"))
         self.client = _addr(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext") is not None:

@@ -103,6 +103,7 @@ class LoopServer:
         """Thread target: own a loop from creation to close."""
         loop = new_event_loop(self.loop_kind)
         self.loop = loop
+        loop.set_exception_handler(self._loop_exception)
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main())
@@ -117,6 +118,15 @@ class LoopServer:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Errors the loop catches itself (in callbacks) go to Gunicorn's error log, tagged."""
+        exc = context.get("exception")
+        message = context.get("message", "Unhandled error in event loop")
+        if exc is not None:
+            self.log.error("%s", message, exc_info=exc)
+        else:
+            self.log.error("%s", message)
 
     async def _main(self) -> None:
         loop = self.loop
