@@ -35,6 +35,11 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0,
         "largest request body in bytes; larger gets 413 (0: unlimited)",
     ),
+    "POUNCE_FAST_PATH": (
+        1,
+        "1: parse simple requests and frame responses without h11's generic machinery "
+        "(byte-for-byte equal to h11); 0: everything through h11",
+    ),
     "POUNCE_SHUTDOWN_TICK": (
         0.5,
         "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
@@ -99,6 +104,7 @@ class ServerConfig:
     header_timeout: float
     max_body_size: int
     tick: float
+    fast_path: bool
     forwarded_allow_all: bool = False
     forwarded_allow_nets: tuple[Any, ...] = ()
     secure_scheme_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -169,6 +175,7 @@ class ServerConfig:
             header_timeout=_env_number(env, "POUNCE_HEADER_TIMEOUT"),
             max_body_size=int(_env_number(env, "POUNCE_MAX_BODY_SIZE")),
             tick=_env_number(env, "POUNCE_SHUTDOWN_TICK") or 0.5,
+            fast_path=bool(_env_number(env, "POUNCE_FAST_PATH")),
             forwarded_allow_all=fwd_all,
             forwarded_allow_nets=fwd_nets,
             secure_scheme_headers=secure,

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 import h11
 
 from .asgi import STATUS_PHRASES, Message, asgi_info
+from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
 from .validate import Rejection, check_head, head_end
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 #: Buffered request body above which we stop reading the socket until the app consumes it.
 HIGH_WATER = 65536
 CLOSE_HEADER = (b"connection", b"close")
+#: Seconds a connection accepted just before a graceful stop may take to send its first request.
+FIRST_REQUEST_GRACE = 1.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 
 
@@ -76,6 +79,12 @@ class HTTPConnection(asyncio.Protocol):
         self.trusted = False
         # Bytes received before the PROXY header is complete; None once past it (or when off).
         self.proxy_buffer: bytes | None = b"" if self.config.proxy_protocol != "off" else None
+        # Fast path (see fastpath.py): while True, requests are parsed from self.buffer
+        # and self.conn stays unused at IDLE, ready to take over at a request boundary.
+        self.fast = self.config.fast_path
+        self.buffer = bytearray()
+        self.body_remaining = 0
+        self.eof = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -106,12 +115,13 @@ class HTTPConnection(asyncio.Protocol):
         self.server.connection_closed(self)
 
     def eof_received(self) -> bool | None:
-        # A half-close from the client: h11 learns the stream ended. Returning
-        # None lets asyncio close the transport once our writes are flushed.
-        try:
-            self.conn.receive_data(b"")
-        except h11.RemoteProtocolError:
-            pass
+        """The client closed its sending side: treated as a disconnect, as uvicorn does.
+
+        A TCP FIN cannot be told apart from a full close until a write fails,
+        and a streaming app waiting for http.disconnect must learn it now.
+        Returning None lets asyncio close the transport.
+        """
+        self.eof = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
@@ -149,8 +159,12 @@ class HTTPConnection(asyncio.Protocol):
             data = self._strip_proxy_header(data)
             if not data:
                 return
-        self.conn.receive_data(data)
-        self.handle_events()
+        if self.fast:
+            self.buffer += data
+            self.fast_events()
+        else:
+            self.conn.receive_data(data)
+            self.handle_events()
 
     def _strip_proxy_header(self, data: bytes) -> bytes:
         """Consume a PROXY header before the first request; return what follows it."""
@@ -176,7 +190,69 @@ class HTTPConnection(asyncio.Protocol):
             self.local = local
         return buf[consumed:]
 
-    # -- events ----------------------------------------------------------------
+    # -- fast path events --------------------------------------------------------
+
+    def fast_events(self) -> None:
+        """Requests that fastpath.parse_head understands; anything else goes to h11."""
+        buf = self.buffer
+        while buf and not self.closed:
+            cycle = self.cycle
+            if self.body_remaining:
+                take = min(len(buf), self.body_remaining)
+                chunk = bytes(buf[:take])
+                del buf[:take]
+                self.body_remaining -= take
+                if cycle is None or cycle.response_complete:
+                    continue  # body the app chose not to read; discard it
+                try:
+                    cycle.feed(chunk, more_body=self.body_remaining > 0)
+                except ClientError as exc:
+                    self.reject(exc.status, str(exc))
+                    return
+                continue
+            if cycle is not None:
+                # A pipelined request: wait until the current response is complete.
+                self.pause_reading()
+                return
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                # h11 rejects some heads before they are complete (a first byte below
+                # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
+                if buf[0] < 0x21 or b"\n\n" in buf or len(buf) > self.config.max_head_size:
+                    self._switch_to_h11()
+                else:
+                    self._check_incomplete_head(buf)
+                return
+            head = bytes(buf[: end + 4])
+            config = self.config
+            try:
+                check_head(head, config.permit_obsolete_folding, config.permit_unconventional_http_method)
+            except Rejection as exc:
+                self.reject(exc.status, str(exc))
+                return
+            parsed = parse_head(head)
+            if parsed is None:
+                self._switch_to_h11()
+                return
+            del buf[: end + 4]
+            try:
+                self.start_request(parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close)
+            except ClientError as exc:
+                self.reject(exc.status, str(exc))
+                return
+            self.body_remaining = parsed.content_length
+            if not parsed.content_length:
+                self.cycle.more_body = False  # type: ignore[union-attr]
+
+    def _switch_to_h11(self) -> None:
+        """Hand the buffer to h11 at a request boundary; the connection stays on h11."""
+        self.fast = False
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        self.conn.receive_data(data)
+        self.handle_events()
+
+    # -- h11 events ----------------------------------------------------------------
 
     def handle_events(self) -> None:
         conn = self.conn
@@ -194,7 +270,7 @@ class HTTPConnection(asyncio.Protocol):
                 return
             if event is h11.NEED_DATA:
                 if conn.their_state is h11.IDLE:
-                    self._check_incomplete_head()
+                    self._check_incomplete_head(conn.trailing_data[0])
                 break
             if event is h11.PAUSED:
                 # Pipelined request waiting for the current response: stop reading
@@ -203,8 +279,10 @@ class HTTPConnection(asyncio.Protocol):
                 break
             event_type = type(event)
             if event_type is h11.Request:
+                request: h11.Request = event  # type: ignore[assignment]
                 try:
-                    self.start_request(event)  # type: ignore[arg-type]
+                    self.start_request(request.method, request.target, request.http_version,
+                                       request.headers.raw_items(), False)
                 except ClientError as exc:
                     self.reject(exc.status, str(exc))
                     return
@@ -213,7 +291,7 @@ class HTTPConnection(asyncio.Protocol):
                 if cycle is None or cycle.response_complete:
                     continue  # body the app chose not to read; discard it
                 try:
-                    cycle.feed(event.data)  # type: ignore[union-attr]
+                    cycle.feed(event.data, more_body=True)  # type: ignore[union-attr]
                 except ClientError as exc:
                     self.reject(exc.status, str(exc))
                     return
@@ -238,34 +316,36 @@ class HTTPConnection(asyncio.Protocol):
             config = self.config
             check_head(pending[:end], config.permit_obsolete_folding, config.permit_unconventional_http_method)
 
-    def _check_incomplete_head(self) -> None:
+    def _check_incomplete_head(self, pending: bytes | bytearray) -> None:
         limit = self.config.limit_request_line
         if not limit:
             return
-        pending = self.conn.trailing_data[0]
         if len(pending) > limit + 2 and b"\n" not in pending[: limit + 2]:
             self.reject(414, f"Request line is longer than limit_request_line={limit}")
 
-    def start_request(self, event: h11.Request) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+    def start_request(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        raw: list[tuple[bytes, bytes]],
+        asked_close: bool,
+    ) -> None:
+        """Build the scope and start the app for a parsed request head (either path)."""
+        self._cancel_timers()
         config = self.config
-        target = event.target
         if config.limit_request_line:
-            line = len(event.method) + len(target) + 10  # "M T HTTP/x.y"
+            line = len(method) + len(target) + 10  # "M T HTTP/x.y"
             if line > config.limit_request_line:
                 raise ClientError(
                     414, f"Request line is longer than limit_request_line={config.limit_request_line}"
                 )
-        headers = event.headers
         max_fields = config.limit_request_fields
-        if max_fields and len(headers) > max_fields:
+        if max_fields and len(raw) > max_fields:
             raise ClientError(
                 431, f"More header fields than limit_request_fields={max_fields}"
             )
         max_size = config.limit_request_field_size
-        raw = headers.raw_items()
         if max_size:
             for name, value in raw:
                 if len(name) + len(value) + 2 > max_size:
@@ -304,11 +384,11 @@ class HTTPConnection(asyncio.Protocol):
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": asgi_info(),
-            "http_version": event.http_version.decode("ascii"),
+            "http_version": http_version.decode("ascii"),
             "server": self.local,
             "client": self.client,
             "scheme": scheme,
-            "method": event.method.decode("ascii"),
+            "method": method.decode("ascii"),
             "root_path": root_path,
             "path": path,
             "raw_path": raw_path,
@@ -324,7 +404,7 @@ class HTTPConnection(asyncio.Protocol):
                     413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
                 )
         self.requests += 1
-        cycle = RequestCycle(self, scope, keep_alive)
+        cycle = RequestCycle(self, scope, keep_alive and not asked_close and not self.eof)
         self.cycle = cycle
         server.spawn(cycle.run())
 
@@ -338,10 +418,20 @@ class HTTPConnection(asyncio.Protocol):
         self.server.request_done()
         if self.closed:
             return
-        conn = self.conn
-        if conn.our_state is h11.MUST_CLOSE or not cycle.keep_alive:
+        if cycle.must_close or not cycle.keep_alive:
             self.close()
             return
+        if self.fast:
+            self.cycle = None
+            if self.server.stopping:
+                self.close()
+                return
+            if not self.body_remaining:
+                self.keepalive_timer = self.loop.call_later(self.config.keepalive, self._idle_timeout)
+            self.resume_reading()
+            self.fast_events()
+            return
+        conn = self.conn
         if conn.their_state is h11.DONE:
             self._next_cycle()
             if self.server.stopping:
@@ -373,9 +463,9 @@ class HTTPConnection(asyncio.Protocol):
 
     def _header_timeout(self) -> None:
         self.header_timer = None
-        if self.closed or self.conn.their_state is not h11.IDLE:
+        if self.closed or self.cycle is not None or (not self.fast and self.conn.their_state is not h11.IDLE):
             return
-        if self.conn.trailing_data[0]:
+        if self.buffer or self.conn.trailing_data[0]:
             self.reject(408, f"Request head not complete within POUNCE_HEADER_TIMEOUT={self.config.header_timeout}s")
         else:
             self.close()
@@ -400,12 +490,21 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Graceful stop: close now when idle, else after the current response."""
+        """Graceful stop: close idle connections, finish in-flight ones.
+
+        A connection accepted but whose first request has not arrived yet was
+        meant for this worker (a proxy may have just opened it for a request on
+        its way): it gets FIRST_REQUEST_GRACE seconds to send it, and that
+        request is served with ``Connection: close``.
+        """
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self.close()
-        else:
+        if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
+        elif self.requests == 0 and not self.closed:
+            self._cancel_timers()
+            self.keepalive_timer = self.loop.call_later(FIRST_REQUEST_GRACE, self._idle_timeout)
+        else:
+            self.close()
 
     def reject(self, status: int, message: str) -> None:
         """Answer a request we cannot serve with ``status``, log one line, close."""
@@ -413,7 +512,8 @@ class HTTPConnection(asyncio.Protocol):
             "Invalid request from ip=%s: %s", self.client[0] if self.client else "-", message
         )
         body = (message + "\n").encode("utf-8", "replace")
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        cycle = self.cycle
+        if (cycle is None or not cycle.response_started) and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             reason = STATUS_PHRASES[status] if 0 <= status < 600 else b""
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
             head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
@@ -443,9 +543,13 @@ class RequestCycle:
         "connection",
         "disconnected",
         "expect_100",
+        "fast_writer",
+        "h11",
         "head_only",
         "keep_alive",
+        "method",
         "more_body",
+        "must_close",
         "pending_head",
         "request_complete",
         "response_complete",
@@ -463,7 +567,11 @@ class RequestCycle:
         self.keep_alive = keep_alive
         self.disconnected = False
         self.expect_100 = connection.conn.they_are_waiting_for_100_continue
-        self.head_only = scope["method"] == "HEAD"
+        self.method: bytes = scope["method"].encode("ascii")
+        self.head_only = self.method == b"HEAD"
+        self.fast_writer: FastResponse | None = None
+        self.h11: h11.Connection | None = None
+        self.must_close = False
         self.body = bytearray()
         self.more_body = True
         self.request_complete = False
@@ -478,8 +586,9 @@ class RequestCycle:
 
     # -- request body ----------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, more_body: bool) -> None:
         self.body += data
+        self.more_body = more_body
         limit = self.connection.config.max_body_size
         if limit and len(self.body) > limit:
             raise ClientError(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
@@ -581,16 +690,29 @@ class RequestCycle:
             defaults.append((b"server", connection.config.server_header))
         if not has_date:
             defaults.append((b"date", server.date_header))
-        if not self.keep_alive:
+        close = not self.keep_alive
+        reason = STATUS_PHRASES[status]
+        head = None
+        if connection.fast:
+            writer = FastResponse()
+            head = writer.start(status, reason, defaults + headers, self.method, close)
+            if head is None:
+                # Headers that need h11's rewriting rules: let h11 frame this one.
+                self.h11 = primed_h11(self.method, close)
+            else:
+                self.fast_writer = writer
+        else:
+            self.h11 = connection.conn
+        if close:
             headers.append(CLOSE_HEADER)
+        if head is None:
+            assert self.h11 is not None
+            head = self.h11.send(h11.Response(status_code=status, headers=defaults + headers, reason=reason))
         self.response_headers = headers
         self.status = status
         self.response_started = True
         self.expect_100 = False
-        event = h11.Response(
-            status_code=status, headers=defaults + headers, reason=STATUS_PHRASES[status]
-        )
-        self.pending_head = connection.conn.send(event)
+        self.pending_head = head
         connection.loop.call_soon(self._flush_head)
         if self.head_only or status in NO_BODY_STATUS:
             self.head_only = True
@@ -604,19 +726,26 @@ class RequestCycle:
 
     def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
         connection = self.connection
-        conn = connection.conn
+        writer = self.fast_writer
+        conn = self.h11
         chunks = []
         head = self.pending_head
         if head is not None:
             self.pending_head = None
             chunks.append(head)
         if body and not self.head_only:
-            data = conn.send(h11.Data(data=body if isinstance(body, bytes) else bytes(body)))
+            payload = body if isinstance(body, bytes) else bytes(body)
+            data = writer.data(payload) if writer is not None else conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
             if data:
                 chunks.append(data)
             self.sent += len(body)
         if not more_body:
-            end = conn.send(h11.EndOfMessage())
+            if writer is not None:
+                end = writer.end()
+                self.must_close = not self.keep_alive
+            else:
+                end = conn.send(h11.EndOfMessage())  # type: ignore[union-attr]
+                self.must_close = conn.our_state is h11.MUST_CLOSE  # type: ignore[union-attr]
             if end:
                 chunks.append(end)
             self.response_complete = True

@@ -174,3 +174,326 @@ async def disconnect_watch(scope, receive, send):
         pass
     with open(marker, "a") as fh:
         fh.write(f"stream {message['type']}\n")
+
+
+# -- apps added for the end-to-end suite (test_http, test_lifecycle, test_lifespan) --------------
+
+_inflight_lock = threading.Lock()
+_inflight = {"now": 0, "max": 0, "per_thread": {}, "max_per_thread": {}, "served": 0}
+
+
+async def concurrency(scope, receive, send):
+    """Counts requests in flight in this process (and per loop thread).
+
+    ``/sleep/<s>`` holds a request for s seconds; ``/stats`` reports the peaks as JSON
+    (and is itself not counted).
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send, _startup)
+    thread = threading.current_thread().name
+    if scope["path"] == "/stats":
+        with _inflight_lock:
+            data = json.dumps({
+                "pid": os.getpid(),
+                "max": _inflight["max"],
+                "max_per_thread": dict(_inflight["max_per_thread"]),
+                "served": _inflight["served"],
+            }).encode()
+        return await _respond(send, 200, data)
+    with _inflight_lock:
+        _inflight["now"] += 1
+        _inflight["max"] = max(_inflight["max"], _inflight["now"])
+        mine = _inflight["per_thread"].get(thread, 0) + 1
+        _inflight["per_thread"][thread] = mine
+        _inflight["max_per_thread"][thread] = max(_inflight["max_per_thread"].get(thread, 0), mine)
+    try:
+        if scope["path"].startswith("/sleep/"):
+            await asyncio.sleep(float(scope["path"].rsplit("/", 1)[1]))
+        await _read_body(receive)
+    finally:
+        with _inflight_lock:
+            _inflight["now"] -= 1
+            _inflight["per_thread"][thread] -= 1
+            _inflight["served"] += 1
+    data = json.dumps({"pid": os.getpid(), "thread": thread}).encode()
+    await _respond(send, 200, data)
+
+
+async def features(scope, receive, send):
+    """HTTP feature probes.
+
+    ``/fixed``: the same 11-byte body and headers for every method (HEAD checks);
+    ``/noread``: answers without reading the request body (Expect: 100-continue);
+    ``/slowread``: reads the body slowly and reports the largest chunk one receive() returned;
+    ``/crash-where``: raises an exception naming the loop thread it ran on;
+    ``/server-header``: sets its own Server and Date headers.
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    path = scope["path"]
+    if path == "/fixed":
+        return await _respond(send, 200, b"hello world", [(b"content-length", b"11"), (b"x-custom", b"yes")])
+    if path == "/noread":
+        return await _respond(send, 200, b"not reading", [(b"content-length", b"11")])
+    if path == "/slowread":
+        total = largest = count = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = len(message.get("body", b""))
+            total += chunk
+            largest = max(largest, chunk)
+            count += 1
+            if count <= 4:
+                await asyncio.sleep(0.25)  # a slow consumer while the client pushes
+            if not message.get("more_body", False):
+                break
+        data = json.dumps({"total": total, "largest": largest, "receives": count}).encode()
+        return await _respond(send, 200, data)
+    if path == "/crash-where":
+        raise RuntimeError(f"boom on {threading.current_thread().name}")
+    if path == "/server-header":
+        own = [(b"server", b"custom/1.0"), (b"date", b"Thu, 01 Jan 2015 00:00:00 GMT")]
+        return await _respond(send, 200, b"own", own)
+    return await _respond(send, 404, b"no such probe")
+
+
+async def _state_startup(scope):
+    scope["state"]["counter"] = 0
+    scope["state"]["shared"] = []
+    scope["state"]["loop_id"] = id(asyncio.get_running_loop())
+
+
+async def state_probe(scope, receive, send):
+    """Each request rebinds ``state['counter']`` (must not leak: the state is copied per
+    request) and appends to ``state['shared']`` (does leak: the copy is shallow)."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send, _state_startup)
+    state = scope["state"]
+    seen = state["counter"]
+    had_new_key = "new_key" in state
+    state["counter"] = seen + 1
+    state["new_key"] = "set by a request"
+    state["shared"].append(1)
+    data = json.dumps({
+        "counter_seen": seen,
+        "had_new_key": had_new_key,
+        "shared_len": len(state["shared"]),
+        "loop_id": id(asyncio.get_running_loop()),
+        "state_loop_id": state["loop_id"],
+        "thread": threading.current_thread().name,
+    }).encode()
+    await _respond(send, 200, data)
+
+
+async def _slow_startup(scope):
+    await asyncio.sleep(float(os.environ.get("POUNCE_TEST_STARTUP_DELAY", "1.0")))
+    scope["state"]["ready_at"] = time.time()
+
+
+async def slow_startup(scope, receive, send):
+    """Lifespan startup takes POUNCE_TEST_STARTUP_DELAY seconds; requests report when it ended."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send, _slow_startup)
+    data = json.dumps({"ready_at": scope["state"].get("ready_at"), "now": time.time()}).encode()
+    await _respond(send, 200, data)
+
+
+# -- apps for the hostile-input, slow-client and overload suites (tests/test_hostile_*.py) ------
+
+
+def wsgi_echo(environ, start_response):
+    """WSGI twin of ``hostile``'s default route, for the Gunicorn sync-worker baseline."""
+    body = environ["wsgi.input"].read()
+    data = json.dumps({"path": environ["PATH_INFO"], "body_len": len(body)}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+_hostile_lock = threading.Lock()
+_hostile = {"now": {}, "peak": {}, "served": 0}
+
+
+async def hostile(scope, receive, send):
+    """Probes for the hostile-client suites.
+
+    ``/hold/<s>``: counts itself in flight on its loop thread for s seconds;
+    ``/peaks``: the per-thread in-flight peaks and the number of held requests served;
+    ``/stream/<mib>``: streams that many MiB in 64 KiB chunks;
+    ``/count``: reads the body without keeping it, reports its size and the largest receive();
+    anything else: reads the body, answers JSON with the path, thread and body size.
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    path = scope["path"]
+    thread = threading.current_thread().name
+    if path.startswith("/hold/"):
+        with _hostile_lock:
+            now = _hostile["now"][thread] = _hostile["now"].get(thread, 0) + 1
+            _hostile["peak"][thread] = max(_hostile["peak"].get(thread, 0), now)
+        try:
+            await asyncio.sleep(float(path.rsplit("/", 1)[1]))
+        finally:
+            with _hostile_lock:
+                _hostile["now"][thread] -= 1
+                _hostile["served"] += 1
+        data = json.dumps({"pid": os.getpid(), "thread": thread}).encode()
+        return await _respond(send, 200, data, [(b"content-length", str(len(data)).encode())])
+    if path == "/peaks":
+        with _hostile_lock:
+            data = json.dumps({"pid": os.getpid(), "peak": _hostile["peak"], "served": _hostile["served"]}).encode()
+        return await _respond(send, 200, data, [(b"content-length", str(len(data)).encode())])
+    if path.startswith("/stream/"):
+        mib = int(path.rsplit("/", 1)[1])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(mib * 1048576).encode())]})
+        for i in range(mib * 16):
+            # A new object each time, as real data would be: a server that queues
+            # references to one shared chunk would hide its buffering.
+            chunk = bytes([97 + i % 26]) * 65536
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    total = largest = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body = message.get("body", b"")
+        total += len(body)
+        largest = max(largest, len(body))
+        if not message.get("more_body", False):
+            break
+    data = json.dumps({
+        "path": path, "raw_path": scope["raw_path"].decode("latin-1"),
+        "query_string": scope["query_string"].decode("latin-1"),
+        "thread": thread, "body_len": total, "largest": largest,
+    }).encode()
+    await _respond(send, 200, data, [(b"content-length", str(len(data)).encode())])
+
+
+# -- apps added for the settings suite (tests/test_settings_*.py) ----------------------------------
+
+#: The body ``/fixed`` answers with, identical in ``settings_probe`` and ``settings_wsgi`` so the
+#: access-log atoms of both can be compared field by field.
+FIXED_BODY = b"0123456789"
+FIXED_HEADERS = [("Content-Type", "text/plain"), ("X-Resp", "probe-value"), ("Content-Length", "10")]
+
+
+def _proc_status(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].split()
+    return None
+
+
+def _query(scope_or_qs):
+    from urllib.parse import parse_qs
+
+    return {k: v[-1] for k, v in parse_qs(scope_or_qs).items()}
+
+
+async def settings_probe(scope, receive, send):
+    """What Gunicorn's settings change, seen from an ASGI app.
+
+    ``.../fixed``: FIXED_BODY with FIXED_HEADERS (``?sleep=S`` sleeps first);
+    ``.../info``: JSON of the scope's client/server/scheme/root_path/path, the process's
+    pid/uid/gid/umask and ``os.environ[?env=NAME]``;
+    ``.../print?marker=M``: print()s M to stdout and to stderr;
+    ``.../block``: blocks the loop (time.sleep) for 60 s; ``.../crash``: raises;
+    ``.../sleep?s=S``: answers after an async sleep of S seconds.
+    Routes match the end of the path, so a root_path or SCRIPT_NAME prefix does not matter.
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    path = scope["path"]
+    query = _query(scope["query_string"].decode("latin-1"))
+    await _read_body(receive)
+    if path.endswith("/fixed"):
+        if "sleep" in query:
+            await asyncio.sleep(float(query["sleep"]))
+        headers = [(k.lower().encode(), v.encode()) for k, v in FIXED_HEADERS]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": FIXED_BODY})
+        return
+    if path.endswith("/print"):
+        marker = query.get("marker", "PRINTED")
+        print(f"{marker} on stdout")
+        import sys
+
+        print(f"{marker} on stderr", file=sys.stderr)
+        return await _respond(send, 200, b"printed")
+    if path.endswith("/block"):
+        time.sleep(60)
+        return await _respond(send, 200, b"unblocked")
+    if path.endswith("/crash"):
+        raise RuntimeError("settings_probe crash on purpose")
+    if path.endswith("/sleep"):
+        await asyncio.sleep(float(query.get("s", "1")))
+        return await _respond(send, 200, b"slept")
+    name = query.get("env")
+    payload = {
+        "client": list(scope["client"]) if scope.get("client") else None,
+        "server": list(scope["server"]) if scope.get("server") else None,
+        "scheme": scope["scheme"],
+        "root_path": scope["root_path"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode("latin-1"),
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "umask": (_proc_status("Umask") or [None])[0],
+        "env": os.environ.get(name) if name else None,
+    }
+    data = json.dumps(payload).encode()
+    await _respond(send, 200, data, [(b"content-length", str(len(data)).encode())])
+
+
+def settings_wsgi(environ, start_response):
+    """The WSGI twin of ``settings_probe`` for Gunicorn's own sync worker: ``/fixed`` answers
+    the same bytes; ``/info`` reports the environ keys Gunicorn computes from its settings."""
+    path = environ["PATH_INFO"]
+    if path.endswith("/fixed"):
+        query = _query(environ.get("QUERY_STRING", ""))
+        if "sleep" in query:
+            time.sleep(float(query["sleep"]))
+        start_response("200 OK", list(FIXED_HEADERS))
+        return [FIXED_BODY]
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "SCRIPT_NAME", "PATH_INFO", "RAW_URI",
+            "PROXY_ADDR", "PROXY_PORT", "SERVER_NAME", "SERVER_PORT")
+    data = json.dumps({k: environ.get(k) for k in keys}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class Asgi2StateApp:
+    """An ASGI 2 app whose lifespan startup fills the state its requests report."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        if self.scope["type"] == "lifespan":
+            return await _lifespan(self.scope, receive, send, _startup, _shutdown)
+        state = self.scope["state"]
+        data = json.dumps({
+            "loop_id": id(asyncio.get_running_loop()),
+            "state_loop_id": state.get("loop_id"),
+            "path": self.scope["path"],
+        }).encode()
+        await _respond(send, 200, data)
+
+
+asgi2_state = Asgi2StateApp
+
+
+async def spin(scope, receive, send):
+    """``/spin/<s>`` blocks its loop with a synchronous sleep of s seconds, then answers; else answers at once."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    if scope["path"].startswith("/spin/"):
+        time.sleep(float(scope["path"].rsplit("/", 1)[1]))
+    data = json.dumps({"pid": os.getpid(), "path": scope["path"]}).encode()
+    await _respond(send, 200, data)

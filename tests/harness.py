@@ -125,7 +125,7 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
-            booted = len(re.findall(r"pounce_worker: \w+ mode", self.log())) if self.loops_expected else self.workers
+            booted = len(re.findall(r"pounce_worker: (?:threads|processes) mode \(", self.log())) if self.loops_expected else self.workers
             if booted >= self.workers and self._connectable():
                 time.sleep(0.05)
                 return
@@ -240,3 +240,436 @@ def raw_request(port: int, data: bytes | Sequence[bytes], timeout: float = 5.0, 
                 break
             out += part
         return out
+
+
+# -- helpers for the end-to-end suite -----------------------------------------------------------
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until it is truthy or ``timeout`` passes; return its last verdict."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():  # type: ignore[operator]
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class ParsedResponse:
+    """One response read off a raw socket: status, lower-cased headers, body, informational 1xx seen."""
+
+    def __init__(self, status: int, http_version: bytes, headers: list[tuple[bytes, bytes]],
+                 body: bytes, informational: list[int]) -> None:
+        self.status = status
+        self.http_version = http_version
+        self.headers = headers
+        self.body = body
+        self.informational = informational
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name.lower():
+                return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"<ParsedResponse {self.status} {self.headers!r} {self.body[:80]!r}>"
+
+
+class RawConnection:
+    """A raw client socket on loopback that parses the server's responses with h11.
+
+    Bytes are sent exactly as given (pipelining, hand-made framing, bad requests); h11
+    only frames what comes back, so a HEAD response carrying a body, or a response
+    out of order, breaks the parse of the following one.
+    """
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        import h11
+
+        self._h11 = h11
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.timeout = timeout
+        self.conn = h11.Connection(h11.CLIENT)
+        self.local_port = self.sock.getsockname()[1]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_response(self, method: bytes = b"GET", timeout: float | None = None) -> ParsedResponse:
+        """The next complete response (1xx responses are recorded in ``informational``)."""
+        h11 = self._h11
+        conn = self.conn
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        if conn.our_state is h11.IDLE:
+            # Tell h11 which request this response answers; the bytes were sent already.
+            conn.send(h11.Request(method=method, target=b"/", headers=[(b"host", b"x")]))
+            conn.send(h11.EndOfMessage())
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        informational: list[int] = []
+        head = None
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = self.sock.recv(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                informational.append(event.status_code)
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                return ParsedResponse(head.status_code, head.http_version, list(head.headers.raw_items()),
+                                      body, informational)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("connection closed before a complete response")
+
+    def recv_raw(self, timeout: float = 1.0) -> bytes:
+        """Whatever arrives within ``timeout`` (empty on timeout or EOF)."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+    def closed_by_server(self, timeout: float) -> bool:
+        """True when the server closes (EOF or reset) within ``timeout`` without sending more."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        if data:
+            raise AssertionError(f"expected EOF, got {data!r}")
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def http_request(method: str = "GET", target: str = "/", headers: Sequence[tuple[str, str]] = (),
+                 body: bytes = b"", version: str = "HTTP/1.1") -> bytes:
+    """Request bytes exactly as written: ``Host`` first, then ``headers``, then ``body`` (no framing added)."""
+    lines = [f"{method} {target} {version}", "Host: test"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def write_config(directory: Path, body: str) -> Path:
+    """A gunicorn config file (``-c``) holding ``body``; returns its path."""
+    path = directory / "gunicorn_test_conf.py"
+    path.write_text(body)
+    return path
+
+
+# -- deployment examples in conf/ (tests/test_conf_*.py) ------------------------------------------
+
+CONF = ROOT / "conf"
+GUNICORN_CONF = CONF / "gunicorn.conf.py"
+#: What conf/gunicorn.conf.py (and Gunicorn itself) read from the environment: removed from the
+#: servers' environment unless a test sets them, so the runner's own environment cannot leak in.
+CONF_ENV = (
+    "GUNICORN_BIND", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_CPUS",
+    "GUNICORN_WORKER_CONNECTIONS", "GUNICORN_KEEPALIVE", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT",
+    "GUNICORN_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS_JITTER", "GUNICORN_LOGLEVEL", "GUNICORN_ACCESSLOG",
+    "GUNICORN_CONTROL_SOCKET", "RUNTIME_DIRECTORY", "APP_MODULE", "GUNICORN_CMD_ARGS",
+    "FORWARDED_ALLOW_IPS", "POUNCE_WORKER_MODE", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET",
+)
+
+
+def conf_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment minus ``CONF_ENV``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in CONF_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def conf_values(env: dict[str, str] | None = None, config: Path = GUNICORN_CONF) -> dict[str, object]:
+    """The settings ``config`` computes under ``env``, evaluated in a fresh interpreter as gunicorn would."""
+    code = (
+        "import json, runpy, sys\n"
+        "ns = runpy.run_path(sys.argv[1])\n"
+        "out = {k: v for k, v in ns.items() if not k.startswith('__') and not callable(v)"
+        " and not hasattr(v, '__spec__')}\n"
+        "out['MODE'] = ns['MODE'].value\n"
+        "print(json.dumps(out, default=str))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)], env=conf_environ(env), cwd=str(ROOT),
+        capture_output=True, text=True, timeout=30,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{config} failed under {env}:\n{done.stderr}")
+    import json
+
+    return dict(json.loads(done.stdout))
+
+
+#: A worker's boot line (not the master's "thread mode on a GIL build" warning).
+WORKER_BOOT_LINE = r"pounce_worker: (\w+) mode \(.*?\), (\d+) event loop\(s\)"
+
+
+class ConfGunicorn(Gunicorn):
+    """``gunicorn -c conf/gunicorn.conf.py APP``: only the config file and its environment decide.
+
+    The listening socket is made here and handed over through the file's own
+    ``GUNICORN_BIND`` (``fd://N``); the log is what the config sends to stderr.
+    ``workers`` is how many boot lines ``wait_ready`` waits for.
+    """
+
+    def __init__(
+        self,
+        app: str | None = "conf.example_app:app",
+        *args: str,
+        mode: str | None = None,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        config: Path = GUNICORN_CONF,
+    ) -> None:
+        super().__init__(app or "", *args, mode=mode, workers=workers, env=env)
+        self.config = config
+
+    def command(self) -> list[str]:
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+        cmd = [self.python, "-m", "gunicorn", "-c", str(self.config), *self.args]
+        return [*cmd, self.app] if self.app else cmd
+
+    def environ(self) -> dict[str, str]:
+        env = conf_environ()
+        if self.mode is not None:
+            env["POUNCE_WORKER_MODE"] = self.mode
+        assert self.sock is not None
+        env["GUNICORN_BIND"] = f"fd://{self.sock.fileno()}"
+        env.update(self.extra_env)
+        return env
+
+    def log(self) -> str:
+        try:
+            return (self.tmp / "stdout.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output(self) -> str:
+        return f"--- gunicorn output ---\n{self.log()}"
+
+    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Until ``workers`` workers logged their boot line and the port answers.
+
+        Counts only the worker's "pounce_worker: <mode> mode (<why>), N event loop(s)"
+        line: the master's "pounce_worker: thread mode on a GIL build" warning also
+        matches ``pounce_worker: \\w+ mode`` and would be counted as a worker.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
+            if len(re.findall(WORKER_BOOT_LINE, self.log())) >= self.workers and self._connectable():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"gunicorn did not become ready in {timeout}s:\n{self.output()}")
+
+
+def require_tool(name: str, package: str, *extra_paths: str) -> str:
+    """The path of a Debian tool a test needs; fails (never skips) naming the package to install."""
+    import shutil
+
+    found = shutil.which(name) or next((p for p in extra_paths if os.access(p, os.X_OK)), None)
+    if found is None:
+        import pytest
+
+        pytest.fail(f"{name} is not installed: apt-get install {package} (tests/run installs it)", pytrace=False)
+    return found
+
+
+# -- helpers for the settings suite (tests/test_settings_*.py) ----------------------------------
+
+#: Names another worker class to run the settings tests against (a comparison run, e.g.
+#: ``uvicorn_worker.UvicornWorker``); unset, they run against ``pounce_worker.ThreadWorker``.
+SETTINGS_WORKER_ENV = "POUNCE_SETTINGS_WORKER"
+
+
+def subject(app: str, *args: str, mode: str | None = "threads", **kwargs: object) -> Gunicorn:
+    """A master running the worker class under test (see ``SETTINGS_WORKER_ENV``)."""
+    other = os.environ.get(SETTINGS_WORKER_ENV)
+    if other:
+        kwargs.update(worker_class=other, loops_expected=False)
+        mode = None
+    return Gunicorn(app, *args, mode=mode, **kwargs)  # type: ignore[arg-type]
+
+
+def reference(app: str, *args: str, **kwargs: object) -> Gunicorn:
+    """Gunicorn's own sync worker serving a WSGI app: how Gunicorn itself reads a setting."""
+    kwargs.setdefault("threads", 1)  # threads > 1 would turn sync into gthread
+    return Gunicorn(app, *args, worker_class="sync", mode=None, loops_expected=False, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def running(*servers: Gunicorn) -> Iterator[tuple[Gunicorn, ...]]:
+    """Start several masters at once (they boot in parallel), stop them all afterwards."""
+    try:
+        for server in servers:
+            server.start(wait=False)
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            if server.proc is not None:
+                server.stop()
+
+
+def config_file(server: Gunicorn, text: str, name: str = "gunicorn.conf.py") -> Path:
+    """Write a Gunicorn config file into the server's temp dir; pass it with ``-c``."""
+    path = server.tmp / name
+    path.write_text(text)
+    return path
+
+
+def build_request(
+    path: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    method: str = "GET",
+    body: bytes = b"",
+    close: bool = True,
+) -> bytes:
+    """An HTTP/1.1 request as bytes, with Host (and Connection: close unless ``close`` is False)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``(status, headers, body)`` of one raw HTTP/1.x response; status 0 when there is none."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/"):
+        return 0, {}, data
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    return status, headers, body
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a chunked body (as far as it is complete)."""
+    out = b""
+    while data:
+        size_line, sep, rest = data.partition(b"\r\n")
+        if not sep:
+            break
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2:]
+    return out
+
+
+def exchange(
+    port: int, data: bytes, timeout: float = 10.0, host: str = HOST
+) -> tuple[int, dict[str, str], bytes, int]:
+    """Send ``data`` on a new connection, read to EOF: ``(status, headers, body, local_port)``."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        local_port = s.getsockname()[1]
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                part = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not part:
+                break
+            out += part
+    status, headers, body = parse_response(out)
+    return status, headers, body, local_port
+
+
+def poll_until(predicate: object, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> None:
+    """Poll ``predicate()`` until it is true; TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached in {timeout}s")
+
+
+# -- helpers for the hostile-client suites (tests/test_hostile_*.py) ---------------------------------
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` field in KiB (``VmRSS`` now, ``VmHWM`` the peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"{field} not in /proc/{pid}/status")
+
+
+def read_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
+    """Everything the peer sends until it closes: ``(data, how)``, how is eof, reset or timeout."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return out, "timeout"
+        sock.settimeout(remaining)
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            return out, "timeout"
+        except ConnectionResetError:
+            return out, "reset"
+        if not part:
+            return out, "eof"
+        out += part
+
+
+def response_statuses(data: bytes) -> list[int]:
+    """Status codes of the consecutive HTTP/1.x responses in ``data`` (framed by Content-Length).
+
+    Stops at the first thing that is not a complete response head; a response
+    without Content-Length takes the rest of the data as its body.
+    """
+    statuses: list[int] = []
+    while data.startswith(b"HTTP/1."):
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        head = data[:end].decode("latin-1").split("\r\n")
+        statuses.append(int(head[0].split(" ")[1]))
+        length = 0 if statuses[-1] < 200 or statuses[-1] in (204, 304) else None
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if length is None:
+            break
+        data = data[end + 4 + length:]
+    return statuses

@@ -1,0 +1,239 @@
+"""The fast path is h11, only faster: differential tests against h11 itself.
+
+Requests: for generated heads (valid, odd and invalid), whenever
+``parse_head`` accepts a head, h11 must accept it too and produce the same
+method, target, version, headers, body framing and keep-alive decision.
+(``parse_head`` returning None hands the head to h11, so it is always allowed.)
+
+Responses: for generated statuses, methods, header sets and body chunks,
+``FastResponse`` must produce the very bytes h11 produces, and fail (with
+h11.LocalProtocolError) exactly where h11 fails.
+
+End to end: the same corpus of raw requests, sent to a worker with the fast
+path on and one with it off, gets byte-identical responses (Date aside).
+"""
+
+from __future__ import annotations
+
+import re
+
+import h11
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pounce_worker.fastpath import FastResponse, parse_head, primed_h11
+from tests.harness import Gunicorn, raw_request
+
+# -- generators -------------------------------------------------------------------------
+
+METHODS = st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"CONNECT", b"get", b"X-CUSTOM", b"G T", b""])
+TARGETS = st.one_of(
+    st.sampled_from([b"/", b"/a?b=c", b"*", b"http://x/y", b"/%20", b"/a b", b"", b"/\x7f", b"/caf\xc3\xa9"]),
+    st.binary(min_size=1, max_size=12),
+)
+VERSIONS = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1.1 ", b"HTTP/11"])
+HEADER_NAMES = st.sampled_from([
+    b"Host", b"host", b"HOST", b"Content-Length", b"content-length", b"Transfer-Encoding", b"Connection",
+    b"Expect", b"Upgrade", b"X-Thing", b"Accept", b"Bad Name", b"Bad:Name", b"", b"X_Under", b"\xff",
+])
+HEADER_VALUES = st.one_of(
+    st.sampled_from([
+        b"", b"x", b"5", b"0", b"05", b"+5", b"5, 5", b"5,6", b" 5 ", b"chunked", b"close", b"keep-alive",
+        b"Keep-Alive, close", b"upgrade", b"100-continue", b"a\tb", b" lead", b"trail ", b"a\x00b", b"a\x01b",
+        b"\xe9t\xe9", b"99999999999999999999999",
+    ]),
+    st.binary(max_size=10),
+)
+HEADERS = st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6)
+
+
+def build_head(method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [method + b" " + target + b" " + version]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def h11_parse(head: bytes) -> tuple[h11.Connection, h11.Request] | None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if not isinstance(event, h11.Request):
+        return None
+    return conn, event
+
+
+def h11_body_length(conn: h11.Connection, limit: int = 64) -> int | None:
+    """How many body bytes h11 expects, probed by feeding bytes one at a time (None: not a plain length)."""
+    if isinstance(conn.next_event(), h11.EndOfMessage):
+        return 0
+    for n in range(1, limit + 1):
+        conn.receive_data(b"x")
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.EndOfMessage):
+                return n
+    return None
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(METHODS, TARGETS, VERSIONS, HEADERS, st.booleans())
+@example(b"GET", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Content-Length", b"5, 5")], False)
+@example(b"GET", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Host", b"a")], False)
+@example(b"POST", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Content-Length", b"3")], True)
+@example(b"GET", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Connection", b"Keep-Alive, close")], True)
+def test_fast_request_parse_equals_h11(method, target, version, headers, add_host):
+    if add_host:
+        headers = [(b"Host", b"example"), *headers]
+    head = build_head(method, target, version, headers)
+    fast = parse_head(head)
+    if fast is None:
+        return  # h11 decides: nothing to compare
+    parsed = h11_parse(head)
+    assert parsed is not None, f"fast path accepted what h11 rejects: {head!r}"
+    conn, request = parsed
+    assert (fast.method, fast.target, b"1.1") == (request.method, request.target, request.http_version)
+    assert fast.headers == list(request.headers.raw_items())
+    assert fast.close == (not conn._cstate.keep_alive)
+    assert h11_body_length(conn, limit=max(fast.content_length, 1)) == fast.content_length
+
+
+def test_fast_request_parse_takes_the_common_request():
+    head = b"GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nContent-Length: 3\r\n\r\n"
+    parsed = parse_head(head)
+    assert parsed is not None
+    assert parsed.method == b"GET" and parsed.target == b"/a?b" and parsed.content_length == 3
+    for slow in (b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Upgrade: websocket"):
+        assert parse_head(b"POST / HTTP/1.1\r\nHost: x\r\n" + slow + b"\r\n\r\n") is None
+    assert parse_head(b"GET / HTTP/1.0\r\n\r\n") is None
+
+
+# -- responses ---------------------------------------------------------------------------
+
+RESPONSE_NAMES = st.sampled_from([
+    b"content-type", b"content-length", b"x-a", b"transfer-encoding", b"connection", b"host", b"set-cookie",
+    b"bad name", b"", b"x\x00",
+])
+RESPONSE_VALUES = st.one_of(
+    st.sampled_from([b"text/plain", b"0", b"3", b"10", b"3, 3", b"x", b"chunked", b"gzip", b"close", b" sp", b"a\r\nb", b""]),
+    st.binary(max_size=6),
+)
+STATUSES = st.sampled_from([200, 201, 204, 301, 304, 404, 418, 500, 299])
+CHUNKS = st.lists(st.binary(max_size=8), max_size=4)
+
+
+def run_response(writer_start, writer_data, writer_end, chunks, head_only):
+    """Bytes of a whole response, or the LocalProtocolError message and the step it failed at."""
+    out = []
+    step = "start"
+    try:
+        head = writer_start()
+        if head is None:
+            return None
+        out.append(head)
+        step = "data"
+        for chunk in chunks:
+            if chunk and not head_only:
+                out.append(writer_data(chunk))
+        step = "end"
+        out.append(writer_end())
+    except h11.LocalProtocolError as exc:
+        return ("error", step, str(exc))
+    return b"".join(out)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(STATUSES, st.sampled_from([b"GET", b"HEAD", b"POST"]), st.booleans(),
+       st.lists(st.tuples(RESPONSE_NAMES, RESPONSE_VALUES), max_size=5), CHUNKS)
+@example(200, b"HEAD", False, [], [b"abc"])
+@example(204, b"GET", True, [(b"content-length", b"3")], [b"abc"])
+@example(200, b"GET", False, [(b"content-length", b"3")], [b"ab", b"cd"])
+@example(200, b"GET", False, [(b"content-length", b"3")], [b"ab"])
+def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
+    defaults = [(b"server", b"pounce"), (b"date", b"Wed, 25 Nov 2026 09:00:00 GMT")]
+    all_headers = defaults + headers
+    reason = b"OK"
+    head_only = method == b"HEAD" or status in (204, 304)
+    writer = FastResponse()
+    fast = run_response(
+        lambda: writer.start(status, reason, all_headers, method, close), writer.data, writer.end, chunks, head_only
+    )
+    if fast is None:
+        return  # h11 frames this response (primed connection): nothing to compare
+    conn = primed_h11(method, close)
+    sent = all_headers + ([(b"connection", b"close")] if close else [])
+
+    def h11_start():
+        return conn.send(h11.Response(status_code=status, headers=sent, reason=reason))
+
+    reference = run_response(
+        h11_start, lambda d: conn.send(h11.Data(data=d)), lambda: conn.send(h11.EndOfMessage()), chunks, head_only
+    )
+    if isinstance(fast, tuple) or isinstance(reference, tuple):
+        assert isinstance(fast, tuple) and isinstance(reference, tuple), (fast, reference)
+        assert fast[1] == reference[1], (fast, reference)
+    else:
+        assert fast == reference
+
+
+def test_fast_response_defers_rewritten_headers_to_h11():
+    for name in (b"transfer-encoding", b"connection", b"host"):
+        assert FastResponse().start(200, b"OK", [(name, b"chunked")], b"GET", False) is None
+    assert FastResponse().start(200, b"OK", [(b"content-length", b"1, 1")], b"GET", False) is None
+
+
+# -- end to end --------------------------------------------------------------------------
+
+CORPUS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST /p?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /status/304 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /stream/3 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD /stream/3 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /stream/2 HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40,
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+]
+_DATE = re.compile(rb"(?im)^date: [^\r\n]*\r\n")
+_PORTS = re.compile(rb'"(client|server)": \[[^\]]*\]|"(pid|loop_id|state_loop_id)": \d+|"(thread|state_thread)": "[^"]*"')
+
+
+def _normalise(raw: bytes) -> bytes:
+    return _PORTS.sub(b"", _DATE.sub(b"", raw))
+
+
+@pytest.fixture(scope="module")
+def fast_and_h11():
+    servers = [
+        Gunicorn("tests.apps:echo", mode="processes", env={"POUNCE_FAST_PATH": flag}).start() for flag in ("1", "0")
+    ]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("request_bytes", CORPUS, ids=range(len(CORPUS)))
+def test_fast_path_and_h11_answer_byte_for_byte(fast_and_h11, request_bytes):
+    fast, slow = (raw_request(server.port, request_bytes, timeout=3.0) for server in fast_and_h11)
+    assert fast, "no answer from the fast-path worker"
+    assert _normalise(fast) == _normalise(slow)
