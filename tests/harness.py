@@ -125,7 +125,9 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
-            booted = len(re.findall(r"pounce_worker: (?:threads|processes) mode \(", self.log())) if self.loops_expected else self.workers
+            booted = self.workers
+            if self.loops_expected:
+                booted = len(re.findall(r"pounce_worker: (?:threads|processes) mode \(", self.log()))
             if booted >= self.workers and self._connectable():
                 time.sleep(0.05)
                 return

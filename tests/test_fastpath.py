@@ -123,7 +123,9 @@ RESPONSE_NAMES = st.sampled_from([
     b"bad name", b"", b"x\x00",
 ])
 RESPONSE_VALUES = st.one_of(
-    st.sampled_from([b"text/plain", b"0", b"3", b"10", b"3, 3", b"x", b"chunked", b"gzip", b"close", b" sp", b"a\r\nb", b""]),
+    st.sampled_from(
+        [b"text/plain", b"0", b"3", b"10", b"3, 3", b"x", b"chunked", b"gzip", b"close", b" sp", b"a\r\nb", b""]
+    ),
     st.binary(max_size=6),
 )
 STATUSES = st.sampled_from([200, 201, 204, 301, 304, 404, 418, 500, 299])
@@ -215,7 +217,9 @@ CORPUS = [
     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
 ]
 _DATE = re.compile(rb"(?im)^date: [^\r\n]*\r\n")
-_PORTS = re.compile(rb'"(client|server)": \[[^\]]*\]|"(pid|loop_id|state_loop_id)": \d+|"(thread|state_thread)": "[^"]*"')
+_PORTS = re.compile(
+    rb'"(client|server)": \[[^\]]*\]|"(pid|loop_id|state_loop_id)": \d+|"(thread|state_thread)": "[^"]*"'
+)
 
 
 def _normalise(raw: bytes) -> bytes:
