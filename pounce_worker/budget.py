@@ -26,6 +26,11 @@ class RequestBudget:
             return self._spent == self.limit
 
     @property
+    def exhausted(self) -> bool:
+        """Read without the lock: an int read is atomic, and a stale answer only delays by one accept."""
+        return self._spent >= self.limit
+
+    @property
     def spent(self) -> int:
         with self._lock:
             return self._spent

@@ -26,7 +26,7 @@ from .asgi import STATUS_PHRASES, Message, asgi_info
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
-from .validate import Rejection, check_head, head_end
+from .validate import Rejection, check_head, check_parsed, head_end
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -69,8 +69,11 @@ class HTTPConnection(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         self.scheme = "http"
         self.cycle: RequestCycle | None = None
-        self.keepalive_timer: asyncio.TimerHandle | None = None
-        self.header_timer: asyncio.TimerHandle | None = None
+        # One deadline at a time, checked by the loop's tick (LoopServer.sweep) rather
+        # than a TimerHandle per request: 0 means none; `idle` tells the kind.
+        self.deadline = 0.0
+        self.idle = False
+        self.processing = False
         self.read_paused = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -149,11 +152,11 @@ class HTTPConnection(asyncio.Protocol):
             await waiter
 
     def data_received(self, data: bytes) -> None:
-        if self.keepalive_timer is not None:
-            # Cancelled on arrival, not when a task next runs, so a request whose
-            # first byte beat the idle deadline is always served.
-            self.keepalive_timer.cancel()
-            self.keepalive_timer = None
+        if self.idle:
+            # The idle deadline ends on arrival, not when a task next runs, so a
+            # request whose first byte beat it is always served.
+            self.idle = False
+            self.deadline = 0.0
             self._arm_header_timer()
         if self.proxy_buffer is not None:
             data = self._strip_proxy_header(data)
@@ -194,6 +197,15 @@ class HTTPConnection(asyncio.Protocol):
 
     def fast_events(self) -> None:
         """Requests that fastpath.parse_head understands; anything else goes to h11."""
+        if self.processing:
+            return  # re-entered from an eagerly finished request; the outer loop continues
+        self.processing = True
+        try:
+            self._fast_events()
+        finally:
+            self.processing = False
+
+    def _fast_events(self) -> None:
         buf = self.buffer
         while buf and not self.closed:
             cycle = self.cycle
@@ -224,25 +236,22 @@ class HTTPConnection(asyncio.Protocol):
                     self._check_incomplete_head(buf)
                 return
             head = bytes(buf[: end + 4])
-            config = self.config
-            try:
-                check_head(head, config.permit_obsolete_folding, config.permit_unconventional_http_method)
-            except Rejection as exc:
-                self.reject(exc.status, str(exc))
-                return
             parsed = parse_head(head)
             if parsed is None:
-                self._switch_to_h11()
+                self._switch_to_h11()  # h11, and the full stricter checks, decide
                 return
             del buf[: end + 4]
+            self.body_remaining = parsed.content_length
             try:
-                self.start_request(parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close)
-            except ClientError as exc:
+                # What parse_head accepts already passed h11's grammar; only these
+                # stricter-than-h11 rules can still apply to it.
+                check_parsed(parsed.method, parsed.headers, self.config.permit_unconventional_http_method)
+                self.start_request(
+                    parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0
+                )
+            except (ClientError, Rejection) as exc:
                 self.reject(exc.status, str(exc))
                 return
-            self.body_remaining = parsed.content_length
-            if not parsed.content_length:
-                self.cycle.more_body = False  # type: ignore[union-attr]
 
     def _switch_to_h11(self) -> None:
         """Hand the buffer to h11 at a request boundary; the connection stays on h11."""
@@ -250,11 +259,20 @@ class HTTPConnection(asyncio.Protocol):
         data = bytes(self.buffer)
         self.buffer.clear()
         self.conn.receive_data(data)
-        self.handle_events()
+        self._handle_events()  # called from within fast_events: `processing` is already set
 
     # -- h11 events ----------------------------------------------------------------
 
     def handle_events(self) -> None:
+        if self.processing:
+            return  # re-entered from an eagerly finished request; the outer loop continues
+        self.processing = True
+        try:
+            self._handle_events()
+        finally:
+            self.processing = False
+
+    def _handle_events(self) -> None:
         conn = self.conn
         while True:
             if conn.their_state is h11.IDLE and not self.closed:
@@ -282,7 +300,7 @@ class HTTPConnection(asyncio.Protocol):
                 request: h11.Request = event  # type: ignore[assignment]
                 try:
                     self.start_request(request.method, request.target, request.http_version,
-                                       request.headers.raw_items(), False)
+                                       request.headers.raw_items(), False, True)
                 except ClientError as exc:
                     self.reject(exc.status, str(exc))
                     return
@@ -330,6 +348,7 @@ class HTTPConnection(asyncio.Protocol):
         http_version: bytes,
         raw: list[tuple[bytes, bytes]],
         asked_close: bool,
+        body_expected: bool,
     ) -> None:
         """Build the scope and start the app for a parsed request head (either path)."""
         self._cancel_timers()
@@ -405,8 +424,9 @@ class HTTPConnection(asyncio.Protocol):
                 )
         self.requests += 1
         cycle = RequestCycle(self, scope, keep_alive and not asked_close and not self.eof)
+        cycle.more_body = body_expected
         self.cycle = cycle
-        server.spawn(cycle.run())
+        server.spawn_request(cycle.run())
 
     def _next_cycle(self) -> None:
         self.cycle = None
@@ -427,9 +447,10 @@ class HTTPConnection(asyncio.Protocol):
                 self.close()
                 return
             if not self.body_remaining:
-                self.keepalive_timer = self.loop.call_later(self.config.keepalive, self._idle_timeout)
+                self._arm_idle_timer(self.config.keepalive)
             self.resume_reading()
-            self.fast_events()
+            if not self.processing:
+                self.fast_events()
             return
         conn = self.conn
         if conn.their_state is h11.DONE:
@@ -437,8 +458,9 @@ class HTTPConnection(asyncio.Protocol):
             if self.server.stopping:
                 self.close()
                 return
-            self.keepalive_timer = self.loop.call_later(self.config.keepalive, self._idle_timeout)
-            self.handle_events()
+            self._arm_idle_timer(self.config.keepalive)
+            if not self.processing:
+                self.handle_events()
         else:
             # The app answered without reading the whole body: keep reading so
             # h11 can skip to the end of it, then start the next cycle.
@@ -458,11 +480,23 @@ class HTTPConnection(asyncio.Protocol):
 
     def _arm_header_timer(self) -> None:
         timeout = self.config.header_timeout
-        if timeout and self.header_timer is None:
-            self.header_timer = self.loop.call_later(timeout, self._header_timeout)
+        if timeout and not self.deadline:
+            self.deadline = self.loop.time() + timeout
+
+    def _arm_idle_timer(self, timeout: float) -> None:
+        self.idle = True
+        self.deadline = self.loop.time() + timeout
+
+    def on_deadline(self) -> None:
+        """Called by the loop's tick once ``deadline`` has passed."""
+        self.deadline = 0.0
+        if self.idle:
+            self.idle = False
+            self._idle_timeout()
+        else:
+            self._header_timeout()
 
     def _header_timeout(self) -> None:
-        self.header_timer = None
         if self.closed or self.cycle is not None or (not self.fast and self.conn.their_state is not h11.IDLE):
             return
         if self.buffer or self.conn.trailing_data[0]:
@@ -471,17 +505,12 @@ class HTTPConnection(asyncio.Protocol):
             self.close()
 
     def _idle_timeout(self) -> None:
-        self.keepalive_timer = None
         if self.cycle is None and not self.closed:
             self.close()
 
     def _cancel_timers(self) -> None:
-        if self.keepalive_timer is not None:
-            self.keepalive_timer.cancel()
-            self.keepalive_timer = None
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+        self.deadline = 0.0
+        self.idle = False
 
     def close(self) -> None:
         if not self.closed:
@@ -501,8 +530,7 @@ class HTTPConnection(asyncio.Protocol):
         if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
         elif self.requests == 0 and not self.closed:
-            self._cancel_timers()
-            self.keepalive_timer = self.loop.call_later(FIRST_REQUEST_GRACE, self._idle_timeout)
+            self._arm_idle_timer(FIRST_REQUEST_GRACE)
         else:
             self.close()
 

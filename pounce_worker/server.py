@@ -37,6 +37,8 @@ from .protocol import HTTPConnection
 if TYPE_CHECKING:
     from .budget import RequestBudget
 
+#: asyncio's eager task constructor (3.12+), or None.
+EAGER = getattr(asyncio, "eager_task_factory", None)
 #: Connections accepted per readiness event before yielding to other work.
 ACCEPT_BATCH = 16
 #: accept() errors that mean "out of a resource": back off instead of spinning.
@@ -80,6 +82,8 @@ class LoopServer:
         self.state: dict[str, Any] = {}
         self.connections: set[HTTPConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Accepted sockets whose transport is still being set up (TLS handshake...).
+        self.setups: set[asyncio.Task[None]] = set()
         # Accepted sockets, counted from accept() until the connection closes.
         self.active = 0
         self.peak = 0
@@ -148,12 +152,22 @@ class LoopServer:
             await lifespan.shutdown()
 
     def _tick(self) -> None:
-        """Heartbeat for the main thread, and the once-a-second Date header."""
-        now = time.monotonic()
-        self.last_tick = now
+        """Heartbeat for the main thread, the Date header, and connection deadlines."""
+        self.last_tick = time.monotonic()
         self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        self.sweep()
         if not self.loop.is_closed():
             self.loop.call_later(self.config.tick, self._tick)
+
+    def sweep(self) -> None:
+        """Fire connection deadlines (keep-alive idle, header timeout) that have passed.
+
+        One pass per tick instead of a TimerHandle armed and cancelled per
+        request: deadlines are then late by at most one tick.
+        """
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.deadline and c.deadline <= now]:
+            connection.on_deadline()
 
     # -- accept gate -------------------------------------------------------------
 
@@ -172,6 +186,13 @@ class LoopServer:
         self.accepting = False
 
     def _accept(self, listener: socket.socket) -> None:
+        if self.stopping or self.budget.exhausted or (
+            self._stop_requested is not None and self._stop_requested.done()
+        ):
+            # A stop is queued behind this readiness event: leave the connection
+            # in the backlog for a sibling or the next worker.
+            self._stop_accepting()
+            return
         for _ in range(ACCEPT_BATCH):
             if self.active >= self.limit:
                 self._stop_accepting()
@@ -193,7 +214,9 @@ class LoopServer:
             self.active += 1
             if self.active > self.peak:
                 self.peak = self.active
-            self.spawn(self._serve(sock))
+            setup = self.loop.create_task(self._serve(sock))
+            self.setups.add(setup)
+            setup.add_done_callback(self.setups.discard)
 
     def _resume_after_backoff(self) -> None:
         self._backoff = None
@@ -210,11 +233,14 @@ class LoopServer:
 
         try:
             await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
-            self.log.debug("Connection setup failed: %s", exc)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self.log.debug("Connection setup failed: %s", exc)
             if not opened:
                 sock.close()
                 self._release_slot()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     def _release_slot(self) -> None:
         self.active -= 1
@@ -248,6 +274,23 @@ class LoopServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def spawn_request(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a request's app call, eagerly where asyncio can (3.12+).
+
+        An eager task runs the app at once, until its first real suspension;
+        most requests complete without one, saving a task scheduling round
+        trip. Only our request tasks are eager: the app's own create_task()
+        keeps the loop's usual semantics.
+        """
+        if EAGER is not None:
+            task = EAGER(self.loop, coro)
+            if task.done():
+                return
+        else:
+            task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     # -- stopping --------------------------------------------------------------
 
     _drained: asyncio.Future[None] | None = None
@@ -267,6 +310,11 @@ class LoopServer:
         self._stop_accepting()
         if self._backoff is not None:
             self._backoff.cancel()
+        if self.setups and not self.fast_stop:
+            # Accepted before the stop: a client may already have sent its request
+            # (cancelling would close the socket on unread data: a reset). Let them
+            # become connections, which shutdown() gives a moment for a first request.
+            await asyncio.wait(list(self.setups), timeout=self.config.graceful_timeout)
         if self.fast_stop:
             for connection in list(self.connections):
                 connection.transport.abort()

@@ -96,3 +96,17 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
         raise Rejection(400, "Repeated Content-Length header")
     if content_lengths and transfer_encoding:
         raise Rejection(400, "Both Content-Length and Transfer-Encoding: ambiguous framing")
+
+
+def check_parsed(method: bytes, raw_headers: list[tuple[bytes, bytes]], permit_unconventional_method: bool) -> None:
+    """The rules of ``check_head`` that h11's grammar does not already imply.
+
+    For a head the fast path accepted (fastpath.parse_head: HTTP/1.1, valid
+    field syntax, at most one plain Content-Length, no Transfer-Encoding or
+    Expect), only the method spelling and a Host list remain to check.
+    """
+    if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
+        raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
+    for name, value in raw_headers:
+        if b"," in value and name.lower() == b"host":
+            raise Rejection(400, "Host header holds a list")

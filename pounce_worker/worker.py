@@ -239,6 +239,9 @@ class ThreadWorker(base.Worker):
     def _serve(self) -> None:
         interval = self._interval()
         while self.alive:
+            if self._budget_spent.is_set():
+                self.log.info("Autorestarting worker after current request.")
+                break
             self._sleep(interval)
             if self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
