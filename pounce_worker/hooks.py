@@ -100,6 +100,8 @@ class Hooks:
 
     pre_request: Hook | None
     post_request: Hook | None
+    #: Gunicorn's default pre_request only logs at debug: done through the loop's tagged log.
+    pre_request_is_default: bool = False
 
     @classmethod
     def from_gunicorn(cls, cfg: Any) -> Hooks:
@@ -110,4 +112,8 @@ class Hooks:
         post = cfg.post_request
         if post is settings["post_request"].default:
             post = None
-        return cls(pre_request=pre, post_request=post)
+        return cls(
+            pre_request=pre,
+            post_request=post,
+            pre_request_is_default=pre is not None and pre is settings["pre_request"].default,
+        )

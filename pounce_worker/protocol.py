@@ -39,6 +39,10 @@ FIRST_REQUEST_GRACE = 1.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 
 
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the client has gone (ASGI spec 2.4), so streaming apps stop."""
+
+
 class ClientError(Exception):
     """A request the server refuses; carries the status to answer with."""
 
@@ -245,7 +249,7 @@ class HTTPConnection(asyncio.Protocol):
             try:
                 # What parse_head accepts already passed h11's grammar; only these
                 # stricter-than-h11 rules can still apply to it.
-                check_parsed(parsed.method, parsed.headers, self.config.permit_unconventional_http_method)
+                check_parsed(head, parsed.method, parsed.headers, self.config.permit_unconventional_http_method)
                 self.start_request(
                     parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0
                 )
@@ -367,7 +371,8 @@ class HTTPConnection(asyncio.Protocol):
         max_size = config.limit_request_field_size
         if max_size:
             for name, value in raw:
-                if len(name) + len(value) + 2 > max_size:
+                # Gunicorn counts the raw line "Name: value\r\n".
+                if len(name) + len(value) + 4 > max_size:
                     raise ClientError(
                         431,
                         f"Header field {name.decode('latin-1')!r} is longer than "
@@ -449,8 +454,9 @@ class HTTPConnection(asyncio.Protocol):
             if not self.body_remaining:
                 self._arm_idle_timer(self.config.keepalive)
             self.resume_reading()
-            if not self.processing:
-                self.fast_events()
+            if not self.processing and self.buffer:
+                # Not from inside the app's send(): the next request starts on a clean stack.
+                self.loop.call_soon(self.fast_events)
             return
         conn = self.conn
         if conn.their_state is h11.DONE:
@@ -460,7 +466,7 @@ class HTTPConnection(asyncio.Protocol):
                 return
             self._arm_idle_timer(self.config.keepalive)
             if not self.processing:
-                self.handle_events()
+                self.loop.call_soon(self.handle_events)
         else:
             # The app answered without reading the whole body: keep reading so
             # h11 can skip to the end of it, then start the next cycle.
@@ -513,6 +519,9 @@ class HTTPConnection(asyncio.Protocol):
         self.idle = False
 
     def close(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.pending_head is not None:
+            cycle._flush_head()  # a started response shows at least its status
         if not self.closed:
             self.closed = True
             self._cancel_timers()
@@ -635,7 +644,7 @@ class RequestCycle:
             # Only now that the app asks for the body do we invite the client to send it.
             self.expect_100 = False
             if not self.response_started and not connection.closed:
-                data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 if data:
                     connection.transport.write(data)
         if self.request_complete:
@@ -670,7 +679,7 @@ class RequestCycle:
         if connection.write_paused:
             await connection.drain()
         if self.disconnected:
-            return
+            raise ClientDisconnected("the client disconnected")
         message_type = message.get("type")
         if not self.response_started:
             if message_type != "http.response.start":
@@ -757,30 +766,42 @@ class RequestCycle:
         writer = self.fast_writer
         conn = self.h11
         chunks = []
+        try:
+            if body and not self.head_only:
+                payload = body if isinstance(body, bytes) else bytes(body)
+                data = writer.data(payload) if writer is not None else conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
+                if data:
+                    chunks.append(data)
+            if not more_body:
+                if writer is not None:
+                    end = writer.end()
+                    self.must_close = not self.keep_alive
+                else:
+                    end = conn.send(h11.EndOfMessage())  # type: ignore[union-attr]
+                    self.must_close = conn.our_state is h11.MUST_CLOSE  # type: ignore[union-attr]
+                if end:
+                    chunks.append(end)
+        except h11.LocalProtocolError:
+            # The body contradicts the head (Content-Length): what was valid still goes
+            # out, so the client sees the status (and the data) before the close.
+            self._flush_head()
+            if chunks and not connection.closed:
+                connection.transport.write(b"".join(chunks))
+            raise
+        if not self.head_only:
+            self.sent += len(body)
         head = self.pending_head
         if head is not None:
             self.pending_head = None
-            chunks.append(head)
-        if body and not self.head_only:
-            payload = body if isinstance(body, bytes) else bytes(body)
-            data = writer.data(payload) if writer is not None else conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
-            if data:
-                chunks.append(data)
-            self.sent += len(body)
-        if not more_body:
-            if writer is not None:
-                end = writer.end()
-                self.must_close = not self.keep_alive
-            else:
-                end = conn.send(h11.EndOfMessage())  # type: ignore[union-attr]
-                self.must_close = conn.our_state is h11.MUST_CLOSE  # type: ignore[union-attr]
-            if end:
-                chunks.append(end)
-            self.response_complete = True
+            chunks.insert(0, head)
         if chunks and not connection.closed:
             connection.transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
         if not more_body:
+            self.response_complete = True
             self.wake()
+            # The connection moves on now, not when the app returns: work the app
+            # does after its response (background tasks) must not hold the next request.
+            connection.on_response_complete(self)
 
     # -- running the app -------------------------------------------------------
 
@@ -794,7 +815,10 @@ class RequestCycle:
             request_view = RequestView(self.scope, connection.client)
         try:
             if hooks.pre_request is not None:
-                hooks.pre_request(server.worker, request_view)
+                if hooks.pre_request_is_default:
+                    log.debug("%s %s", self.scope["method"], self.scope["path"])  # Gunicorn's default hook
+                else:
+                    hooks.pre_request(server.worker, request_view)
             app: Any = server.app
             result = await app(self.scope, self.receive, self.send)
             if result is not None:
@@ -809,7 +833,13 @@ class RequestCycle:
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, (asyncio.CancelledError, ClientDisconnected)) or self.disconnected:
+                # Frameworks re-raise our ClientDisconnected as their own (Starlette's
+                # ClientDisconnect): after a disconnect, the exception is its echo.
+                log.debug(
+                    "Request ended by the client disconnecting (%s): %s %s",
+                    type(exc).__name__, self.scope["method"], self.scope["path"],
+                )
                 connection.close()
             else:
                 log.exception(
@@ -849,8 +879,6 @@ class RequestCycle:
                     server.hooks.post_request(server.worker, request_view, environ, response_view)
         except Exception:
             log.exception("Exception in access log or post_request hook")
-        if self.response_complete:
-            connection.on_response_complete(self)
-        else:
+        if not self.response_complete:
             server.request_done()
             connection.close()

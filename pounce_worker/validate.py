@@ -98,13 +98,18 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
         raise Rejection(400, "Both Content-Length and Transfer-Encoding: ambiguous framing")
 
 
-def check_parsed(method: bytes, raw_headers: list[tuple[bytes, bytes]], permit_unconventional_method: bool) -> None:
+def check_parsed(
+    head: bytes, method: bytes, raw_headers: list[tuple[bytes, bytes]], permit_unconventional_method: bool
+) -> None:
     """The rules of ``check_head`` that h11's grammar does not already imply.
 
-    For a head the fast path accepted (fastpath.parse_head: HTTP/1.1, valid
-    field syntax, at most one plain Content-Length, no Transfer-Encoding or
-    Expect), only the method spelling and a Host list remain to check.
+    For a head the fast path accepted (fastpath.parse_head: HTTP/1.1, CRLF
+    lines, valid field syntax, at most one plain Content-Length, no
+    Transfer-Encoding or Expect), what remains is control characters (h11's
+    field grammar admits them), the method spelling and a Host list.
     """
+    if _CTL.search(head):
+        raise Rejection(400, "Control character in request head")
     if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
         raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
     for name, value in raw_headers:

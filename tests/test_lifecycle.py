@@ -241,12 +241,6 @@ def test_loop_error_log_lines_name_worker_pid_and_loop(mode):
     assert {e[1] for e in entries} == expected
 
 
-@pytest.mark.xfail(
-    reason="BUG: lines a loop thread writes through Gunicorn's default pre_request hook (debug "
-    "'GET /path') carry no '[worker PID loop I]' prefix: protocol.RequestCycle.run passes "
-    "server.worker, whose .log is the bare Gunicorn logger, not the loop's LoopLog",
-    strict=True,
-)
 def test_every_log_line_written_by_a_loop_thread_is_prefixed():
     with serve("tests.apps:echo", mode="threads", threads=2) as server:
         httpx.get(server.url + "/prefixed-please")

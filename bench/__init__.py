@@ -1,0 +1,1 @@
+"""Benchmarks for pounce_worker; see bench/README.rst. Servers import ``bench.apps:app``."""
