@@ -108,6 +108,7 @@ class ServerConfig:
     forwarded_allow_all: bool = False
     forwarded_allow_nets: tuple[Any, ...] = ()
     secure_scheme_headers: tuple[tuple[bytes, bytes], ...] = ()
+    secure_scheme_names: frozenset[bytes] = frozenset()
     forward_script_name: bool = False
     script_name: str = ""
     proxy_protocol: str = "off"
@@ -179,6 +180,7 @@ class ServerConfig:
             forwarded_allow_all=fwd_all,
             forwarded_allow_nets=fwd_nets,
             secure_scheme_headers=secure,
+            secure_scheme_names=frozenset(name for name, _ in secure),
             forward_script_name=bool({"SCRIPT_NAME", "*"} & set(cfg.forwarder_headers or ())),
             script_name=env.get("SCRIPT_NAME", "").rstrip("/"),
             proxy_protocol=str(proxy_protocol),

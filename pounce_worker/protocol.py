@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import h11
 
-from .asgi import STATUS_PHRASES, Message, asgi_info
+from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
@@ -381,9 +381,11 @@ class HTTPConnection(asyncio.Protocol):
         scope_headers = [(name.lower(), value) for name, value in raw]
         raw_path, _, query = target.partition(b"?")
         try:
-            path = unquote(raw_path.decode("ascii"))
+            path = raw_path.decode("ascii")
         except UnicodeDecodeError:
             raise ClientError(400, "Request target is not ASCII") from None
+        if "%" in path:
+            path = unquote(path)
         scheme = self.scheme
         # root_path (like uvicorn's --root-path) is prepended to the path; a
         # SCRIPT_NAME (Gunicorn's: from the environment, or from a trusted
@@ -392,7 +394,7 @@ class HTTPConnection(asyncio.Protocol):
         script_name = config.script_name
         if self.trusted:
             try:
-                forwarded_scheme, forwarded_script = forwarded(config, raw)
+                forwarded_scheme, forwarded_script = forwarded(config, scope_headers)
             except ProxyError as exc:
                 raise ClientError(exc.status, str(exc)) from None
             scheme = forwarded_scheme or scheme
@@ -407,7 +409,7 @@ class HTTPConnection(asyncio.Protocol):
         server = self.server
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": asgi_info(),
+            "asgi": {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION},
             "http_version": http_version.decode("ascii"),
             "server": self.local,
             "client": self.client,

@@ -129,26 +129,24 @@ def _parse_v2(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     return True, total, (src, sport), (dst, dport)
 
 
-def forwarded(
-    config: Any, raw_headers: list[tuple[bytes, bytes]]
-) -> tuple[str | None, str | None]:
+def forwarded(config: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """``(scheme, script_name)`` set by a trusted peer's headers; ``None`` where unset.
 
-    The caller checks trust. Header names are compared lower-cased; values of
-    ``secure_scheme_headers`` exactly, as Gunicorn does.
+    ``headers`` have lower-case names (the scope's). The caller checks trust.
+    Values of ``secure_scheme_headers`` are compared exactly, as Gunicorn does.
     """
-    secure = config.secure_scheme_headers
+    names = config.secure_scheme_names
     want_script = config.forward_script_name
     scheme: str | None = None
     script: str | None = None
-    for name, value in raw_headers:
-        lname = name.lower()
-        for header, secure_value in secure:
-            if lname == header:
-                this = "https" if value == secure_value else "http"
-                if scheme is not None and this != scheme:
-                    raise ProxyError(400, "Contradictory scheme headers")
-                scheme = this
-        if want_script and lname == b"script_name":
+    for name, value in headers:
+        if name in names:
+            for header, secure_value in config.secure_scheme_headers:
+                if name == header:
+                    this = "https" if value == secure_value else "http"
+                    if scheme is not None and this != scheme:
+                        raise ProxyError(400, "Contradictory scheme headers")
+                    scheme = this
+        elif want_script and name == b"script_name":
             script = value.decode("latin-1")
     return scheme, script
