@@ -95,26 +95,41 @@ class FastResponse:
         self.remaining = 0
 
     def start(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], method: bytes, close: bool
+        self,
+        status: int,
+        reason: bytes,
+        defaults: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]],
+        method: bytes,
+        close: bool,
+        known_names: set[bytes],
     ) -> bytes | None:
         """The response head, or None when h11 must frame this response.
 
-        ``headers`` have lower-case names. Raises ``h11.LocalProtocolError``
-        exactly where h11 would (an illegal header name or value).
+        ``defaults`` are the server's own headers (known valid); ``headers``
+        are the app's, with lower-case names, validated here with h11's
+        regexes and raising ``h11.LocalProtocolError`` exactly where h11 would.
+        ``known_names`` caches names already validated (owned by one loop).
         """
         length = None
         for name, value in headers:
-            if not _field_name_re.fullmatch(name):
-                raise h11.LocalProtocolError(f"Illegal header name {name!r}")
+            if name not in known_names:
+                if not _field_name_re.fullmatch(name):
+                    raise h11.LocalProtocolError(f"Illegal header name {name!r}")
+                if len(known_names) < 1024:
+                    known_names.add(name)
+            if name == b"content-length":
+                # Digits are a valid field value; anything else goes to h11's rules.
+                if length is not None or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+                    return None
+                length = int(value)
+                continue
             if not _field_value_re.fullmatch(value):
                 raise h11.LocalProtocolError(f"Illegal header value {value!r}")
             if name in _SLOW_RESPONSE_FIELDS:
                 return None
-            if name == b"content-length":
-                if length is not None or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
-                    return None
-                length = int(value)
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        parts += [b"%s: %s\r\n" % pair for pair in defaults]
         parts += [b"%s: %s\r\n" % pair for pair in headers]
         if status in _NO_BODY_STATUS:
             self.remaining = 0

@@ -734,7 +734,7 @@ class RequestCycle:
         head = None
         if connection.fast:
             writer = FastResponse()
-            head = writer.start(status, reason, defaults + headers, self.method, close)
+            head = writer.start(status, reason, defaults, headers, self.method, close, server.known_header_names)
             if head is None:
                 # Headers that need h11's rewriting rules: let h11 frame this one.
                 self.h11 = primed_h11(self.method, close)

@@ -81,6 +81,8 @@ class LoopServer:
         self.limit = config.connections_for(index)
         self.state: dict[str, Any] = {}
         self.connections: set[HTTPConnection] = set()
+        # Response header names already validated against h11's grammar (this loop only).
+        self.known_header_names: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # Accepted sockets whose transport is still being set up (TLS handshake...).
         self.setups: set[asyncio.Task[None]] = set()

@@ -166,7 +166,8 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
     head_only = method == b"HEAD" or status in (204, 304)
     writer = FastResponse()
     fast = run_response(
-        lambda: writer.start(status, reason, all_headers, method, close), writer.data, writer.end, chunks, head_only
+        lambda: writer.start(status, reason, defaults, headers, method, close, set()), writer.data, writer.end, chunks,
+        head_only,
     )
     if fast is None:
         return  # h11 frames this response (primed connection): nothing to compare
@@ -188,8 +189,8 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
 
 def test_fast_response_defers_rewritten_headers_to_h11():
     for name in (b"transfer-encoding", b"connection", b"host"):
-        assert FastResponse().start(200, b"OK", [(name, b"chunked")], b"GET", False) is None
-    assert FastResponse().start(200, b"OK", [(b"content-length", b"1, 1")], b"GET", False) is None
+        assert FastResponse().start(200, b"OK", [], [(name, b"chunked")], b"GET", False, set()) is None
+    assert FastResponse().start(200, b"OK", [], [(b"content-length", b"1, 1")], b"GET", False, set()) is None
 
 
 # -- end to end --------------------------------------------------------------------------
