@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 #: Buffered request body above which we stop reading the socket until the app consumes it.
 HIGH_WATER = 65536
 CLOSE_HEADER = (b"connection", b"close")
+#: Our own error pages use RFC 9110's names, whatever this Python's http.HTTPStatus says
+#: (3.11 has "Request-URI Too Long"; Gunicorn and 3.13 say "URI Too Long").
+REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
@@ -553,7 +556,7 @@ class HTTPConnection(asyncio.Protocol):
         body = (message + "\n").encode("utf-8", "replace")
         cycle = self.cycle
         if (cycle is None or not cycle.response_started) and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            reason = STATUS_PHRASES[status] if 0 <= status < 600 else b""
+            reason = REJECT_PHRASES.get(status) or (STATUS_PHRASES[status] if 0 <= status < 600 else b"")
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
             head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
             head += b"content-length: %d\r\n\r\n" % len(body)

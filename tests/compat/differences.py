@@ -207,7 +207,7 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
     "request_line_5000_bytes": {
         "what": "414 for a 5000-byte request target; uvicorn serves it.",
         "why": "Gunicorn's limit_request_line (default 4094) applies, as with every Gunicorn worker.",
-        "diff": _rejected(414, "Request-URI Too Long", "Request line is longer than limit_request_line=4094",
+        "diff": _rejected(414, "URI Too Long", "Request line is longer than limit_request_line=4094",
                           {"records[0]": (ANY, None)}),
     },
     "request_head_32kb_trickled": {
