@@ -32,13 +32,13 @@ class RequestView:
         "version",
     )
 
-    def __init__(self, scope: dict[str, Any], client: tuple[str, int] | None) -> None:
+    def __init__(self, scope: dict[str, Any], client: tuple[str, int] | None, target: bytes) -> None:
         self.scope = scope
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        # As Gunicorn's Request: the request target as sent, path still percent-encoded.
+        self.uri = target.decode("latin-1")
+        self.path = self.uri.partition("?")[0]
         self.query: str = scope["query_string"].decode("latin-1")
-        raw = scope["raw_path"].decode("latin-1")
-        self.uri = raw + ("?" + self.query if self.query else "")
         self.fragment = ""
         major, _, minor = scope["http_version"].partition(".")
         self.version = (int(major), int(minor or 0))

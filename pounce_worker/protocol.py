@@ -435,6 +435,7 @@ class HTTPConnection(asyncio.Protocol):
         self.requests += 1
         cycle = RequestCycle(self, scope, keep_alive and not asked_close and not self.eof)
         cycle.more_body = body_expected
+        cycle.target = target
         self.cycle = cycle
         server.spawn_request(cycle.run())
 
@@ -601,6 +602,7 @@ class RequestCycle:
         "sent",
         "start_time",
         "status",
+        "target",
     )
 
     def __init__(self, connection: HTTPConnection, scope: dict[str, Any], keep_alive: bool) -> None:
@@ -610,6 +612,7 @@ class RequestCycle:
         self.disconnected = False
         self.expect_100 = connection.conn.they_are_waiting_for_100_continue
         self.method: bytes = scope["method"].encode("ascii")
+        self.target = b""
         self.head_only = self.method == b"HEAD"
         self.fast_writer: FastResponse | None = None
         self.h11: h11.Connection | None = None
@@ -817,7 +820,7 @@ class RequestCycle:
         hooks = server.hooks
         request_view = None
         if hooks.pre_request is not None or hooks.post_request is not None:
-            request_view = RequestView(self.scope, connection.client)
+            request_view = RequestView(self.scope, connection.client, self.target)
         try:
             if hooks.pre_request is not None:
                 if hooks.pre_request_is_default:
@@ -878,7 +881,7 @@ class RequestCycle:
                 response_view = ResponseView(self.status, self.response_headers, self.sent)
                 environ = access_environ(self.scope, connection.client)
                 if log.access_wanted:
-                    request = request_view or RequestView(self.scope, connection.client)
+                    request = request_view or RequestView(self.scope, connection.client, self.target)
                     log.access(response_view, request, environ, datetime.timedelta(seconds=duration))
                 if server.hooks.post_request is not None:
                     server.hooks.post_request(server.worker, request_view, environ, response_view)

@@ -106,12 +106,18 @@ class LoopServer:
     # -- thread body -----------------------------------------------------------
 
     def run(self) -> None:
-        """Thread target: own a loop from creation to close."""
-        loop = new_event_loop(self.loop_kind)
-        self.loop = loop
-        loop.set_exception_handler(self._loop_exception)
-        asyncio.set_event_loop(loop)
+        """Thread target: own a loop from creation to close.
+
+        Any failure before serving (the loop cannot be created, lifespan
+        startup fails) is left in ``startup_error`` for the main thread, which
+        then exits with Gunicorn's boot-error code instead of waiting forever.
+        """
+        loop = None
         try:
+            loop = new_event_loop(self.loop_kind)
+            self.loop = loop
+            loop.set_exception_handler(self._loop_exception)
+            asyncio.set_event_loop(loop)
             loop.run_until_complete(self._main())
         except BaseException as exc:
             if not self.started.is_set():
@@ -119,11 +125,12 @@ class LoopServer:
             self.log.exception("Event loop stopped by an error")
         finally:
             self.started.set()
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+            if loop is not None:
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    asyncio.set_event_loop(None)
+                    loop.close()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """Errors the loop catches itself (in callbacks) go to Gunicorn's error log, tagged."""

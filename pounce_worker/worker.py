@@ -102,6 +102,12 @@ class ThreadWorker(base.Worker):
             raise RuntimeError(f"pounce_worker: {exc}") from None
         chosen, why = _mode.choose()
         build = _mode.interpreter_build()
+        other = [p for p in getattr(cfg, "http_protocols", ["h1"]) if p != "h1"]
+        if other:
+            log.warning(
+                "pounce_worker: http_protocols=%s: this worker speaks HTTP/1.1 only; %s ignored "
+                "(TLS offers only http/1.1 in ALPN)", cfg.http_protocols, ", ".join(other),
+            )
         if chosen is _mode.Mode.PROCESSES and cfg.threads > 1:
             log.warning(
                 "pounce_worker: threads=%d ignored: %s (%s), so each worker process "
@@ -195,6 +201,9 @@ class ThreadWorker(base.Worker):
                 "free-threading support?): the %d loops will share one core.", config.loops,
             )
         ssl_context = gsock.ssl_context(self.cfg) if config.is_ssl else None
+        if ssl_context is not None:
+            # Gunicorn's default context may offer h2 in ALPN; only HTTP/1.1 is spoken here.
+            ssl_context.set_alpn_protocols(["http/1.1"])
         listeners = [getattr(s, "sock", s) for s in self.sockets]
         for listener in listeners:
             listener.setblocking(False)
@@ -225,7 +234,7 @@ class ThreadWorker(base.Worker):
             if not self.alive:
                 self._stop()
                 return False
-        failed = [s for s in self.servers if s.startup_error is not None]
+        failed = [s for s in self.servers if s.startup_error is not None or s.loop is None]
         if failed:
             self.log.error(
                 "Worker failed to boot: %d of %d loops failed lifespan startup",
