@@ -100,6 +100,11 @@ class ThreadWorker(base.Worker):
             config = ServerConfig.from_gunicorn(cfg)
         except ConfigError as exc:
             raise RuntimeError(f"pounce_worker: {exc}") from None
+        if getattr(cfg, "protocol", "http") != "http":
+            raise RuntimeError(
+                f"pounce_worker: protocol={cfg.protocol!r} is not supported: this worker speaks HTTP "
+                "(use protocol='http', or Gunicorn's sync/gthread workers for uwsgi)"
+            )
         chosen, why = _mode.choose()
         build = _mode.interpreter_build()
         other = [p for p in getattr(cfg, "http_protocols", ["h1"]) if p != "h1"]

@@ -446,3 +446,19 @@ def test_loop_kind_follows_asgi_loop_on_gil_build(gil, monkeypatch):
     assert "not installed" in log.of("warning")[0]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     assert resolve_loop_kind("auto", log) == "uvloop"
+
+
+def test_protocol_uwsgi_fails_the_boot():
+    """A setting this worker cannot honour fails at boot, naming it (not silently HTTP)."""
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-k", "pounce_worker.ThreadWorker", "--protocol", "uwsgi",
+         "-b", "127.0.0.1:0", "--no-control-socket", "tests.apps:echo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "protocol='uwsgi' is not supported" in result.stderr
