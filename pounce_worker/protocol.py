@@ -222,7 +222,11 @@ class HTTPConnection(asyncio.Protocol):
                 del buf[:take]
                 self.body_remaining -= take
                 if cycle is None or cycle.response_complete:
-                    continue  # body the app chose not to read; discard it
+                    # Body the app chose not to read: discard it; once it is all
+                    # gone the connection is idle between requests.
+                    if not self.body_remaining and cycle is None:
+                        self._became_idle()
+                    continue
                 try:
                     cycle.feed(chunk, more_body=self.body_remaining > 0)
                 except ClientError as exc:
@@ -443,6 +447,14 @@ class HTTPConnection(asyncio.Protocol):
         self.cycle = None
         self.conn.start_next_cycle()
         self.resume_reading()
+        self._became_idle()
+
+    def _became_idle(self) -> None:
+        """Between requests: close if stopping, else start the keep-alive deadline."""
+        if self.server.stopping:
+            self.close()
+        elif not self.closed:
+            self._arm_idle_timer(self.config.keepalive)
 
     def on_response_complete(self, cycle: RequestCycle) -> None:
         """The response went out in full; continue with the next request or close."""
@@ -458,7 +470,7 @@ class HTTPConnection(asyncio.Protocol):
                 self.close()
                 return
             if not self.body_remaining:
-                self._arm_idle_timer(self.config.keepalive)
+                self._became_idle()
             self.resume_reading()
             if not self.processing and self.buffer:
                 # Not from inside the app's send(): the next request starts on a clean stack.
@@ -467,10 +479,8 @@ class HTTPConnection(asyncio.Protocol):
         conn = self.conn
         if conn.their_state is h11.DONE:
             self._next_cycle()
-            if self.server.stopping:
-                self.close()
+            if self.closed:
                 return
-            self._arm_idle_timer(self.config.keepalive)
             if not self.processing:
                 self.loop.call_soon(self.handle_events)
         else:
@@ -848,12 +858,15 @@ class RequestCycle:
                     "Request ended by the client disconnecting (%s): %s %s",
                     type(exc).__name__, self.scope["method"], self.scope["path"],
                 )
-                connection.close()
+                if not self.response_complete:
+                    connection.close()
             else:
                 log.exception(
                     "Exception in ASGI application while handling %s %s", self.scope["method"], self.scope["path"]
                 )
-                if not self.response_started and not connection.closed:
+                if self.response_complete:
+                    pass  # after the response (a background task): the connection has moved on
+                elif not self.response_started and not connection.closed:
                     await self._send_500()
                 else:
                     connection.close()

@@ -99,6 +99,8 @@ class LoopServer:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.thread: threading.Thread | None = None
         self.started = threading.Event()
+        # Set when the loop has drained and shut down: its ticks stop on purpose.
+        self.finished = False
         self.startup_error: BaseException | None = None
         self._stop_requested: asyncio.Future[None] | None = None
         self._backoff: asyncio.TimerHandle | None = None
@@ -115,6 +117,9 @@ class LoopServer:
         loop = None
         try:
             loop = new_event_loop(self.loop_kind)
+            # The stop future exists before the loop is published, so a stop the main
+            # thread sends at once (call_soon_threadsafe) always finds it.
+            self._stop_requested = loop.create_future()
             self.loop = loop
             loop.set_exception_handler(self._loop_exception)
             asyncio.set_event_loop(loop)
@@ -142,8 +147,7 @@ class LoopServer:
             self.log.error("%s", message)
 
     async def _main(self) -> None:
-        loop = self.loop
-        self._stop_requested = loop.create_future()
+        assert self._stop_requested is not None
         self._tick()
         lifespan = Lifespan(self.app, self.config.lifespan, self.log, self.state)
         try:
@@ -156,17 +160,23 @@ class LoopServer:
         self._start_accepting()
         self.started.set()
         await self._stop_requested
-        await self._drain()
+        deadline = self.loop.time() + self.config.graceful_timeout
+        await self._drain(deadline)
         if not self.fast_stop:
-            await lifespan.shutdown()
+            # Whatever graceful_timeout has left (the arbiter kills after it), at least a second.
+            try:
+                await asyncio.wait_for(lifespan.shutdown(), max(1.0, deadline - self.loop.time()))
+            except asyncio.TimeoutError:
+                self.log.error("ASGI lifespan shutdown did not finish within graceful_timeout")
+        self.finished = True
 
     def _tick(self) -> None:
         """Heartbeat for the main thread, the Date header, and connection deadlines."""
         self.last_tick = time.monotonic()
-        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
-        self.sweep()
         if not self.loop.is_closed():
             self.loop.call_later(self.config.tick, self._tick)
+        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        self.sweep()
 
     def sweep(self) -> None:
         """Fire connection deadlines (keep-alive idle, header timeout) that have passed.
@@ -176,7 +186,11 @@ class LoopServer:
         """
         now = self.loop.time()
         for connection in [c for c in self.connections if c.deadline and c.deadline <= now]:
-            connection.on_deadline()
+            try:
+                connection.on_deadline()
+            except Exception:
+                self.log.exception("Error closing a connection past its deadline")
+                connection.transport.abort()
 
     # -- accept gate -------------------------------------------------------------
 
@@ -233,19 +247,21 @@ class LoopServer:
             self._start_accepting()
 
     async def _serve(self, sock: socket.socket) -> None:
-        opened = False
+        made: HTTPConnection | None = None
 
         def factory() -> HTTPConnection:
-            nonlocal opened
-            opened = True
-            return HTTPConnection(self)
+            nonlocal made
+            made = HTTPConnection(self)
+            return made
 
         try:
             await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 self.log.debug("Connection setup failed: %s", exc)
-            if not opened:
+            # The protocol exists before a TLS handshake; only connection_made (after
+            # it) hands the slot to the connection, whose close releases it.
+            if made is None or made.transport is None:
                 sock.close()
                 self._release_slot()
             if isinstance(exc, asyncio.CancelledError):
@@ -313,7 +329,7 @@ class LoopServer:
             for connection in list(self.connections):
                 connection.transport.abort()
 
-    async def _drain(self) -> None:
+    async def _drain(self, deadline: float) -> None:
         """Stop accepting, let in-flight requests finish, close idle connections."""
         self.stopping = True
         self._stop_accepting()
@@ -323,7 +339,7 @@ class LoopServer:
             # Accepted before the stop: a client may already have sent its request
             # (cancelling would close the socket on unread data: a reset). Let them
             # become connections, which shutdown() gives a moment for a first request.
-            await asyncio.wait(list(self.setups), timeout=self.config.graceful_timeout)
+            await asyncio.wait(list(self.setups), timeout=max(0.0, deadline - self.loop.time()))
         if self.fast_stop:
             for connection in list(self.connections):
                 connection.transport.abort()
@@ -333,8 +349,10 @@ class LoopServer:
             if self.connections:
                 self._drained = self.loop.create_future()
                 try:
+                    # Leave lifespan shutdown a moment of graceful_timeout.
+                    reserve = min(1.0, self.config.graceful_timeout * 0.2)
                     await asyncio.wait_for(
-                        asyncio.shield(self._drained), self.config.graceful_timeout
+                        asyncio.shield(self._drained), max(0.0, deadline - reserve - self.loop.time())
                     )
                 except asyncio.TimeoutError:
                     self.log.warning(

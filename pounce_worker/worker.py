@@ -277,6 +277,8 @@ class ThreadWorker(base.Worker):
         limit = self.config.tick + 1.0
         healthy = True
         for server in self.servers:
+            if server.finished or (server.thread is not None and not server.thread.is_alive()):
+                continue  # drained and stopped: no ticks expected
             lag = now - server.last_tick
             if lag > limit:
                 healthy = False

@@ -497,3 +497,16 @@ async def spin(scope, receive, send):
         time.sleep(float(scope["path"].rsplit("/", 1)[1]))
     data = json.dumps({"pid": os.getpid(), "path": scope["path"]}).encode()
     await _respond(send, 200, data)
+
+
+async def background_raises(scope, receive, send):
+    """``/bg`` answers, then raises 0.3 s later (a failing background task); ``/slow`` answers after 0.6 s."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.6)
+        await _respond(send, 200, b"slow done", [(b"content-length", b"9")])
+        return
+    await _respond(send, 200, b"bg", [(b"content-length", b"2")])
+    await asyncio.sleep(0.3)
+    raise RuntimeError("background task failed after the response")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODES
-from tests.harness import Gunicorn, RawConnection, http_request, raw_request, wait_until
+from tests.harness import Gunicorn, RawConnection, http_request, raw_request, serve, wait_until
 
 LIMIT_ARGS = (
     "--keep-alive", "1",
@@ -500,3 +500,29 @@ def test_connection_refused_never_happens_under_burst(echo):
         t.join(20)
     assert errors == []
     assert results == [200] * 40
+
+
+# -- regressions from the code review -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast_path", ["1", "0"])
+def test_idle_deadline_starts_once_an_unread_body_has_arrived(fast_path):
+    """A body that arrives after the response (discarded) must not leave the connection without a deadline."""
+    with serve("tests.apps:echo", "--keep-alive", "1", mode="threads", env={"POUNCE_FAST_PATH": fast_path}) as server:
+        with RawConnection(server.port) as conn:
+            conn.send(b"POST /status/200 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+            assert conn.read_response().status == 200
+            conn.send(b"hello")
+            assert conn.closed_by_server(4.0), "idle connection kept open past keepalive"
+
+
+def test_error_after_the_response_does_not_break_the_next_request(mode):
+    """A background task failing after the response must not close the request now on that connection."""
+    with serve("tests.apps:background_raises", mode=mode) as server:
+        with RawConnection(server.port) as conn:
+            conn.send(http_request("GET", "/bg"))
+            assert conn.read_response().body == b"bg"
+            conn.send(http_request("GET", "/slow"))
+            response = conn.read_response(timeout=5)
+            assert (response.status, response.body) == (200, b"slow done")
+        assert "background task failed after the response" in server.log()

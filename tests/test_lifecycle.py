@@ -613,3 +613,25 @@ def test_master_exit_code_zero_and_no_stray_workers_after_term(mode):
     finally:
         server.stop()
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_max_requests_restart_lets_a_slow_request_finish_past_timeout():
+    """While a worker drains (max_requests), finished loops must not withhold the heartbeat."""
+    with serve("tests.apps:echo", "--timeout", "3", "--max-requests", "3", "--graceful-timeout", "20",
+               mode="threads", threads=2) as server:
+        result: dict[str, object] = {}
+
+        def slow() -> None:
+            try:
+                result["status"] = httpx.get(server.url + "/sleep/6", timeout=20).status_code
+            except httpx.HTTPError as exc:
+                result["status"] = exc
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.3)
+        for i in range(4):
+            httpx.get(server.url + f"/quick/{i}", timeout=10)
+        thread.join(20)
+        assert result.get("status") == 200, server.output()
+        assert "WORKER TIMEOUT" not in server.log()

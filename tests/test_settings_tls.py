@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,18 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("certs")
     ext = d / "ext.cnf"
     ext.write_text(
+        # Python 3.13 verifies with VERIFY_X509_STRICT: key usage and key identifiers are required.
         "[server]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-        "[client]\nextendedKeyUsage=clientAuth\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+        "[client]\nextendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "2", "-subj", "/CN=pounce test CA", cwd=d)
+             "-days", "2", "-subj", "/CN=pounce test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-addext", "subjectKeyIdentifier=hash", cwd=d)
     for name in ("server", "client"):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
                  "-subj", f"/CN=pounce test {name}", cwd=d)
@@ -182,3 +190,23 @@ def test_http_protocols_h2_is_never_negotiated(certs):
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         selected = tls.selected_alpn_protocol()
     assert selected in (None, "http/1.1")
+
+
+def test_failed_handshakes_do_not_leak_connection_slots(certs, mode):
+    """Probes that connect and close (health checks, scanners) must give their slot back."""
+    server = subject(PROBE, *_tls_args(certs), "--worker-connections", "2", mode=mode, threads=1)
+    with running(server):
+        ctx = _client_context(certs)
+        assert _https(server.port, ctx)[0] == 200
+        for _ in range(8):
+            with socket.create_connection((HOST, server.port), timeout=5):
+                pass  # TCP connect, no handshake, close
+        with socket.create_connection((HOST, server.port), timeout=5) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP on the TLS port
+            plain.settimeout(5)
+            try:
+                plain.recv(100)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        assert _https(server.port, ctx)[0] == 200
