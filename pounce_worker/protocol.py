@@ -214,6 +214,13 @@ class HTTPConnection(asyncio.Protocol):
 
     def _fast_events(self) -> None:
         buf = self.buffer
+        try:
+            self._fast_loop(buf)
+        finally:
+            if len(buf) > HIGH_WATER:
+                self.pause_reading()
+
+    def _fast_loop(self, buf: bytearray) -> None:
         while buf and not self.closed:
             cycle = self.cycle
             if self.body_remaining:
@@ -237,6 +244,11 @@ class HTTPConnection(asyncio.Protocol):
                 # A pipelined request: wait until the current response is complete.
                 self.pause_reading()
                 return
+            if buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
+                # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
+                # request; one, as Gunicorn does (two are answered 400 by h11).
+                del buf[:2]
+                continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 # h11 rejects some heads before they are complete (a first byte below
@@ -496,9 +508,17 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
+        """Read again, unless unparsed requests are already buffered (a pipelining
+        client that does not read its responses must not fill our memory)."""
+        if self.read_paused and not self.closed and self._backlog() <= HIGH_WATER:
             self.read_paused = False
             self.transport.resume_reading()
+
+    def _backlog(self) -> int:
+        if self.fast:
+            return len(self.buffer)
+        # h11 has no public size for its receive buffer (h11 is pinned below 0.17).
+        return len(self.conn._receive_buffer)
 
     def _arm_header_timer(self) -> None:
         timeout = self.config.header_timeout
@@ -604,6 +624,7 @@ class RequestCycle:
         "more_body",
         "must_close",
         "pending_head",
+        "received",
         "request_complete",
         "response_complete",
         "response_headers",
@@ -629,6 +650,7 @@ class RequestCycle:
         self.must_close = False
         self.body = bytearray()
         self.more_body = True
+        self.received = 0
         self.request_complete = False
         self.response_started = False
         self.response_complete = False
@@ -644,8 +666,9 @@ class RequestCycle:
     def feed(self, data: bytes, more_body: bool) -> None:
         self.body += data
         self.more_body = more_body
+        self.received += len(data)
         limit = self.connection.config.max_body_size
-        if limit and len(self.body) > limit:
+        if limit and self.received > limit:
             raise ClientError(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
         if len(self.body) > HIGH_WATER:
             self.connection.pause_reading()
@@ -865,7 +888,11 @@ class RequestCycle:
                     "Exception in ASGI application while handling %s %s", self.scope["method"], self.scope["path"]
                 )
                 if self.response_complete:
-                    pass  # after the response (a background task): the connection has moved on
+                    # After the response (a background task, or a framework re-raising after its
+                    # own 500): close the connection as uvicorn does, unless it already serves a
+                    # newer request, which this failure must not break.
+                    if connection.cycle is None:
+                        connection.close()
                 elif not self.response_started and not connection.closed:
                     await self._send_500()
                 else:

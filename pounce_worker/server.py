@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 EAGER = getattr(asyncio, "eager_task_factory", None)
 #: Connections accepted per readiness event before yielding to other work.
 ACCEPT_BATCH = 16
+#: Seconds a loop steps aside so a less loaded sibling accepts a new connection.
+FAIRNESS_PAUSE = 0.005
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -79,6 +81,8 @@ class LoopServer:
         self.budget = budget
         self.loop_kind = loop_kind
         self.limit = config.connections_for(index)
+        # Every loop of this worker (set once by the worker, then read-only).
+        self.siblings: tuple[LoopServer, ...] = ()
         self.state: dict[str, Any] = {}
         self.connections: set[HTTPConnection] = set()
         # Response header names already validated against h11's grammar (this loop only).
@@ -220,6 +224,12 @@ class LoopServer:
             if self.active >= self.limit:
                 self._stop_accepting()
                 return
+            if self._sibling_should_take_it():
+                # Step aside briefly: the listener is readable for every loop, and a
+                # less loaded sibling (woken by the same event) accepts instead.
+                self._stop_accepting()
+                self._backoff = self.loop.call_later(FAIRNESS_PAUSE, self._resume_after_backoff)
+                return
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -240,6 +250,26 @@ class LoopServer:
             setup = self.loop.create_task(self._serve(sock))
             self.setups.add(setup)
             setup.add_done_callback(self.setups.discard)
+
+    def _sibling_should_take_it(self) -> bool:
+        """Whether a responsive sibling loop holds clearly fewer connections than this one.
+
+        Reads other loops' ``active`` and ``last_tick`` without a lock: plain
+        attribute reads, and a stale value only makes the heuristic less fair.
+        A sibling that has not ticked recently (blocked), is full or is stopping
+        is ignored, so a connection never waits on a loop that cannot take it;
+        the least loaded one never steps aside, so some loop always accepts.
+        """
+        if len(self.siblings) < 2:
+            return False
+        now = time.monotonic()
+        fresh = self.config.tick * 2 + 0.1
+        least = min(
+            (s.active for s in self.siblings
+             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh),
+            default=None,
+        )
+        return least is not None and self.active > least + 1
 
     def _resume_after_backoff(self) -> None:
         self._backoff = None

@@ -12,8 +12,7 @@ follows what Gunicorn's own parser rejects, with the same status codes:
 * a Host field that holds a list (RFC 9112 §3.2: 400);
 * bare LF line endings and obs-fold line continuations in the head, and
   control characters in field values (RFC 9112 §2.2, §5.2; RFC 9110 §5.5);
-* an HTTP version other than 1.0/1.1 on an HTTP/1 connection (505 for another
-  major version, 400 for 1.2+, as Gunicorn does unless told otherwise);
+* an HTTP version with another major number on an HTTP/1 connection (505);
 * a method with lower-case letters or of unusual length, unless Gunicorn's
   ``permit_unconventional_http_method`` is on;
 * an Expect other than 100-continue (417).
@@ -74,9 +73,9 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
             raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
         if version not in (b"HTTP/1.1", b"HTTP/1.0") and version.startswith(b"HTTP/"):
             number = version[5:].decode("latin-1")
+            # HTTP/1.2+ is served as HTTP/1.x (RFC 9110 §2.5), as Gunicorn does.
             if not number.startswith("1."):
                 raise Rejection(505, f"HTTP version {number} is not supported")
-            raise Rejection(400, f"Invalid HTTP version {number}")
     content_lengths = 0
     transfer_encoding = False
     for name, value in _FRAMING.findall(head):

@@ -220,6 +220,8 @@ class ThreadWorker(base.Worker):
             for i in range(config.loops)
         ]
         for server in self.servers:
+            server.siblings = tuple(self.servers)
+        for server in self.servers:
             thread = threading.Thread(target=server.run, name=f"pounce-loop-{server.index}", daemon=True)
             server.thread = thread
             thread.start()

@@ -181,10 +181,7 @@ VECTORS: list[Vector] = [
     V("request_line_double_space", get(line=b"GET  /a HTTP/1.1"), "400(head)", 400, 400),
     V("request_line_tabs", get(line=b"GET\t/a\tHTTP/1.1"), "400(head)", 400, 400),
     V("version_2_0", get(line=b"GET /a HTTP/2.0"), "accept", 400, 400, 505),
-    V("version_1_2", get(line=b"GET /a HTTP/1.2"), "accept", 200, 200,
-      bug="BUG (over-strict): validate.check_head answers 400 to HTTP/1.2, but Gunicorn serves it and "
-          "RFC 9110 §2.5 says a higher minor version SHOULD be processed as the highest one implemented "
-          "(1.1). Fix: reject only a major version other than 1 (505), accept 1.x."),
+    V("version_1_2", get(line=b"GET /a HTTP/1.2"), "accept", 200, 200),
     V("version_0_9", get(line=b"GET /a HTTP/0.9"), "accept", 400, 400, 505),
     V("version_1_10", get(line=b"GET /a HTTP/1.10"), "400(head)", 400, 400),
     V("version_lowercase", get(line=b"GET /a http/1.1"), "400(head)", 400, 400),
@@ -207,10 +204,7 @@ VECTORS: list[Vector] = [
           "RFC 9110 §5.3: two values make the message ambiguous). Needs a repeated-singleton check "
           "(validate.py does it for Content-Length and Host only)."),
     # -- before the request line -------------------------------------------------------------------
-    V("leading_crlf", b"\r\n" + get(), "400(head)", 200, 200,
-      bug="BUG (over-strict): h11 refuses the empty line before a request line that RFC 9112 §2.2 says "
-          "a server SHOULD ignore (clients send one after a POST body); Gunicorn serves it. "
-          "Fix: drop one leading CRLF before handing the bytes to h11 (when h11 is IDLE)."),
+    V("leading_crlf", b"\r\n" + get(), "400(head)", 200, 200),
     V("leading_two_crlf", b"\r\n\r\n" + get(), "400(head)", 400, 400),
     V("binary_garbage", bytes(range(256)) * 4, "400(head)", 400, 400),
     V("tls_client_hello", _client_hello(), "400(head)", 400, 400),

@@ -104,17 +104,6 @@ def test_overload_is_backpressure_within_each_loops_share(started: list[Gunicorn
 
 # -- spreading connections over loops ----------------------------------------------------------------
 
-SPREAD_BUG = (
-    "BUG: connections that arrive together all land on one loop (measured: 32/0 with 2 loops, 32/0/0/0 "
-    "with 4). Every loop polls the shared listening socket; the first one to run accepts up to "
-    "ACCEPT_BATCH=16 per wake-up and, the backlog still non-empty, is woken again before its siblings get "
-    "the GIL (they then find EAGAIN). The gate only checks this loop's hard limit (worker_connections / "
-    "loops), never how loaded it is compared with its siblings, so one loop can hold its whole share while "
-    "the others idle. Fix ideas: accept a single connection per wake-up while this loop holds more than "
-    "the least-loaded sibling (the siblings' `active` counts are plain ints, fine to read across threads), "
-    "or stop accepting above fair share + slack while a sibling is below it; or one SO_REUSEPORT listener "
-    "per loop so the kernel spreads connections."
-)
 
 
 def burst(server: Gunicorn, clients: int) -> list[socket.socket]:
@@ -150,7 +139,6 @@ def loops_of(socks: list[socket.socket], path: bytes) -> collections.Counter[str
     return counts
 
 
-@pytest.mark.xfail(strict=True, reason=SPREAD_BUG)
 @pytest.mark.parametrize("loops", [2, 4])
 def test_burst_of_connections_spreads_over_loops(started: list[Gunicorn], loops: int) -> None:
     """32 keep-alive connections arrive at once, five times over: each loop ends up with between

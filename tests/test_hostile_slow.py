@@ -293,12 +293,6 @@ def push_until_answered(sock: socket.socket, pieces: Iterator[bytes]) -> tuple[i
     return sent, False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: POUNCE_MAX_BODY_SIZE is not enforced on a chunked body that the app reads as it arrives: "
-    "RequestCycle.feed compares len(self.body), the part of the body not yet handed to the app (receive() "
-    "clears it), not the total received, so a 20 MB chunked upload to an app that consumes it passes a "
-    "1 MB limit (200). Fix: count every byte fed in a per-cycle total and raise ClientError(413) when the "
-    "total passes the limit."))
 def test_chunked_body_over_limit_gets_413_while_the_app_reads(started: list[Gunicorn], mode: str) -> None:
     server = start(started, mode, POUNCE_MAX_BODY_SIZE=str(LIMIT))
     sock = socket.socket()
@@ -368,19 +362,9 @@ PIPELINED = {
 }
 
 
-PIPELINE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG (regression from 1d21797/ec9adef, uvloop only): the worker reads a pipelining client's requests "
-    "into memory faster than it serves them (+57 MiB RSS for 60 MiB of pipelined requests; ~0.6 MiB on "
-    "asyncio). on_response_complete calls resume_reading() and only then schedules the next parse with "
-    "loop.call_soon(fast_events / handle_events); uvloop delivers a socket read (up to 256 KiB) before "
-    "that callback runs, so every served 4 KiB request adds a whole read to self.buffer (or h11's receive "
-    "buffer) and reading is paused again only when the next cycle starts. Fix: on_response_complete "
-    "should not resume reading while the buffer already holds a complete head or more than HIGH_WATER "
-    "bytes (resume from fast_events/handle_events when they find NEED_DATA), and data_received should "
-    "pause reading whenever the unparsed buffer passes HIGH_WATER, cycle or not."))
 
 
-@pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=PIPELINE_BUG)])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("kind", sorted(PIPELINED))
 def test_pipelining_client_that_never_reads_is_throttled(
     started: list[Gunicorn], mode: str, kind: str, loop: str

@@ -264,11 +264,6 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
         "why": _VALIDATE_WHY + " Gunicorn's permit_unconventional_http_method is off by default.",
         "diff": _rejected(400, "Bad Request", "Invalid method 'get'"),
     },
-    "strict_http_1_2": {
-        "what": "400 for HTTP/1.2; uvicorn hands the app http_version '1.2'.",
-        "why": _VALIDATE_WHY + " Only 1.0 and 1.1 are HTTP/1 versions this server speaks.",
-        "diff": _rejected(400, "Bad Request", "Invalid HTTP version 1.2"),
-    },
     "strict_expect_unknown": {
         "what": "417 for Expect: 200-ok; uvicorn ignores the expectation.",
         "why": _VALIDATE_WHY + " RFC 9110 §10.1.1: an unsupported expectation may get a 417.",
