@@ -462,10 +462,20 @@ class HTTPConnection(asyncio.Protocol):
         self._became_idle()
 
     def _became_idle(self) -> None:
-        """Between requests: close if stopping, else start the keep-alive deadline."""
+        """Between requests: close if stopping, else start the keep-alive deadline.
+
+        With part of the next request already buffered (pipelining), the
+        connection is not idle: its first byte arrived, so the header timeout
+        applies instead and the request is served.
+        """
         if self.server.stopping:
             self.close()
-        elif not self.closed:
+        elif self.closed:
+            return
+        elif self._backlog():
+            self._cancel_timers()
+            self._arm_header_timer()
+        else:
             self._arm_idle_timer(self.config.keepalive)
 
     def on_response_complete(self, cycle: RequestCycle) -> None:
@@ -523,11 +533,11 @@ class HTTPConnection(asyncio.Protocol):
     def _arm_header_timer(self) -> None:
         timeout = self.config.header_timeout
         if timeout and not self.deadline:
-            self.deadline = self.loop.time() + timeout
+            self.deadline = time.monotonic() + timeout
 
     def _arm_idle_timer(self, timeout: float) -> None:
         self.idle = True
-        self.deadline = self.loop.time() + timeout
+        self.deadline = time.monotonic() + timeout
 
     def on_deadline(self) -> None:
         """Called by the loop's tick once ``deadline`` has passed."""

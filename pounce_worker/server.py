@@ -188,7 +188,7 @@ class LoopServer:
         One pass per tick instead of a TimerHandle armed and cancelled per
         request: deadlines are then late by at most one tick.
         """
-        now = self.loop.time()
+        now = time.monotonic()
         for connection in [c for c in self.connections if c.deadline and c.deadline <= now]:
             try:
                 connection.on_deadline()
