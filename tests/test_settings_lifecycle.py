@@ -376,7 +376,8 @@ def test_umask_applies_to_unix_socket():
 
 
 PREIMPORT = """
-import concurrent.futures.thread, importlib.util
+import concurrent.futures.thread, hashlib, importlib.util, random
+random.seed(b"x")  # 3.13 imports hashlib (_sha2) lazily in random.seed, which the worker calls
 if importlib.util.find_spec("uvloop"):
     import uvloop
 """
