@@ -19,11 +19,10 @@ import re
 
 import h11
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 from pounce_worker.fastpath import FastResponse, parse_head, primed_h11
 from tests.harness import Gunicorn, raw_request
+from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
 # -- generators -------------------------------------------------------------------------
 

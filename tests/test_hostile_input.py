@@ -34,11 +34,10 @@ from dataclasses import dataclass
 
 import h11
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tests.conftest import MODES
 from tests.harness import HOST, Gunicorn, read_until_close, response_statuses
+from tests.hypothesis_compat import HealthCheck, given, settings, st
 
 APP = "tests.apps:hostile"
 H = b"Host: x\r\n"

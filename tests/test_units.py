@@ -12,12 +12,11 @@ import types
 
 import pytest
 from gunicorn.config import Config
-from hypothesis import given
-from hypothesis import strategies as st
 
 from pounce_worker import asgi, budget, config, mode
 from pounce_worker.log import LoopLog
 from pounce_worker.worker import ThreadWorker, resolve_loop_kind
+from tests.hypothesis_compat import given, st
 
 
 @pytest.fixture

@@ -975,3 +975,25 @@ class Compat:
     def server_output(self, target: str, flavor: str) -> str:
         served = self.pool.servers.get((target, flavor))
         return served.output()[-4000:] if served is not None else ""
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except Exception:
+        return False
+    return True
+
+
+#: Frameworks whose cases cannot run on this interpreter (the free-threaded leg may lack
+#: wheels for their C extensions, e.g. pydantic-core): case-name prefix -> reason.
+UNAVAILABLE: dict[str, str] = {
+    prefix: f"{prefix} cannot be imported on this interpreter"
+    for prefix, module in (("starlette", "starlette"), ("fastapi", "fastapi"), ("django", "django"))
+    if not _importable(module)
+}
+
+
+def unavailable(name: str) -> str | None:
+    """Why the case ``name`` cannot run here, or None."""
+    return UNAVAILABLE.get(name.split("_", 1)[0])

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .cases import CASES, Compat
+from .cases import CASES, Compat, unavailable
 from .compare import diff, summarize
 from .differences import DIFFERENCES, diff_matches
 from .servers import POUNCE_TARGETS, REFERENCE
@@ -33,6 +33,8 @@ def _params() -> list[Any]:
     for name in CASES:
         for target in POUNCE_TARGETS:
             marks = [pytest.mark.xfail(strict=True, reason=BUGS[name])] if name in BUGS else []
+            if unavailable(name):
+                marks = [pytest.mark.skip(reason=unavailable(name))]
             params.append(pytest.param(name, target, marks=marks, id=f"{name}[{target.split('-')[1]}]"))
     return params
 
@@ -62,6 +64,8 @@ def test_modes_agree(compat: Compat) -> None:
     """Threads and processes mode must be indistinguishable on the wire and to the app."""
     disagree = {}
     for name, case in CASES.items():
+        if unavailable(name):
+            continue
         found = diff(compat.observe(POUNCE_TARGETS[0], case), compat.observe(POUNCE_TARGETS[1], case))
         if found:
             disagree[name] = summarize(found)

@@ -1,0 +1,40 @@
+"""hypothesis, or skip markers where it cannot run.
+
+The free-threaded leg may run on an experimental interpreter (the nogil-3.12
+fork is a 3.12 alpha without ``sys.monitoring``) where hypothesis fails at
+import. Property tests then report as skipped with that reason, and the rest
+of their modules still run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+try:
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    HYPOTHESIS_ERROR: str | None = None
+except Exception as exc:
+    HYPOTHESIS_ERROR = f"hypothesis cannot run on this interpreter: {type(exc).__name__}: {exc}"
+
+    def given(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        return pytest.mark.skip(reason=HYPOTHESIS_ERROR)
+
+    example = given  # type: ignore[assignment]
+
+    def settings(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        return lambda test: test
+
+    class HealthCheck:  # type: ignore[no-redef]
+        too_slow = None
+
+    class _Strategies:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+    st = _Strategies()  # type: ignore[assignment]
+
+__all__ = ["HYPOTHESIS_ERROR", "HealthCheck", "example", "given", "settings", "st"]
