@@ -31,9 +31,13 @@ except Exception as exc:
     class HealthCheck:  # type: ignore[no-redef]
         too_slow = None
 
+    def _inert(*args: Any, **kwargs: Any) -> Any:
+        """Stands for any strategy (or st.composite); the tests using it are skipped."""
+        return _inert
+
     class _Strategies:
         def __getattr__(self, name: str) -> Any:
-            return lambda *args, **kwargs: None
+            return _inert
 
     st = _Strategies()  # type: ignore[assignment]
 

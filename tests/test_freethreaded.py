@@ -44,9 +44,9 @@ NOGIL_FORK_PTH = "import sys; sys.modules.setdefault('_asyncio', None)\n"
 def _test_requirements() -> list[str]:
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
-    install = parser["options"]["install_requires"].split()
-    extras = parser["options.extras_require"]["test"].split()
-    return [r for r in install + extras if r]
+    install = parser["options"]["install_requires"].splitlines()
+    extras = parser["options.extras_require"]["test"].splitlines()
+    return [r.strip() for r in install + extras if r.strip()]
 
 
 @pytest.mark.timeout(3600)
