@@ -25,7 +25,7 @@ import h11
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
-from .proxy import ProxyError, forwarded, ip_allowed, parse_proxy_header
+from .proxy import forwarded, ip_allowed, parse_proxy_header
 from .validate import Rejection, check_head, check_parsed, head_end
 
 if TYPE_CHECKING:
@@ -44,14 +44,6 @@ NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 
 class ClientDisconnected(OSError):
     """Raised by ``send`` once the client has gone (ASGI spec 2.4), so streaming apps stop."""
-
-
-class ClientError(Exception):
-    """A request the server refuses; carries the status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _addr(sockaddr: Any) -> tuple[str, int] | None:
@@ -185,8 +177,8 @@ class HTTPConnection(asyncio.Protocol):
             if complete and consumed:
                 peer_ip = self.client[0] if self.client else None
                 if not ip_allowed(peer_ip, config.proxy_allow_all, config.proxy_allow_nets):
-                    raise ProxyError(403, f"PROXY header from {peer_ip}, not in proxy_allow_ips")
-        except ProxyError as exc:
+                    raise Rejection(403, f"PROXY header from {peer_ip}, not in proxy_allow_ips")
+        except Rejection as exc:
             self.proxy_buffer = None
             self.reject(exc.status, str(exc))
             return b""
@@ -236,7 +228,7 @@ class HTTPConnection(asyncio.Protocol):
                     continue
                 try:
                     cycle.feed(chunk, more_body=self.body_remaining > 0)
-                except ClientError as exc:
+                except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
                 continue
@@ -272,7 +264,7 @@ class HTTPConnection(asyncio.Protocol):
                 self.start_request(
                     parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0
                 )
-            except (ClientError, Rejection) as exc:
+            except Rejection as exc:
                 self.reject(exc.status, str(exc))
                 return
 
@@ -324,7 +316,7 @@ class HTTPConnection(asyncio.Protocol):
                 try:
                     self.start_request(request.method, request.target, request.http_version,
                                        request.headers.raw_items(), False, True)
-                except ClientError as exc:
+                except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
             elif event_type is h11.Data:
@@ -333,7 +325,7 @@ class HTTPConnection(asyncio.Protocol):
                     continue  # body the app chose not to read; discard it
                 try:
                     cycle.feed(event.data, more_body=True)  # type: ignore[union-attr]
-                except ClientError as exc:
+                except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
             elif event_type is h11.EndOfMessage:
@@ -379,12 +371,12 @@ class HTTPConnection(asyncio.Protocol):
         if config.limit_request_line:
             line = len(method) + len(target) + 10  # "M T HTTP/x.y"
             if line > config.limit_request_line:
-                raise ClientError(
+                raise Rejection(
                     414, f"Request line is longer than limit_request_line={config.limit_request_line}"
                 )
         max_fields = config.limit_request_fields
         if max_fields and len(raw) > max_fields:
-            raise ClientError(
+            raise Rejection(
                 431, f"More header fields than limit_request_fields={max_fields}"
             )
         max_size = config.limit_request_field_size
@@ -392,7 +384,7 @@ class HTTPConnection(asyncio.Protocol):
             for name, value in raw:
                 # Gunicorn counts the raw line "Name: value\r\n".
                 if len(name) + len(value) + 4 > max_size:
-                    raise ClientError(
+                    raise Rejection(
                         431,
                         f"Header field {name.decode('latin-1')!r} is longer than "
                         f"limit_request_field_size={max_size}",
@@ -402,7 +394,7 @@ class HTTPConnection(asyncio.Protocol):
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:
-            raise ClientError(400, "Request target is not ASCII") from None
+            raise Rejection(400, "Request target is not ASCII") from None
         if "%" in path:
             path = unquote(path)
         scheme = self.scheme
@@ -412,15 +404,12 @@ class HTTPConnection(asyncio.Protocol):
         root_path = config.root_path
         script_name = config.script_name
         if self.trusted:
-            try:
-                forwarded_scheme, forwarded_script = forwarded(config, scope_headers)
-            except ProxyError as exc:
-                raise ClientError(exc.status, str(exc)) from None
+            forwarded_scheme, forwarded_script = forwarded(config, scope_headers)
             scheme = forwarded_scheme or scheme
             script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name
         if script_name:
             if not path.startswith(script_name):
-                raise ClientError(500, f"Request path {path!r} does not start with SCRIPT_NAME {script_name!r}")
+                raise Rejection(500, f"Request path {path!r} does not start with SCRIPT_NAME {script_name!r}")
             root_path = script_name
         elif root_path:
             path = root_path + path
@@ -445,7 +434,7 @@ class HTTPConnection(asyncio.Protocol):
         if config.max_body_size:
             length = _content_length(raw)
             if length is not None and length > config.max_body_size:
-                raise ClientError(
+                raise Rejection(
                     413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
                 )
         self.requests += 1
@@ -679,7 +668,7 @@ class RequestCycle:
         self.received += len(data)
         limit = self.connection.config.max_body_size
         if limit and self.received > limit:
-            raise ClientError(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
+            raise Rejection(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
         if len(self.body) > HIGH_WATER:
             self.connection.pause_reading()
         self.wake()

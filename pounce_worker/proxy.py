@@ -22,14 +22,10 @@ from typing import Any
 
 from gunicorn.http.message import PP_V2_SIGNATURE
 
+from .validate import Rejection
+
 #: How many bytes a PROXY header may take before we call it garbage (v1 max is 107).
 V1_MAX = 108
-
-
-class ProxyError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def ip_allowed(ip: str | None, allow_all: bool, networks: tuple[Any, ...]) -> bool:
@@ -51,7 +47,7 @@ def parse_proxy_header(
     Returns ``(complete, consumed, client, local)``: ``complete`` False means
     more bytes are needed; ``consumed`` 0 with ``complete`` True means the
     connection does not start with a PROXY header (plain HTTP, allowed in
-    ``auto``-less modes too, as Gunicorn allows). Raises ``ProxyError``.
+    ``auto``-less modes too, as Gunicorn allows). Raises ``Rejection``.
     """
     if mode in ("v2", "auto"):
         if len(buf) < 12 and PP_V2_SIGNATURE.startswith(buf):
@@ -70,26 +66,26 @@ def _parse_v1(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     end = buf.find(b"\r\n", 0, V1_MAX)
     if end < 0:
         if len(buf) >= V1_MAX:
-            raise ProxyError(400, "PROXY v1 line too long")
+            raise Rejection(400, "PROXY v1 line too long")
         return False, 0, None, None
     line = buf[:end].decode("latin-1")
     bits = line.split(" ")
     if len(bits) >= 2 and bits[1] == "UNKNOWN":  # the proxy could not tell; keep real addresses
         return True, end + 2, None, None
     if len(bits) != 6:
-        raise ProxyError(400, f"Invalid PROXY line {line!r}")
+        raise Rejection(400, f"Invalid PROXY line {line!r}")
     proto, src, dst = bits[1], bits[2], bits[3]
     family = {"TCP4": socket.AF_INET, "TCP6": socket.AF_INET6}.get(proto)
     if family is None:
-        raise ProxyError(400, f"PROXY protocol {proto!r} not supported")
+        raise Rejection(400, f"PROXY protocol {proto!r} not supported")
     try:
         socket.inet_pton(family, src)
         socket.inet_pton(family, dst)
         sport, dport = int(bits[4]), int(bits[5])
     except (OSError, ValueError):
-        raise ProxyError(400, f"Invalid PROXY line {line!r}") from None
+        raise Rejection(400, f"Invalid PROXY line {line!r}") from None
     if not (0 <= sport <= 65535 and 0 <= dport <= 65535):
-        raise ProxyError(400, f"Invalid port in PROXY line {line!r}")
+        raise Rejection(400, f"Invalid port in PROXY line {line!r}")
     return True, end + 2, (src, sport), (dst, dport)
 
 
@@ -99,10 +95,10 @@ def _parse_v2(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     ver_cmd, fam_proto = buf[12], buf[13]
     (length,) = struct.unpack(">H", buf[14:16])
     if ver_cmd >> 4 != 2:
-        raise ProxyError(400, f"PROXY v2: unsupported version {ver_cmd >> 4}")
+        raise Rejection(400, f"PROXY v2: unsupported version {ver_cmd >> 4}")
     command = ver_cmd & 0x0F
     if command not in (0, 1):
-        raise ProxyError(400, f"PROXY v2: unsupported command {command}")
+        raise Rejection(400, f"PROXY v2: unsupported command {command}")
     total = 16 + length
     if len(buf) < total:
         return False, 0, None, None
@@ -113,7 +109,7 @@ def _parse_v2(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     if family == 0:
         return True, total, None, None
     if proto != 1:
-        raise ProxyError(400, "PROXY v2: only TCP (STREAM) is supported")
+        raise Rejection(400, "PROXY v2: only TCP (STREAM) is supported")
     if family == 1 and length >= 12:
         src = socket.inet_ntop(socket.AF_INET, data[0:4])
         dst = socket.inet_ntop(socket.AF_INET, data[4:8])
@@ -125,7 +121,7 @@ def _parse_v2(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     elif family == 3:
         return True, total, None, None
     else:
-        raise ProxyError(400, "PROXY v2: address block too short")
+        raise Rejection(400, "PROXY v2: address block too short")
     return True, total, (src, sport), (dst, dport)
 
 
@@ -145,7 +141,7 @@ def forwarded(config: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | No
                 if name == header:
                     this = "https" if value == secure_value else "http"
                     if scheme is not None and this != scheme:
-                        raise ProxyError(400, "Contradictory scheme headers")
+                        raise Rejection(400, "Contradictory scheme headers")
                     scheme = this
         elif want_script and name == b"script_name":
             script = value.decode("latin-1")

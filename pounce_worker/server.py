@@ -324,11 +324,6 @@ class LoopServer:
     def request_rejected(self) -> None:
         self.rejected += 1
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     def spawn_request(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a request's app call, eagerly where asyncio can (3.12+).
 

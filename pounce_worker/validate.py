@@ -32,6 +32,8 @@ _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|host|expect)[ \t]
 
 
 class Rejection(Exception):
+    """A request the server refuses (here, in proxy.py and protocol.py), with the status to answer."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -147,9 +147,6 @@ class ThreadWorker(base.Worker):
 
     # -- signals (main thread only) -----------------------------------------------
 
-    def init_signals(self) -> None:
-        super().init_signals()
-
     def handle_quit(self, sig: int, frame: Any) -> None:
         """QUIT/INT: fast shutdown; connections are closed without waiting."""
         self.alive = False
