@@ -61,6 +61,16 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+#: Pounce settings whose value is text: environment variable -> (default, documentation).
+ENV_TEXT_SETTINGS: dict[str, tuple[str, str]] = {}
+
+
+def _env_text(env: Mapping[str, str], name: str) -> str:
+    """A text setting from ``ENV_TEXT_SETTINGS``, stripped; empty means the default."""
+    raw = env.get(name, "").strip()
+    return raw or ENV_TEXT_SETTINGS[name][0]
+
+
 def _allowed_networks(
     spec: Any,
 ) -> tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
