@@ -62,7 +62,7 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
 
 
 #: Pounce settings whose value is text: environment variable -> (default, documentation).
-ENV_TEXT_SETTINGS: dict[str, tuple[str, str]] = {}
+ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {}
 
 
 def _env_text(env: Mapping[str, str], name: str) -> str:
