@@ -260,6 +260,16 @@ PEERS: tuple[Peer, ...] = (
         log_kind="generic",
     ),
 )
+#: Not peers but the yardstick issue 7 sets: bench/floor.py, ~50 lines of asyncio HTTP with no
+#: validation, limits or timeouts. Run only when asked for with --peers.
+FLOORS: tuple[Peer, ...] = tuple(
+    Peer(
+        f"floor-{loop}", f"floor.py ({loop})", ("uvloop",) if loop == "uvloop" else (),
+        lambda i, loop=loop: Launch([i.path, "-m", "bench.floor", HOST, PORT, APP, loop], procs=1),  # type: ignore[misc]
+        log_kind="generic",
+    )
+    for loop in ("asyncio", "uvloop")
+)
 PEER_KEYS = tuple(p.key for p in PEERS)
 
 
@@ -586,7 +596,7 @@ class Server:
         lines = text.splitlines()
         notable = [ln for ln in lines
                    if NOTABLE.search(ln) and not any(b.search(ln) for b in BENIGN) and not ln.startswith("===")]
-        report: dict[str, Any] = {"log": str(self.log_path.relative_to(BENCH)), "notable": notable[:40],
+        report: dict[str, Any] = {"log": os.path.relpath(self.log_path, BENCH), "notable": notable[:40],
                                   "notable_count": len(notable), "starts": self.starts}
         if self.log_kind == "gunicorn":
             boots = len(re.findall(r"Booting worker with pid", text))
@@ -1194,7 +1204,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--wrk-timeout", type=int, default=2, help="wrk --timeout in seconds (default 2)")
     ap.add_argument("--peers", default=",".join(PEER_KEYS),
-                    help=f"comma-separated servers to run (default all: {','.join(PEER_KEYS)})")
+                    help=f"comma-separated servers to run (default all: {','.join(PEER_KEYS)}; "
+                         "floor-asyncio and floor-uvloop, bench/floor.py, only when named)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
     ap.add_argument("--mode-loops", default="1,2,4",
@@ -1230,7 +1241,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error("--ref and --no-snapshot exclude each other")
     if args.duration < 1 or args.reps < 1 or args.warmup < 0:
         ap.error("--duration and --reps must be >= 1, --warmup >= 0 (wrk takes whole seconds)")
-    for option, values, known in (("--peers", args.peers, PEER_KEYS), ("--scenarios", args.scenarios, SCENARIOS)):
+    floors = tuple(p.key for p in FLOORS)
+    for option, values, known in (("--peers", args.peers, PEER_KEYS + floors), ("--scenarios", args.scenarios, SCENARIOS)):
         unknown = [v for v in values.split(",") if v and v not in known]
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
@@ -1273,7 +1285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"cannot run {args.python}: {exc}", file=sys.stderr)
         return 2
-    selected = [p for p in PEERS if p.key in args.peers.split(",")]
+    selected = [p for p in PEERS + FLOORS if p.key in args.peers.split(",")]
     skipped: dict[str, str] = {}
     for peer in selected:
         missing = interp.missing(peer.needs)
