@@ -20,7 +20,13 @@ class RequestBudget:
         self._spent = 0
 
     def spend(self) -> bool:
-        """Count one served request; True exactly once, when the budget runs out."""
+        """Count one served request; True exactly once, when the budget runs out.
+
+        Without ``max_requests`` nothing is counted, so the lock costs nothing
+        on the hot path of a worker that never recycles.
+        """
+        if self.limit == sys.maxsize:
+            return False
         with self._lock:
             self._spent += 1
             return self._spent == self.limit

@@ -163,7 +163,12 @@ class HTTPConnection(asyncio.Protocol):
                 return
         if self.fast:
             self.buffer += data
-            self.fast_events()
+            if not self.processing:  # else: re-entered from an eagerly finished request
+                self.processing = True
+                try:
+                    self._fast_events()
+                finally:
+                    self.processing = False
         else:
             self.conn.receive_data(data)
             self.handle_events()
@@ -250,19 +255,26 @@ class HTTPConnection(asyncio.Protocol):
                 else:
                     self._check_incomplete_head(buf)
                 return
-            head = bytes(buf[: end + 4])
+            if end + 4 == len(buf):  # the usual case: exactly one head buffered
+                head = bytes(buf)
+            else:
+                head = bytes(buf[: end + 4])
             parsed = parse_head(head)
             if parsed is None:
                 self._switch_to_h11()  # h11, and the full stricter checks, decide
                 return
-            del buf[: end + 4]
+            if end + 4 == len(buf):
+                buf.clear()
+            else:
+                del buf[: end + 4]
             self.body_remaining = parsed.content_length
             try:
                 # What parse_head accepts already passed h11's grammar; only these
                 # stricter-than-h11 rules can still apply to it.
                 check_parsed(head, parsed.method, parsed.headers, self.config.permit_unconventional_http_method)
                 self.start_request(
-                    parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0
+                    parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0,
+                    end + 4,
                 )
             except Rejection as exc:
                 self.reject(exc.status, str(exc))
@@ -315,7 +327,7 @@ class HTTPConnection(asyncio.Protocol):
                 request: h11.Request = event  # type: ignore[assignment]
                 try:
                     self.start_request(request.method, request.target, request.http_version,
-                                       request.headers.raw_items(), False, True)
+                                       list(request.headers), False, True, 0)
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
@@ -361,35 +373,35 @@ class HTTPConnection(asyncio.Protocol):
         method: bytes,
         target: bytes,
         http_version: bytes,
-        raw: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]],
         asked_close: bool,
         body_expected: bool,
+        head_size: int,
     ) -> None:
-        """Build the scope and start the app for a parsed request head (either path)."""
-        self._cancel_timers()
+        """Build the scope and start the app for a parsed request head (either path).
+
+        ``headers`` have lower-cased names (they become the scope's);
+        ``head_size`` is the head's length in bytes when known, else 0.
+        """
+        self.deadline = 0.0  # _cancel_timers(), inlined
+        self.idle = False
         config = self.config
-        if config.limit_request_line:
-            line = len(method) + len(target) + 10  # "M T HTTP/x.y"
-            if line > config.limit_request_line:
-                raise Rejection(
-                    414, f"Request line is longer than limit_request_line={config.limit_request_line}"
-                )
-        max_fields = config.limit_request_fields
-        if max_fields and len(raw) > max_fields:
-            raise Rejection(
-                431, f"More header fields than limit_request_fields={max_fields}"
-            )
-        max_size = config.limit_request_field_size
-        if max_size:
-            for name, value in raw:
+        limit = config.limit_request_line
+        if limit and len(method) + len(target) + 10 > limit:  # "M T HTTP/x.y"
+            raise Rejection(414, f"Request line is longer than limit_request_line={limit}")
+        limit = config.limit_request_fields
+        if limit and len(headers) > limit:
+            raise Rejection(431, f"More header fields than limit_request_fields={limit}")
+        limit = config.limit_request_field_size
+        if limit and not 0 < head_size <= limit:
+            # No field can be longer than a head that fits the limit; only check the others.
+            for name, value in headers:
                 # Gunicorn counts the raw line "Name: value\r\n".
-                if len(name) + len(value) + 4 > max_size:
+                if len(name) + len(value) + 4 > limit:
                     raise Rejection(
                         431,
-                        f"Header field {name.decode('latin-1')!r} is longer than "
-                        f"limit_request_field_size={max_size}",
+                        f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
                     )
-        scope_headers = [(name.lower(), value) for name, value in raw]
         raw_path, _, query = target.partition(b"?")
         try:
             path = raw_path.decode("ascii")
@@ -404,7 +416,7 @@ class HTTPConnection(asyncio.Protocol):
         root_path = config.root_path
         script_name = config.script_name
         if self.trusted:
-            forwarded_scheme, forwarded_script = forwarded(config, scope_headers)
+            forwarded_scheme, forwarded_script = forwarded(config, headers)
             scheme = forwarded_scheme or scheme
             script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name
         if script_name:
@@ -414,11 +426,17 @@ class HTTPConnection(asyncio.Protocol):
         elif root_path:
             path = root_path + path
             raw_path = root_path.encode("ascii") + raw_path
+        if config.max_body_size:
+            length = _content_length(headers)
+            if length is not None and length > config.max_body_size:
+                raise Rejection(
+                    413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
+                )
         server = self.server
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION},
-            "http_version": http_version.decode("ascii"),
+            "http_version": "1.1" if http_version == b"1.1" else http_version.decode("ascii"),
             "server": self.local,
             "client": self.client,
             "scheme": scheme,
@@ -427,22 +445,16 @@ class HTTPConnection(asyncio.Protocol):
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "headers": scope_headers,
+            "headers": headers,
             "state": server.state.copy(),
         }
-        keep_alive = config.keepalive > 0 and not server.stopping
-        if config.max_body_size:
-            length = _content_length(raw)
-            if length is not None and length > config.max_body_size:
-                raise Rejection(
-                    413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
-                )
         self.requests += 1
-        cycle = RequestCycle(self, scope, keep_alive and not asked_close and not self.eof)
+        keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
+        cycle = RequestCycle(self, scope, method, keep_alive)
         cycle.more_body = body_expected
         cycle.target = target
         self.cycle = cycle
-        server.spawn_request(cycle.run())
+        server.spawn_request(cycle)
 
     def _next_cycle(self) -> None:
         self.cycle = None
@@ -469,7 +481,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_response_complete(self, cycle: RequestCycle) -> None:
         """The response went out in full; continue with the next request or close."""
-        self.server.request_done()
+        server = self.server
+        server.request_done()
         if self.closed:
             return
         if cycle.must_close or not cycle.keep_alive:
@@ -477,12 +490,17 @@ class HTTPConnection(asyncio.Protocol):
             return
         if self.fast:
             self.cycle = None
-            if self.server.stopping:
+            if server.stopping:
                 self.close()
                 return
             if not self.body_remaining:
-                self._became_idle()
-            self.resume_reading()
+                if self.buffer:
+                    self._became_idle()
+                else:  # _became_idle's usual outcome, inlined: this runs once per request
+                    self.idle = True
+                    self.deadline = time.monotonic() + self.config.keepalive
+            if self.read_paused:
+                self.resume_reading()
             if not self.processing and self.buffer:
                 # Not from inside the app's send(): the next request starts on a clean stack.
                 self.loop.call_soon(self.fast_events)
@@ -556,7 +574,7 @@ class HTTPConnection(asyncio.Protocol):
     def close(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.pending_head is not None:
-            cycle._flush_head()  # a started response shows at least its status
+            cycle.flush_head()  # a started response shows at least its status
         if not self.closed:
             self.closed = True
             self._cancel_timers()
@@ -596,9 +614,24 @@ class HTTPConnection(asyncio.Protocol):
         self.server.request_rejected()
 
 
-def _content_length(raw: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in raw:
-        if name.lower() == b"content-length":
+#: Response fields the server adds unless the app sent its own.
+SERVER_DEFAULT_FIELDS = frozenset({b"server", b"date"})
+
+
+def _default_lines(server: LoopServer, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The server's default header lines minus those the app set itself."""
+    names = {name for name, _ in headers}
+    lines = b""
+    if b"server" not in names:
+        lines += b"server: %s\r\n" % server.config.server_header
+    if b"date" not in names:
+        lines += b"date: %s\r\n" % server.date_header
+    return lines
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
             try:
                 return int(value)
             except ValueError:
@@ -635,15 +668,16 @@ class RequestCycle:
         "target",
     )
 
-    def __init__(self, connection: HTTPConnection, scope: dict[str, Any], keep_alive: bool) -> None:
+    def __init__(self, connection: HTTPConnection, scope: dict[str, Any], method: bytes, keep_alive: bool) -> None:
         self.connection = connection
         self.scope = scope
         self.keep_alive = keep_alive
         self.disconnected = False
-        self.expect_100 = connection.conn.they_are_waiting_for_100_continue
-        self.method: bytes = scope["method"].encode("ascii")
+        # h11 knows only on its own path; the fast path hands Expect requests to h11.
+        self.expect_100 = not connection.fast and connection.conn.they_are_waiting_for_100_continue
+        self.method = method
         self.target = b""
-        self.head_only = self.method == b"HEAD"
+        self.head_only = method == b"HEAD"
         self.fast_writer: FastResponse | None = None
         self.h11: h11.Connection | None = None
         self.must_close = False
@@ -746,33 +780,34 @@ class RequestCycle:
 
     def _start(self, message: Message) -> None:
         status = message.get("status")
-        if not isinstance(status, int) or not 100 <= status <= 599:
-            raise TypeError(f"ASGI: 'http.response.start' status must be an int 100-599, got {status!r}")
-        if status < 200:
-            raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
+        if type(status) is not int or not 200 <= status <= 599:
+            if not isinstance(status, int) or not 100 <= status <= 599:
+                raise TypeError(f"ASGI: 'http.response.start' status must be an int 100-599, got {status!r}")
+            if status < 200:
+                raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         connection = self.connection
         server = connection.server
         headers: list[tuple[bytes, bytes]] = []
-        has_date = has_server = False
-        for item in message.get("headers", ()):
-            name, value = item
+        append = headers.append
+        has_defaults = False
+        for name, value in message.get("headers", ()):
             name = bytes(name).lower()
-            if name == b"date":
-                has_date = True
-            elif name == b"server":
-                has_server = True
-            headers.append((name, bytes(value)))
-        defaults = []
-        if not has_server:
-            defaults.append((b"server", connection.config.server_header))
-        if not has_date:
-            defaults.append((b"date", server.date_header))
+            if name in SERVER_DEFAULT_FIELDS:
+                has_defaults = True
+            append((name, bytes(value)))
         close = not self.keep_alive
-        reason = STATUS_PHRASES[status]
         head = None
         if connection.fast:
             writer = FastResponse()
-            head = writer.start(status, reason, defaults, headers, self.method, close, server.known_header_names)
+            head = writer.start(
+                status,
+                server.default_lines if not has_defaults else _default_lines(server, headers),
+                headers,
+                self.method,
+                close,
+                server.known_header_names,
+                server.known_header_values,
+            )
             if head is None:
                 # Headers that need h11's rewriting rules: let h11 frame this one.
                 self.h11 = primed_h11(self.method, close)
@@ -784,17 +819,26 @@ class RequestCycle:
             headers.append(CLOSE_HEADER)
         if head is None:
             assert self.h11 is not None
-            head = self.h11.send(h11.Response(status_code=status, headers=defaults + headers, reason=reason))
+            defaults = [
+                pair
+                for pair in ((b"server", connection.config.server_header), (b"date", server.date_header))
+                if not has_defaults or all(name != pair[0] for name, _ in headers)
+            ]
+            response = h11.Response(status_code=status, headers=defaults + headers, reason=STATUS_PHRASES[status])
+            head = self.h11.send(response)
         self.response_headers = headers
         self.status = status
         self.response_started = True
         self.expect_100 = False
         self.pending_head = head
-        connection.loop.call_soon(self._flush_head)
+        if server.eager_cycle is not self:
+            # Not running eagerly (see LoopServer.spawn_request): the app may await
+            # something before its body, and the client must see the head meanwhile.
+            connection.loop.call_soon(self.flush_head)
         if self.head_only or status in NO_BODY_STATUS:
             self.head_only = True
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
         head = self.pending_head
         if head is not None:
             self.pending_head = None
@@ -805,13 +849,15 @@ class RequestCycle:
         connection = self.connection
         writer = self.fast_writer
         conn = self.h11
-        chunks = []
+        head = self.pending_head
+        chunks = [head] if head is not None else []
         try:
             if body and not self.head_only:
-                payload = body if isinstance(body, bytes) else bytes(body)
+                payload = body if type(body) is bytes else bytes(body)
                 data = writer.data(payload) if writer is not None else conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
                 if data:
                     chunks.append(data)
+                self.sent += len(body)
             if not more_body:
                 if writer is not None:
                     end = writer.end()
@@ -824,21 +870,17 @@ class RequestCycle:
         except h11.LocalProtocolError:
             # The body contradicts the head (Content-Length): what was valid still goes
             # out, so the client sees the status (and the data) before the close.
-            self._flush_head()
+            self.pending_head = None
             if chunks and not connection.closed:
                 connection.transport.write(b"".join(chunks))
             raise
-        if not self.head_only:
-            self.sent += len(body)
-        head = self.pending_head
-        if head is not None:
-            self.pending_head = None
-            chunks.insert(0, head)
+        self.pending_head = None
         if chunks and not connection.closed:
-            connection.transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+            connection.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if not more_body:
             self.response_complete = True
-            self.wake()
+            if self._waiter is not None:
+                self.wake()
             # The connection moves on now, not when the app returns: work the app
             # does after its response (background tasks) must not hold the next request.
             connection.on_response_complete(self)
@@ -897,7 +939,8 @@ class RequestCycle:
                 else:
                     connection.close()
         finally:
-            self._finish(request_view)
+            if request_view is not None or log.access_wanted or not self.response_complete:
+                self._finish(request_view)
 
     async def _send_500(self) -> None:
         self.keep_alive = False

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
+import functools
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .asgi import ASGIApp
@@ -32,13 +33,15 @@ from .config import ServerConfig
 from .hooks import Hooks
 from .lifespan import Lifespan, LifespanFailure
 from .log import LoopLog
-from .protocol import HTTPConnection
+from .protocol import HTTPConnection, RequestCycle
 
 if TYPE_CHECKING:
     from .budget import RequestBudget
 
-#: asyncio's eager task constructor (3.12+), or None.
-EAGER = getattr(asyncio, "eager_task_factory", None)
+#: asyncio's eager start of a task (3.12+: ``Task(..., eager_start=True)``), or None.
+EAGER: Any = None
+if hasattr(asyncio, "eager_task_factory"):
+    EAGER = functools.partial(asyncio.Task, eager_start=True)  # type: ignore[call-arg]
 #: Connections accepted per readiness event before yielding to other work.
 ACCEPT_BATCH = 16
 #: Seconds a loop steps aside so a less loaded sibling accepts a new connection.
@@ -79,15 +82,21 @@ class LoopServer:
         self.hooks = hooks
         self.log = log
         self.budget = budget
+        # Whether requests count toward max_requests at all (saves a call per request).
+        self.counted = budget.limit != sys.maxsize
         self.loop_kind = loop_kind
         self.limit = config.connections_for(index)
         # Every loop of this worker (set once by the worker, then read-only).
         self.siblings: tuple[LoopServer, ...] = ()
         self.state: dict[str, Any] = {}
         self.connections: set[HTTPConnection] = set()
-        # Response header names already validated against h11's grammar (this loop only).
+        # Response header names and values already validated against h11's grammar
+        # (this loop only; see fastpath.FastResponse.start).
         self.known_header_names: set[bytes] = set()
+        self.known_header_values: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # The request whose app runs in an eager first step right now (spawn_request).
+        self.eager_cycle: RequestCycle | None = None
         # Accepted sockets whose transport is still being set up (TLS handshake...).
         self.setups: set[asyncio.Task[None]] = set()
         # Accepted sockets, counted from accept() until the connection closes.
@@ -99,7 +108,10 @@ class LoopServer:
         self.requests = 0
         self.rejected = 0
         self.last_tick = time.monotonic()
-        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        self.date_header = b""
+        # "server: …\r\ndate: …\r\n", the default response header lines, remade each tick.
+        self.default_lines = b""
+        self._set_date()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.thread: threading.Thread | None = None
         self.started = threading.Event()
@@ -179,8 +191,14 @@ class LoopServer:
         self.last_tick = time.monotonic()
         if not self.loop.is_closed():
             self.loop.call_later(self.config.tick, self._tick)
-        self.date_header = email.utils.formatdate(usegmt=True).encode("ascii")
+        self._set_date()
         self.sweep()
+
+    def _set_date(self) -> None:
+        date = email.utils.formatdate(usegmt=True).encode("ascii")
+        if date != self.date_header:
+            self.date_header = date
+            self.default_lines = b"server: %s\r\ndate: %s\r\n" % (self.config.server_header, date)
 
     def sweep(self) -> None:
         """Fire connection deadlines (keep-alive idle, header timeout) that have passed.
@@ -318,24 +336,35 @@ class LoopServer:
 
     def request_done(self) -> None:
         self.requests += 1
-        if self.budget.spend():
+        if self.counted and self.budget.spend():
             self.worker.budget_exhausted()
 
     def request_rejected(self) -> None:
         self.rejected += 1
 
-    def spawn_request(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn_request(self, cycle: RequestCycle) -> None:
         """Run a request's app call, eagerly where asyncio can (3.12+).
 
         An eager task runs the app at once, until its first real suspension;
         most requests complete without one, saving a task scheduling round
         trip. Only our request tasks are eager: the app's own create_task()
         keeps the loop's usual semantics.
+
+        While ``eager_cycle`` names the cycle whose app is running, its
+        response head is held back instead of being scheduled with call_soon:
+        the body usually follows in the same step and both leave in one write.
+        If the app suspends first, the head is flushed here, as it waits.
         """
+        coro = cycle.run()
         if EAGER is not None:
-            task = EAGER(self.loop, coro)
+            outer, self.eager_cycle = self.eager_cycle, cycle
+            try:
+                task = EAGER(coro, loop=self.loop)
+            finally:
+                self.eager_cycle = outer
             if task.done():
                 return
+            cycle.flush_head()
         else:
             task = self.loop.create_task(coro)
         self.tasks.add(task)
