@@ -35,6 +35,7 @@ from .config import ConfigError, ServerConfig
 from .hooks import Hooks
 from .log import LoopLog
 from .server import LoopServer
+from .status import StatusServer, WorkerFacts
 
 #: Gunicorn's exit code for "the worker cannot boot": the arbiter halts instead of respawning.
 WORKER_BOOT_ERROR = 3
@@ -90,6 +91,7 @@ class ThreadWorker(base.Worker):
         self.fast_exit = False
         self._budget_spent = threading.Event()
         self._stale_reported: set[int] = set()
+        self.status: StatusServer | None = None
 
     # -- boot --------------------------------------------------------------------
 
@@ -218,6 +220,11 @@ class ThreadWorker(base.Worker):
         ]
         for server in self.servers:
             server.siblings = tuple(self.servers)
+        if config.status_bind is not None:
+            facts = WorkerFacts(self.pid, chosen.value, config.loops, config.tick,
+                                self.max_requests if self.max_requests < sys.maxsize else 0,
+                                time.monotonic(), time.time())
+            self.status = StatusServer.open(config.status_bind, facts, self.servers, budget, self.log)
         for server in self.servers:
             thread = threading.Thread(target=server.run, name=f"pounce-loop-{server.index}", daemon=True)
             server.thread = thread
@@ -321,3 +328,7 @@ class ThreadWorker(base.Worker):
         stuck = [s.index for s in self.servers if s.thread is not None and s.thread.is_alive()]
         if stuck:
             self.log.warning("Loops %s did not stop in time; exiting anyway", stuck)
+        if self.status is not None:
+            # Last: the view stays readable while the loops drain.
+            self.status.stop()
+            self.status = None
