@@ -312,7 +312,7 @@ LOOP_METRICS: tuple[tuple[str, str, str, str], ...] = (
      "Seconds since the loop last ran its tick; grows while the loop is blocked.", "last_tick_age"),
     ("pounce_loop_ticks_total", "counter",
      "Ticks the loop ran (one per POUNCE_SHUTDOWN_TICK seconds when healthy).", "ticks"),
-    ("pounce_loop_lag_seconds_total", "counter",
+    ("pounce_loop_tick_delay_seconds_total", "counter",
      "Sum of tick lateness; rate() of it over rate() of ticks is the mean lag.", "lag_total"),
 )
 
