@@ -10,6 +10,8 @@ second. The main thread speaks to loops only through ``request_stop`` (which
 uses ``call_soon_threadsafe``) and reads their ``last_tick`` for the heartbeat:
 a loop blocked by a synchronous call stops ticking, the heartbeat stops, and
 the arbiter's WORKER TIMEOUT restarts the process as it would a sync worker.
+With ``POUNCE_STATUS_BIND`` set, one more thread serves the loops' counters to
+operators (status.py); it starts before the loops and stops after them.
 """
 
 from __future__ import annotations
