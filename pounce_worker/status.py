@@ -450,9 +450,15 @@ class StatusServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Finish the client being answered, then close (the worker's orderly exit)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(CLIENT_TIMEOUT + POLL_INTERVAL + 1.0)
+        self.close()
+
+    def close(self) -> None:
+        """Close at once, without waiting for the thread (the worker is aborting)."""
+        self._stopping.set()
         self.sock.close()
         if self.address.startswith("unix:"):
             with contextlib.suppress(OSError):

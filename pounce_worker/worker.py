@@ -161,6 +161,8 @@ class ThreadWorker(base.Worker):
         """ABRT comes from the arbiter's timeout: say which loop was stuck, then die."""
         self.alive = False
         self.log.error("Worker aborted; loop state: %s", self._status())
+        if self.status is not None:
+            self.status.close()  # a unix socket file must not outlive the worker
         self.cfg.worker_abort(self)
         sys.exit(1)
 

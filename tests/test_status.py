@@ -459,3 +459,44 @@ def test_blocked_loop_shows_growing_lag_while_another_loop_answers(mode):
         )
         after = next(loop for loop in _json(address)["loops"] if loop["thread"] == thread)
         assert after["lag_total"] >= 2.0
+
+
+@pytest.mark.timeout(60)
+def test_status_http_edges(mode):
+    with _server(mode) as server:
+        [(_pid, address)] = _addresses(server).items()
+        port = int(address.rsplit(":", 1)[1])
+        head = RawConnection(port)
+        head.send(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = head.read_response(method=b"HEAD")
+        assert response.status == 200 and response.body == b""
+        assert int(response.header(b"content-length") or 0) > 100
+        assert head.closed_by_server(5)
+        head.close()
+        with _client(address) as client:
+            posted = client.post("/status", content=b"x")
+            assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
+            assert client.get("/nope").status_code == 404
+            assert client.get("/").json()["worker"]["status_address"] == address
+        with RawConnection(port) as garbage:
+            garbage.send(b"NOT HTTP AT ALL\r\n\r\n")
+            assert garbage.read_response().status == 400
+        # The app port is untouched by status clients: nothing counted there.
+        assert _json(address)["totals"]["requests"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_unix_socket_removed_when_the_arbiter_aborts_a_stuck_worker(mode, tmp_path):
+    template = str(tmp_path / "status-{pid}.sock")
+    server = _server(mode, "--timeout", "2", bind=f"unix:{template}", app="tests.apps:spin")
+    with server:
+        [(stuck, address)] = _addresses(server).items()
+        blocker = RawConnection(server.port, timeout=20)
+        blocker.send(http_request("GET", "/spin/15"))
+        server.wait_for_log(r"WORKER TIMEOUT", timeout=30)
+        found = _addresses(server, count=2)
+        [fresh] = [pid for pid in found if pid != stuck]
+        poll_until(lambda: stuck not in server.worker_pids(), what="the stuck worker gone")
+        assert not Path(address[5:]).exists()
+        assert _json(found[fresh])["worker"]["pid"] == fresh
+        blocker.close()
