@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import mode as _mode
+from .status import StatusBind, parse_bind
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,10 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0.5,
         "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
     ),
+    "POUNCE_STATUS_ALLOW_REMOTE": (
+        0,
+        "1: let POUNCE_STATUS_BIND name a non-loopback address",
+    ),
 }
 
 
@@ -62,7 +67,14 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
 
 
 #: Pounce settings whose value is text: environment variable -> (default, documentation).
-ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {}
+ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {
+    "POUNCE_STATUS_BIND": (
+        "",
+        "where each worker serves its status view (JSON and Prometheus): 127.0.0.1:PORT "
+        "(worker k takes the first free port from PORT), 127.0.0.1:0, or unix:/path/status-{pid}.sock; "
+        "empty: off",
+    ),
+}
 
 
 def _env_text(env: Mapping[str, str], name: str) -> str:
@@ -127,6 +139,7 @@ class ServerConfig:
     permit_obsolete_folding: bool = False
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
+    status_bind: StatusBind | None = None
 
     @property
     def max_head_size(self) -> int:
@@ -169,6 +182,14 @@ class ServerConfig:
             proxy_protocol = "auto"
         elif not proxy_protocol or proxy_protocol is False:
             proxy_protocol = "off"
+        try:
+            status_bind = parse_bind(
+                _env_text(env, "POUNCE_STATUS_BIND"),
+                allow_remote=bool(_env_number(env, "POUNCE_STATUS_ALLOW_REMOTE")),
+                workers=int(getattr(cfg, "workers", 1) or 1),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             mode=chosen,
             loops=loops,
@@ -198,4 +219,5 @@ class ServerConfig:
             permit_unconventional_http_method=bool(getattr(cfg, "permit_unconventional_http_method", False)),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
+            status_bind=status_bind,
         )

@@ -4,6 +4,7 @@ Every ``LoopServer`` is created by the worker's main thread and then touched
 only from its own loop thread; the main thread talks to it through the
 thread-safe methods at the bottom (``request_stop``) and reads two plain
 attributes (``last_tick``, ``active``) for the heartbeat and the status log.
+The status view (status.py) reads the counters the same way, lock-free.
 
 The accept gate: each loop registers the *shared* listening sockets with its
 own selector and accepts at most a small batch per wake-up, re-checking its
@@ -108,6 +109,11 @@ class LoopServer:
         self.requests = 0
         self.rejected = 0
         self.last_tick = time.monotonic()
+        # Tick lateness for the status view (status.py reads these without a lock).
+        self.ticks = 0
+        self.lag = 0.0
+        self.lag_total = 0.0
+        self._tick_due = 0.0
         self.date_header = b""
         # "server: …\r\ndate: …\r\n", the default response header lines, remade each tick.
         self.default_lines = b""
@@ -187,8 +193,19 @@ class LoopServer:
         self.finished = True
 
     def _tick(self) -> None:
-        """Heartbeat for the main thread, the Date header, and connection deadlines."""
-        self.last_tick = time.monotonic()
+        """Heartbeat for the main thread, the Date header, and connection deadlines.
+
+        Also the loop's lag probe: how much later than scheduled this tick ran
+        is how long ready callbacks waited behind other work (or a blocking call).
+        """
+        now = time.monotonic()
+        if self._tick_due:
+            # call_later may fire up to the clock resolution early: never negative.
+            self.lag = max(0.0, now - self._tick_due)
+            self.lag_total += self.lag
+        self.ticks += 1
+        self._tick_due = now + self.config.tick
+        self.last_tick = now
         if not self.loop.is_closed():
             self.loop.call_later(self.config.tick, self._tick)
         self._set_date()

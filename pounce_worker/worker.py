@@ -10,6 +10,8 @@ second. The main thread speaks to loops only through ``request_stop`` (which
 uses ``call_soon_threadsafe``) and reads their ``last_tick`` for the heartbeat:
 a loop blocked by a synchronous call stops ticking, the heartbeat stops, and
 the arbiter's WORKER TIMEOUT restarts the process as it would a sync worker.
+With ``POUNCE_STATUS_BIND`` set, one more thread serves the loops' counters to
+operators (status.py); it starts before the loops and stops after them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .config import ConfigError, ServerConfig
 from .hooks import Hooks
 from .log import LoopLog
 from .server import LoopServer
+from .status import StatusServer, WorkerFacts
 
 #: Gunicorn's exit code for "the worker cannot boot": the arbiter halts instead of respawning.
 WORKER_BOOT_ERROR = 3
@@ -90,6 +93,7 @@ class ThreadWorker(base.Worker):
         self.fast_exit = False
         self._budget_spent = threading.Event()
         self._stale_reported: set[int] = set()
+        self.status: StatusServer | None = None
 
     # -- boot --------------------------------------------------------------------
 
@@ -157,6 +161,8 @@ class ThreadWorker(base.Worker):
         """ABRT comes from the arbiter's timeout: say which loop was stuck, then die."""
         self.alive = False
         self.log.error("Worker aborted; loop state: %s", self._status())
+        if self.status is not None:
+            self.status.close()  # a unix socket file must not outlive the worker
         self.cfg.worker_abort(self)
         sys.exit(1)
 
@@ -218,6 +224,11 @@ class ThreadWorker(base.Worker):
         ]
         for server in self.servers:
             server.siblings = tuple(self.servers)
+        if config.status_bind is not None:
+            facts = WorkerFacts(self.pid, chosen.value, config.loops, config.tick,
+                                self.max_requests if self.max_requests < sys.maxsize else 0,
+                                time.monotonic(), time.time())
+            self.status = StatusServer.open(config.status_bind, facts, self.servers, budget, self.log)
         for server in self.servers:
             thread = threading.Thread(target=server.run, name=f"pounce-loop-{server.index}", daemon=True)
             server.thread = thread
@@ -321,3 +332,7 @@ class ThreadWorker(base.Worker):
         stuck = [s.index for s in self.servers if s.thread is not None and s.thread.is_alive()]
         if stuck:
             self.log.warning("Loops %s did not stop in time; exiting anyway", stuck)
+        if self.status is not None:
+            # Last: the view stays readable while the loops drain.
+            self.status.stop()
+            self.status = None
