@@ -56,17 +56,28 @@ class ParsedRequest(NamedTuple):
     close: bool
 
 
-#: RFC 9110 tchar: what h11's ``token`` admits (method and field names).
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+def _class_table(members: bytes) -> bytes:
+    """A ``bytes.translate`` table mapping ``members`` to themselves and all else to 0.
+
+    ``0 in data.translate(table)`` then tells whether ``data`` holds a byte
+    outside the class, in two tight C loops. (``translate(None, delete)``
+    rebuilds its table on every call, and ``b"x" in data`` first tries the
+    needle as an integer and formats a TypeError: both cost far more here.)
+    """
+    return bytes(b if b in members else 0 for b in range(256))
+
+
+#: RFC 9110 tchar: what h11's ``token`` admits (field names).
+_TOKEN = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 #: Method bytes the fast path takes: validate.py's conventional method (upper-case token
 #: characters, 3 to 20 of them); others go to h11's path, where that rule and Gunicorn's
 #: ``permit_unconventional_http_method`` apply.
-_CONVENTIONAL_METHOD = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CONVENTIONAL_METHOD = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 #: What h11 admits in a request target: VCHAR, 0x21-0x7E.
-_VCHAR = bytes(range(0x21, 0x7F))
+_VCHAR = _class_table(bytes(range(0x21, 0x7F)))
 #: Bytes a head may hold on the fast path: visible ASCII, SP, HTAB, CR, LF and obs-text.
 #: Control characters are left to h11 and validate.check_head (which rejects them).
-_HEAD_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100))
+_HEAD_BYTES = _class_table(bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100)))
 
 
 def parse_head(head: bytes) -> ParsedRequest | None:
@@ -83,7 +94,7 @@ def parse_head(head: bytes) -> ParsedRequest | None:
     the value is the rest stripped of SP/HTAB, as h11's regex would capture it.
     tests/test_fastpath.py proves it against h11 with generated heads.
     """
-    if head.translate(None, _HEAD_BYTES) or not head.count(b"\r") == head.count(b"\n") == head.count(b"\r\n"):
+    if 0 in head.translate(_HEAD_BYTES) or not head.count(b"\r") == head.count(b"\n") == head.count(b"\r\n"):
         return None
     lines = head[:-4].split(b"\r\n")
     request_line = lines[0].split(b" ")
@@ -93,10 +104,10 @@ def parse_head(head: bytes) -> ParsedRequest | None:
     if (
         version != b"HTTP/1.1"
         or not 3 <= len(method) <= 20
-        or method.translate(None, _CONVENTIONAL_METHOD)
+        or 0 in method.translate(_CONVENTIONAL_METHOD)
         or method == b"CONNECT"
         or not target
-        or target.translate(None, _VCHAR)
+        or 0 in target.translate(_VCHAR)
     ):
         return None
     headers: list[tuple[bytes, bytes]] = []
@@ -119,7 +130,7 @@ def parse_head(head: bytes) -> ParsedRequest | None:
                 content_length = int(value)
             elif name == b"host":
                 hosts += 1
-                if b"," in value:
+                if value.find(b",") >= 0:
                     return None  # a Host list: validate.py rejects it on h11's path
             elif name == b"connection":
                 tokens = {token.strip().lower() for token in value.split(b",")}
@@ -129,7 +140,7 @@ def parse_head(head: bytes) -> ParsedRequest | None:
             else:
                 return None  # Transfer-Encoding, Expect, Upgrade: h11's machinery
         append((name, value))
-    if hosts != 1 or b"".join(names).translate(None, _TOKEN):
+    if hosts != 1 or 0 in b"".join(names).translate(_TOKEN):
         return None
     return ParsedRequest(method, target, headers, max(content_length, 0), close)
 
@@ -139,9 +150,10 @@ class FastResponse:
 
     __slots__ = ("chunked", "remaining")
 
-    def __init__(self) -> None:
-        self.chunked = False
-        self.remaining = 0
+    # No __init__: start() sets both fields, and a Python-level __init__ would cost
+    # a call per response.
+    chunked: bool
+    remaining: int
 
     def start(
         self,
@@ -163,6 +175,8 @@ class FastResponse:
         same values on every response, and a set lookup costs less than a regex.
         """
         length = None
+        self.chunked = False
+        self.remaining = 0
         parts = [STATUS_LINES[status], default_lines]
         append = parts.append
         for name, value in headers:
@@ -203,6 +217,20 @@ class FastResponse:
         if len(body) > self.remaining:
             raise h11.LocalProtocolError("Too much data for declared Content-Length")
         self.remaining -= len(body)
+        return body
+
+    def body(self, body: bytes, more_body: bool) -> bytes:
+        """``data(body)``, followed by ``end()`` unless more body follows: one call."""
+        if self.chunked:
+            if not body:
+                return b"" if more_body else b"0\r\n\r\n"
+            return b"%x\r\n%s\r\n%s" % (len(body), body, b"" if more_body else b"0\r\n\r\n")
+        remaining = self.remaining - len(body)
+        if remaining < 0:
+            raise h11.LocalProtocolError("Too much data for declared Content-Length")
+        self.remaining = remaining
+        if remaining and not more_body:
+            raise h11.LocalProtocolError("Too little data for declared Content-Length")
         return body
 
     def end(self) -> bytes:

@@ -165,10 +165,13 @@ class HTTPConnection(asyncio.Protocol):
             self.buffer += data
             if not self.processing:  # else: re-entered from an eagerly finished request
                 self.processing = True
+                buf = self.buffer
                 try:
-                    self._fast_events()
+                    self._fast_loop(buf)
                 finally:
                     self.processing = False
+                    if len(buf) > HIGH_WATER:
+                        self.pause_reading()
         else:
             self.conn.receive_data(data)
             self.handle_events()
@@ -200,20 +203,18 @@ class HTTPConnection(asyncio.Protocol):
     # -- fast path events --------------------------------------------------------
 
     def fast_events(self) -> None:
-        """Requests that fastpath.parse_head understands; anything else goes to h11."""
+        """Requests that fastpath.parse_head understands; anything else goes to h11.
+
+        (data_received inlines this: it runs once per request.)
+        """
         if self.processing:
             return  # re-entered from an eagerly finished request; the outer loop continues
         self.processing = True
-        try:
-            self._fast_events()
-        finally:
-            self.processing = False
-
-    def _fast_events(self) -> None:
         buf = self.buffer
         try:
             self._fast_loop(buf)
         finally:
+            self.processing = False
             if len(buf) > HIGH_WATER:
                 self.pause_reading()
 
@@ -482,7 +483,9 @@ class HTTPConnection(asyncio.Protocol):
     def on_response_complete(self, cycle: RequestCycle) -> None:
         """The response went out in full; continue with the next request or close."""
         server = self.server
-        server.request_done()
+        server.requests += 1  # server.request_done(), inlined: this runs once per request
+        if server.counted and server.budget.spend():
+            server.worker.budget_exhausted()
         if self.closed:
             return
         if cycle.must_close or not cycle.keep_alive:
@@ -852,21 +855,34 @@ class RequestCycle:
         head = self.pending_head
         chunks = [head] if head is not None else []
         try:
-            if body and not self.head_only:
-                payload = body if type(body) is bytes else bytes(body)
-                data = writer.data(payload) if writer is not None else conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
+            if writer is not None:
+                if self.head_only:
+                    body = b""
+                elif type(body) is not bytes:
+                    body = bytes(body)
+                if not more_body and not writer.chunked and writer.remaining != len(body):
+                    # The body contradicts Content-Length: what fits still goes out,
+                    # then end() raises (below, the head and that data are written).
+                    chunks.append(writer.data(body))
+                    writer.end()
+                data = writer.body(body, more_body)
                 if data:
                     chunks.append(data)
                 self.sent += len(body)
-            if not more_body:
-                if writer is not None:
-                    end = writer.end()
+                if not more_body:
                     self.must_close = not self.keep_alive
-                else:
+            else:
+                if body and not self.head_only:
+                    payload = body if type(body) is bytes else bytes(body)
+                    data = conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
+                    if data:
+                        chunks.append(data)
+                    self.sent += len(body)
+                if not more_body:
                     end = conn.send(h11.EndOfMessage())  # type: ignore[union-attr]
                     self.must_close = conn.our_state is h11.MUST_CLOSE  # type: ignore[union-attr]
-                if end:
-                    chunks.append(end)
+                    if end:
+                        chunks.append(end)
         except h11.LocalProtocolError:
             # The body contradicts the head (Content-Length): what was valid still goes
             # out, so the client sees the status (and the data) before the close.
