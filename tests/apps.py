@@ -559,8 +559,6 @@ async def restart_probe(scope, receive, send):
 #: held for the update only, never across an await.
 _isolation_lock = threading.Lock()
 _isolation = {"served": 0, "per_thread": {}, "mixups": 0}
-#: The same count without the lock, for comparison only (reported, never relied on).
-_unlocked = {"served": 0}
 _request_id = contextvars.ContextVar("request_id")
 
 
@@ -574,7 +572,7 @@ async def isolation(scope, receive, send):
     if scope["path"] == "/count":
         with _isolation_lock:
             data = json.dumps({**_isolation, "per_thread": dict(_isolation["per_thread"]),
-                               "unlocked": _unlocked["served"], "switchinterval": sys.getswitchinterval(),
+                               "switchinterval": sys.getswitchinterval(),
                                "pid": os.getpid()}).encode()
         return await _respond(send, 200, data)
     path_id = scope["path"].rsplit("/", 1)[1]
@@ -595,7 +593,6 @@ async def isolation(scope, receive, send):
         _isolation["per_thread"][thread] = _isolation["per_thread"].get(thread, 0) + 1
         if len(set(seen.values())) != 1:
             _isolation["mixups"] += 1
-    _unlocked["served"] += 1  # unguarded read-modify-write: may lose updates between threads
     data = json.dumps(seen).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"x-id", path_id.encode()),
