@@ -39,6 +39,8 @@ CLOSE_HEADER = (b"connection", b"close")
 REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
+#: Seconds an idle connection we close may take to acknowledge our FIN (see ``linger``).
+LINGER = 2.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 
 
@@ -87,6 +89,7 @@ class HTTPConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.body_remaining = 0
         self.eof = False
+        self.lingering = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -151,6 +154,8 @@ class HTTPConnection(asyncio.Protocol):
             await waiter
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # a request sent as we closed: dropped unread, the client sees our FIN
         if self.idle:
             # The idle deadline ends on arrival, not when a task next runs, so a
             # request whose first byte beat it is always served.
@@ -471,7 +476,7 @@ class HTTPConnection(asyncio.Protocol):
         applies instead and the request is served.
         """
         if self.server.stopping:
-            self.close()
+            self.linger()
         elif self.closed:
             return
         elif self._backlog():
@@ -494,7 +499,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.fast:
             self.cycle = None
             if server.stopping:
-                self.close()
+                self.linger()
                 return
             if not self.body_remaining:
                 if self.buffer:
@@ -552,7 +557,9 @@ class HTTPConnection(asyncio.Protocol):
     def on_deadline(self) -> None:
         """Called by the loop's tick once ``deadline`` has passed."""
         self.deadline = 0.0
-        if self.idle:
+        if self.lingering:
+            self.close()
+        elif self.idle:
             self.idle = False
             self._idle_timeout()
         else:
@@ -568,7 +575,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         if self.cycle is None and not self.closed:
-            self.close()
+            self.linger()
 
     def _cancel_timers(self) -> None:
         self.deadline = 0.0
@@ -582,6 +589,29 @@ class HTTPConnection(asyncio.Protocol):
             self.closed = True
             self._cancel_timers()
             self.transport.close()
+
+    def linger(self) -> None:
+        """Close an idle connection without a reset: FIN now, drop what arrives, close on
+        the client's FIN (or after LINGER seconds).
+
+        Closing a socket that holds unread bytes makes the kernel answer with RST. A
+        client that sent its next request just as we closed the idle connection would
+        then see a reset, which it cannot tell from a request lost in processing; with
+        our FIN first and its bytes read and dropped, it sees a clean close at a request
+        boundary and retries (RFC 9112 §9.3.1). TLS transports cannot half-close.
+        """
+        if self.closed or self.lingering:
+            return
+        if not self.transport.can_write_eof():
+            self.close()
+            return
+        self.lingering = True
+        self.idle = False
+        self.deadline = time.monotonic() + LINGER
+        self.transport.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """Graceful stop: close idle connections, finish in-flight ones.
@@ -597,7 +627,7 @@ class HTTPConnection(asyncio.Protocol):
         elif self.requests == 0 and not self.closed:
             self._arm_idle_timer(FIRST_REQUEST_GRACE)
         else:
-            self.close()
+            self.linger()
 
     def reject(self, status: int, message: str) -> None:
         """Answer a request we cannot serve with ``status``, log one line, close."""

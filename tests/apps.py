@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
+import sys
 import threading
 import time
 
@@ -510,3 +512,137 @@ async def background_raises(scope, receive, send):
     await _respond(send, 200, b"bg", [(b"content-length", b"2")])
     await asyncio.sleep(0.3)
     raise RuntimeError("background task failed after the response")
+
+
+# -- apps for the restart and thread-safety suites (tests/test_hostile_restart.py, test_thread_safety.py) --
+
+#: One O_APPEND file descriptor per process (a worker forked after import must open its own):
+#: pid -> fd. Guarded because the loop threads of one worker open it concurrently.
+_seen_lock = threading.Lock()
+_seen_fds: dict = {}
+
+
+def _record_seen(request_id):
+    """Append ``request_id`` to this process's file in POUNCE_TEST_SEEN_DIR: one write(2) of a short
+    line to an O_APPEND descriptor is atomic, so loop threads need no lock for the write itself."""
+    pid = os.getpid()
+    fd = _seen_fds.get(pid)
+    if fd is None:
+        with _seen_lock:
+            fd = _seen_fds.get(pid)
+            if fd is None:
+                path = os.path.join(os.environ["POUNCE_TEST_SEEN_DIR"], f"seen-{pid}.txt")
+                fd = _seen_fds[pid] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, request_id.encode("ascii") + b"\n")
+
+
+async def restart_probe(scope, receive, send):
+    """Records every request it sees, so a test can tell a lost response from a request never read.
+
+    ``/r/<id>``: records id, answers ``<id> <pid>``; ``/slow/<s>/<id>``: records id, sleeps s seconds,
+    then answers the same. The id is echoed in an ``x-id`` header too.
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    parts = scope["path"].split("/")
+    request_id = parts[-1]
+    _record_seen(request_id)
+    await _read_body(receive)
+    if parts[1] == "slow":
+        await asyncio.sleep(float(parts[2]))
+    body = f"{request_id} {os.getpid()}".encode()
+    await _respond(send, 200, body, [(b"content-length", str(len(body)).encode()),
+                                     (b"x-id", request_id.encode())])
+
+
+#: The README's pattern for process-wide state shared by loop threads: a threading.Lock,
+#: held for the update only, never across an await.
+_isolation_lock = threading.Lock()
+_isolation = {"served": 0, "per_thread": {}, "mixups": 0}
+_request_id = contextvars.ContextVar("request_id")
+
+
+async def isolation(scope, receive, send):
+    """Per-request isolation under interleaving: ``POST /iso/<id>`` with header ``x-id: <id>`` and
+    body ``<id>``. The app yields to the loop between every step and answers JSON with the ids it
+    saw in the path, the header, the body and its context variable after those awaits; the
+    response carries the id in a header too. ``GET /count`` reports the locked counter."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    if scope["path"] == "/count":
+        with _isolation_lock:
+            data = json.dumps({**_isolation, "per_thread": dict(_isolation["per_thread"]),
+                               "switchinterval": sys.getswitchinterval(),
+                               "pid": os.getpid()}).encode()
+        return await _respond(send, 200, data)
+    path_id = scope["path"].rsplit("/", 1)[1]
+    _request_id.set(path_id)
+    await asyncio.sleep(0)
+    header_id = dict(scope["headers"]).get(b"x-id", b"").decode("latin-1")
+    body, _ = await _read_body(receive)
+    await asyncio.sleep(0)
+    seen = {
+        "path": scope["path"].rsplit("/", 1)[1],  # read again after the awaits
+        "header": header_id,
+        "body": body.decode("latin-1"),
+        "context": _request_id.get(),
+    }
+    thread = threading.current_thread().name
+    with _isolation_lock:
+        _isolation["served"] += 1
+        _isolation["per_thread"][thread] = _isolation["per_thread"].get(thread, 0) + 1
+        if len(set(seen.values())) != 1:
+            _isolation["mixups"] += 1
+    data = json.dumps(seen).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"x-id", path_id.encode()),
+                            (b"content-length", str(len(data)).encode())]})
+    await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": data})
+
+
+async def misbehaves(scope, receive, send):
+    """An app that breaks the ASGI HTTP rules, one way per path (``/ok`` answers properly):
+
+    ``/body-before-start``, ``/start-twice``, ``/body-after-end``, ``/str-body`` (a str where
+    bytes belong), ``/returns-str`` (returns a value instead of None, sending nothing),
+    ``/start-after-end`` (a second response start once the first response completed).
+    """
+    if scope["type"] == "lifespan":
+        return await _lifespan(scope, receive, send)
+    path = scope["path"]
+    await _read_body(receive)
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+    if path == "/body-before-start":
+        await send({"type": "http.response.body", "body": b"too early"})
+    elif path == "/start-twice":
+        await send(start)
+        await send(start)
+    elif path == "/body-after-end":
+        await send(start)
+        await send({"type": "http.response.body", "body": b"complete"})
+        await send({"type": "http.response.body", "body": b"one too many"})
+    elif path == "/start-after-end":
+        await send(start)
+        await send({"type": "http.response.body", "body": b"complete"})
+        await send(start)
+    elif path == "/str-body":
+        await send(start)
+        await send({"type": "http.response.body", "body": "not bytes"})
+    elif path == "/returns-str":
+        return "a str instead of None"
+    else:
+        data = f"ok {os.getpid()}".encode()
+        await _respond(send, 200, data, [(b"content-length", str(len(data)).encode())])
+
+
+async def shutdown_raises(scope, receive, send):
+    """Lifespan startup completes; lifespan shutdown leaks an exception instead of answering."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                raise RuntimeError("lifespan shutdown exploded on purpose")
+    await _respond(send, 200, b"ok", [(b"content-length", b"2")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import platform
 import sys
 import threading
 import types
@@ -145,12 +146,18 @@ def test_loop_count():
     assert mode.loop_count(mode.Mode.PROCESSES, 8) == 1
 
 
-def test_interpreter_build_names_the_gil_state(gil):
+def test_interpreter_build_names_the_gil_state(gil, monkeypatch):
     gil(True)
     assert mode.interpreter_build().endswith("(GIL)")
     gil(False)
     assert mode.interpreter_build().endswith("(free-threaded, GIL disabled)")
-    assert mode.interpreter_build().startswith(sys.implementation.name.replace("cpython", "CPython"))
+    # The nogil-3.12 fork: no sys._is_gil_enabled, sys.flags.nogil instead.
+    gil(None)
+    monkeypatch.setattr(sys, "flags", types.SimpleNamespace(nogil=True))
+    assert mode.interpreter_build().endswith("(free-threaded, GIL disabled)")
+    # Named as platform names it: "CPython" on CPython and on that fork too (whose
+    # sys.implementation.name is "nogil").
+    assert mode.interpreter_build().startswith(f"{platform.python_implementation()} {platform.python_version()} (")
 
 
 # -- config.py -----------------------------------------------------------------------------------------------
