@@ -23,10 +23,11 @@ from urllib.parse import unquote
 import h11
 
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
+from .chunked import ChunkedScanner, scanner_for
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import forwarded, ip_allowed, parse_proxy_header
-from .validate import Rejection, check_head, check_parsed, head_end
+from .validate import Rejection, check_head, check_parsed, head_end, split_target
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -87,6 +88,8 @@ class HTTPConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.body_remaining = 0
         self.eof = False
+        # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
+        self.chunked: ChunkedScanner | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -165,6 +168,8 @@ class HTTPConnection(asyncio.Protocol):
             self.buffer += data
             self.fast_events()
         else:
+            if self.chunked is not None and not self._scan_chunked(data):
+                return  # a malformed chunked body, refused before h11 parses it
             self.conn.receive_data(data)
             self.handle_events()
 
@@ -314,6 +319,13 @@ class HTTPConnection(asyncio.Protocol):
             if event_type is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
                 try:
+                    # h11 is lax about chunk lines and trailers: a scanner checks the body's
+                    # bytes before h11 parses them, those already buffered first (chunked.py).
+                    config = self.config
+                    self.chunked = scanner_for(request.headers, config.limit_request_field_size,
+                                               config.max_head_size, config.permit_obsolete_folding)
+                    if self.chunked is not None and self.chunked.feed(conn.trailing_data[0]) is not None:
+                        self.chunked = None
                     self.start_request(request.method, request.target, request.http_version,
                                        request.headers.raw_items(), False, True)
                 except Rejection as exc:
@@ -340,6 +352,17 @@ class HTTPConnection(asyncio.Protocol):
                     break
             elif event_type is h11.ConnectionClosed:
                 break
+
+    def _scan_chunked(self, data: bytes) -> bool:
+        """Hand ``data`` to the chunked-body scanner before h11; False once it refused the body."""
+        try:
+            if self.chunked.feed(data) is not None:  # type: ignore[union-attr]
+                self.chunked = None  # the body ended; what follows is the next request
+        except Rejection as exc:
+            self.chunked = None
+            self.reject(exc.status, str(exc))
+            return False
+        return True
 
     def _check_head(self) -> None:
         """Stricter-than-h11 checks on a request head, once it is all buffered."""
@@ -390,7 +413,7 @@ class HTTPConnection(asyncio.Protocol):
                         f"limit_request_field_size={max_size}",
                     )
         scope_headers = [(name.lower(), value) for name, value in raw]
-        raw_path, _, query = target.partition(b"?")
+        raw_path, query = split_target(method, target)
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:
