@@ -335,6 +335,45 @@ def test_bad_request_pipelined_after_a_good_one(pounce: Gunicorn, bad: str) -> N
     assert len([line for line in new_log.splitlines() if "Invalid request from" in line]) == 1
 
 
+#: Chunked bodies whose pieces arrive in separate reads, after the app has started: the
+#: scanner (pounce_worker/chunked.py) sees them as they come, before h11 parses them.
+TRICKLED_CHUNKED = {
+    "valid_split_everywhere": ([b"5;a=b\r\nhel", b"lo\r\n0\r", b"\nX-T: v\r\n", b"\r\n"], 200),
+    "bad_size_in_second_chunk": ([b"5\r\nhello\r\n", b"3 \r\nabc\r\n0\r\n\r\n"], 400),
+    "bad_extension_split": ([b"5\r\nhello\r\n3;a", b" b\r\nabc\r\n0\r\n\r\n"], 400),
+    "host_in_trailers": ([b"5\r\nhello\r\n0\r\n", b"Host: evil\r\n\r\n"], 400),
+    "bare_lf_ends_trailers": ([b"5\r\nhello\r\n0\r\n", b"\n"], 400),
+}
+
+
+@pytest.mark.parametrize("name", TRICKLED_CHUNKED)
+def test_chunked_body_checked_as_it_arrives(pounce: Gunicorn, name: str) -> None:
+    pieces, status = TRICKLED_CHUNKED[name]
+    before = len(pounce.log())
+    with socket.create_connection((HOST, pounce.port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(post(TE))
+        try:
+            for piece in pieces:
+                time.sleep(0.05)  # separate reads: the app is already waiting for the body
+                sock.sendall(piece)
+            sock.sendall(CANARY)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed before the rest went out
+        data, how = read_until_close(sock, 5.0)
+    statuses = response_statuses(data)
+    new_log = assert_healthy(pounce, before)
+    invalid = [line for line in new_log.splitlines() if "Invalid request from" in line]
+    if status == 200:
+        assert statuses == [200, 200], (data[:400], how)
+        assert b'"body_len": 5' in data
+        assert invalid == []
+    else:
+        assert statuses == [status] and how == "eof", (statuses, data[:400], how)
+        assert b"/canary" not in data
+        assert len(invalid) == 1, invalid
+
+
 # -- targets: what the app sees ---------------------------------------------------------------------
 
 
