@@ -13,9 +13,10 @@ Three layers, one table (``VECTORS``):
   smuggling), exactly one ``Invalid request from ip=...`` WARNING and no
   traceback in the error log, and the worker still serving afterwards.
 
-Where h11 is laxer than Gunicorn the worker must add a check of its own; the
-vectors it does not handle yet are marked ``xfail(strict=True)`` with the
-diagnosis. Where both reject with different but legitimate codes (501 vs 400
+Where h11 is laxer than Gunicorn the worker adds a check of its own
+(pounce_worker/validate.py for the head, pounce_worker/chunked.py for a chunked
+body); a vector it does not handle yet is marked ``xfail(strict=True)`` with the
+diagnosis (none is, at present). Where both reject with different but legitimate codes (501 vs 400
 for a transfer coding, 505 vs 400 for HTTP/2.0) either is accepted.
 
 ``test_fuzz_*`` throws random and mutated requests at one live worker per mode
