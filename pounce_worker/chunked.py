@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .validate import CONTROL_CHARACTERS, Rejection
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 # Gunicorn's CHUNK_EXT_RE (gunicorn/http/body.py): token and quoted-string from RFC 9110 §5.6.
@@ -180,16 +184,18 @@ class ChunkedScanner:
             self._content_type = True
 
 
-def scanner_for(
-    headers: Iterable[tuple[bytes, bytes]], max_line: int, max_trailers: int, permit_obs_fold: bool
-) -> ChunkedScanner | None:
+def scanner_for(headers: Iterable[tuple[bytes, bytes]], config: ServerConfig) -> ChunkedScanner | None:
     """A scanner for a request h11 accepted, when its body is chunked; else None.
 
     h11 refuses every Transfer-Encoding but ``chunked`` (501), so the field's
     presence in an accepted request (``headers``: h11's, names lower-cased) is
-    the test.
+    the test. The bounds are Gunicorn's: a chunk-size line is held to
+    ``limit_request_field_size``, a trailer section to the head's size.
     """
     for name, _value in headers:
         if name == b"transfer-encoding":
-            return ChunkedScanner(max_line or DEFAULT_MAX_LINE, max_trailers, permit_obs_fold)
+            return ChunkedScanner(
+                config.limit_request_field_size or DEFAULT_MAX_LINE, config.max_head_size,
+                config.permit_obsolete_folding,
+            )
     return None

@@ -318,14 +318,12 @@ class HTTPConnection(asyncio.Protocol):
             event_type = type(event)
             if event_type is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
+                # h11 is lax about chunk lines and trailers: chunked.py checks a chunked
+                # body's bytes before h11 parses them, those already buffered first.
+                self.chunked = scanner_for(request.headers, self.config)
+                if self.chunked is not None and not self._scan_chunked(conn.trailing_data[0]):
+                    return
                 try:
-                    # h11 is lax about chunk lines and trailers: a scanner checks the body's
-                    # bytes before h11 parses them, those already buffered first (chunked.py).
-                    config = self.config
-                    self.chunked = scanner_for(request.headers, config.limit_request_field_size,
-                                               config.max_head_size, config.permit_obsolete_folding)
-                    if self.chunked is not None and self.chunked.feed(conn.trailing_data[0]) is not None:
-                        self.chunked = None
                     self.start_request(request.method, request.target, request.http_version,
                                        request.headers.raw_items(), False, True)
                 except Rejection as exc:

@@ -20,17 +20,22 @@ scanner is there to stop). Three kinds of evidence:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import h11
 import pytest
+from gunicorn.config import Config
 
 from pounce_worker.chunked import DEFAULT_MAX_LINE, FORBIDDEN_TRAILERS, ChunkedScanner, scanner_for
+from pounce_worker.config import ServerConfig
 from pounce_worker.validate import Rejection
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
 HEAD = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+#: Gunicorn's defaults, as the worker builds them.
+CONFIG = ServerConfig.from_gunicorn(Config(), env={})
 
 
 # -- the two parsers, run to a verdict --------------------------------------------------------
@@ -279,9 +284,23 @@ def test_scanner_for_only_chunked_requests():
         conn.receive_data(head)
         request = conn.next_event()
         assert isinstance(request, h11.Request)
-        scanner = scanner_for(request.headers, 0, 65536, False)
+        scanner = scanner_for(request.headers, CONFIG)
         assert (scanner is not None) == chunked
     assert DEFAULT_MAX_LINE == 8190  # Gunicorn's fallback when limit_request_field_size is 0
+
+
+def test_scanner_for_takes_gunicorns_bounds():
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(HEAD)
+    request = conn.next_event()
+    assert isinstance(request, h11.Request)
+    small = dataclasses.replace(CONFIG, limit_request_field_size=50, permit_obsolete_folding=True)
+    scanner = scanner_for(request.headers, small)
+    assert scanner is not None
+    with pytest.raises(Rejection):
+        scanner.feed(b"1;" + b"x" * 60)
+    folded = scanner_for(request.headers, small)
+    assert folded is not None and folded.feed(b"0\r\nX: y\r\n z\r\n\r\n") is not None
 
 
 def test_obs_fold_in_trailers_follows_permit_obsolete_folding():
