@@ -45,7 +45,7 @@ STATUS_LINES: tuple[bytes, ...] = tuple(b"HTTP/1.1 %d %s\r\n" % (code, STATUS_PH
 
 
 #: Lower-cased request header names parse_head must look at; any other name is just kept.
-_NOTABLE_REQUEST_FIELDS = frozenset({b"content-length", b"host", b"connection"}) | _SLOW_REQUEST_FIELDS
+_NOTABLE_REQUEST_FIELDS = frozenset({b"content-length", b"host", b"connection", b"content-type"}) | _SLOW_REQUEST_FIELDS
 
 
 class ParsedRequest(NamedTuple):
@@ -54,6 +54,8 @@ class ParsedRequest(NamedTuple):
     headers: list[tuple[bytes, bytes]]  # lower-cased names, as iterating h11's Request.headers
     content_length: int
     close: bool
+    host: bytes  # the one Host value
+    content_types: int  # how many Content-Type fields (validate.check_parsed refuses two)
 
 
 def _class_table(members: bytes) -> bytes:
@@ -115,6 +117,8 @@ def parse_head(head: bytes) -> ParsedRequest | None:
     names = []
     content_length = -1
     hosts = 0
+    host = b""
+    content_types = 0
     close = False
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -130,8 +134,9 @@ def parse_head(head: bytes) -> ParsedRequest | None:
                 content_length = int(value)
             elif name == b"host":
                 hosts += 1
-                if value.find(b",") >= 0:
-                    return None  # a Host list: validate.py rejects it on h11's path
+                host = value
+            elif name == b"content-type":
+                content_types += 1
             elif name == b"connection":
                 tokens = {token.strip().lower() for token in value.split(b",")}
                 if b"upgrade" in tokens:
@@ -142,7 +147,7 @@ def parse_head(head: bytes) -> ParsedRequest | None:
         append((name, value))
     if hosts != 1 or 0 in b"".join(names).translate(_TOKEN):
         return None
-    return ParsedRequest(method, target, headers, max(content_length, 0), close)
+    return ParsedRequest(method, target, headers, max(content_length, 0), close, host, content_types)
 
 
 class FastResponse:

@@ -23,10 +23,11 @@ from urllib.parse import unquote
 import h11
 
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
+from .chunked import ChunkedScanner, scanner_for
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
 from .proxy import forwarded, ip_allowed, parse_proxy_header
-from .validate import Rejection, check_head, check_parsed, head_end
+from .validate import Rejection, check_head, check_parsed, head_end, split_target
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -90,6 +91,8 @@ class HTTPConnection(asyncio.Protocol):
         self.body_remaining = 0
         self.eof = False
         self.lingering = False
+        # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
+        self.chunked: ChunkedScanner | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -178,6 +181,8 @@ class HTTPConnection(asyncio.Protocol):
                     if len(buf) > HIGH_WATER:
                         self.pause_reading()
         else:
+            if self.chunked is not None and not self._scan_chunked(data):
+                return  # a malformed chunked body, refused before h11 parses it
             self.conn.receive_data(data)
             self.handle_events()
 
@@ -277,7 +282,7 @@ class HTTPConnection(asyncio.Protocol):
             try:
                 # What parse_head accepts already passed h11's grammar; only these
                 # stricter-than-h11 rules can still apply to it.
-                check_parsed(head, parsed.method, parsed.headers, self.config.permit_unconventional_http_method)
+                check_parsed(parsed.host, parsed.content_types, self.server.known_hosts)
                 self.start_request(
                     parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0,
                     end + 4,
@@ -331,6 +336,11 @@ class HTTPConnection(asyncio.Protocol):
             event_type = type(event)
             if event_type is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
+                # h11 is lax about chunk lines and trailers: chunked.py checks a chunked
+                # body's bytes before h11 parses them, those already buffered first.
+                self.chunked = scanner_for(request.headers, self.config)
+                if self.chunked is not None and not self._scan_chunked(conn.trailing_data[0]):
+                    return
                 try:
                     self.start_request(request.method, request.target, request.http_version,
                                        list(request.headers), False, True, 0)
@@ -358,6 +368,17 @@ class HTTPConnection(asyncio.Protocol):
                     break
             elif event_type is h11.ConnectionClosed:
                 break
+
+    def _scan_chunked(self, data: bytes) -> bool:
+        """Hand ``data`` to the chunked-body scanner before h11; False once it refused the body."""
+        try:
+            if self.chunked.feed(data) is not None:  # type: ignore[union-attr]
+                self.chunked = None  # the body ended; what follows is the next request
+        except Rejection as exc:
+            self.chunked = None
+            self.reject(exc.status, str(exc))
+            return False
+        return True
 
     def _check_head(self) -> None:
         """Stricter-than-h11 checks on a request head, once it is all buffered."""
@@ -408,7 +429,7 @@ class HTTPConnection(asyncio.Protocol):
                         431,
                         f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
                     )
-        raw_path, _, query = target.partition(b"?")
+        raw_path, query = split_target(method, target)
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:

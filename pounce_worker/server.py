@@ -95,6 +95,8 @@ class LoopServer:
         # (this loop only; see fastpath.FastResponse.start).
         self.known_header_names: set[bytes] = set()
         self.known_header_values: set[bytes] = set()
+        # Host values already found valid (validate.check_parsed; this loop only).
+        self.known_hosts: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # The request whose app runs in an eager first step right now (spawn_request).
         self.eager_cycle: RequestCycle | None = None

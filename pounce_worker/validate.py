@@ -9,15 +9,20 @@ follows what Gunicorn's own parser rejects, with the same status codes:
   the server MUST close the connection after it; Gunicorn refuses it: 400);
 * a repeated Content-Length, even with equal values (a singleton field,
   RFC 9110 §5.3; h11 silently merges equal ones);
-* a Host field that holds a list (RFC 9112 §3.2: 400);
+* a Host field that holds a list, or whose value is not ``uri-host [":" port]``
+  (RFC 9112 §3.2: 400);
+* a repeated Content-Type (another singleton field, as Gunicorn);
+* Transfer-Encoding on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing);
 * bare LF line endings and obs-fold line continuations in the head, and
   control characters in field values (RFC 9112 §2.2, §5.2; RFC 9110 §5.5);
 * an HTTP version with another major number on an HTTP/1 connection (505);
 * a method with lower-case letters or of unusual length, unless Gunicorn's
   ``permit_unconventional_http_method`` is on;
-* an Expect other than 100-continue (417).
+* an Expect other than 100-continue (417);
+* a request-target of a form the method does not take (``split_target``).
 
-None of these ever accepts what h11 rejects: h11 still parses every byte.
+Chunked bodies get their own checks, in chunked.py. None of these ever
+accepts what h11 rejects: h11 still parses every byte.
 """
 
 from __future__ import annotations
@@ -25,10 +30,20 @@ from __future__ import annotations
 import re
 
 #: Control characters other than HTAB, CR and LF (CR and LF are checked as CRLF pairs).
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _METHOD_OK = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]{3,20}")
 #: The fields whose handling decides framing or routing, found in one scan of the head.
-_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|host|expect)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_FRAMING = re.compile(
+    rb"\r\n(content-length|transfer-encoding|host|expect|content-type)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
+#: RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [":" port]; an IP-literal in brackets or a
+#: reg-name (unreserved, pct-encoded, sub-delims; "," left out: a list gets its own message).
+#: Empty is valid (a target without authority).
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z._~%!$&'()*+,;=:-]+\]|[0-9A-Za-z._~%!$&'()*+;=-]*)(?::[0-9]*)?")
+#: Bound of a loop's cache of valid Host values (check_parsed).
+KNOWN_HOSTS_MAX = 256
+#: absolute-form: scheme "://" authority, then the path the app sees (RFC 9112 §3.2.2).
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 
 
 class Rejection(Exception):
@@ -63,12 +78,13 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
         raise Rejection(400, "Bare LF in request head")
     if head.count(b"\r") != head.count(b"\r\n"):
         raise Rejection(400, "Bare CR in request head")
-    if _CTL.search(head):
+    if CONTROL_CHARACTERS.search(head):
         raise Rejection(400, "Control character in request head")
     if b"\r\n " in head or b"\r\n\t" in head:
         if not permit_obs_fold:
             raise Rejection(400, "Obsolete line folding in request head")
     parts = head[: head.find(b"\r\n")].split(b" ")
+    version = b""
     if len(parts) == 3:
         method, _target, version = parts
         if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
@@ -79,6 +95,7 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
             if not number.startswith("1."):
                 raise Rejection(505, f"HTTP version {number} is not supported")
     content_lengths = 0
+    content_types = 0
     transfer_encoding = False
     for name, value in _FRAMING.findall(head):
         lname = name.lower()
@@ -89,30 +106,74 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
         elif lname == b"transfer-encoding":
             transfer_encoding = True
         elif lname == b"host":
-            if b"," in value:
-                raise Rejection(400, "Host header holds a list")
+            check_host(value.rstrip(b" \t"))
+        elif lname == b"content-type":
+            content_types += 1
         elif value.strip().lower() != b"100-continue":
             raise Rejection(417, f"Unsupported expectation {value.decode('latin-1')!r}")
     if content_lengths > 1:
         raise Rejection(400, "Repeated Content-Length header")
-    if content_lengths and transfer_encoding:
-        raise Rejection(400, "Both Content-Length and Transfer-Encoding: ambiguous framing")
+    if content_types > 1:
+        raise Rejection(400, "Repeated Content-Type header")
+    if transfer_encoding:
+        if content_lengths:
+            raise Rejection(400, "Both Content-Length and Transfer-Encoding: ambiguous framing")
+        if version == b"HTTP/1.0":
+            # h11 would frame it by the chunked coding; RFC 9112 §6.1 calls that faulty.
+            raise Rejection(400, "Transfer-Encoding on an HTTP/1.0 request")
 
 
-def check_parsed(
-    head: bytes, method: bytes, raw_headers: list[tuple[bytes, bytes]], permit_unconventional_method: bool
-) -> None:
-    """The rules of ``check_head`` that h11's grammar does not already imply.
+def check_parsed(host: bytes, content_types: int, known_hosts: set[bytes]) -> None:
+    """The rules of ``check_head`` that h11's grammar and the fast path do not already imply.
 
     For a head the fast path accepted (fastpath.parse_head: HTTP/1.1, CRLF
-    lines, valid field syntax, at most one plain Content-Length, no
-    Transfer-Encoding or Expect), what remains is control characters (h11's
-    field grammar admits them), the method spelling and a Host list.
+    lines, valid field syntax, no control character, a conventional method,
+    one Host, at most one plain Content-Length, no Transfer-Encoding or
+    Expect), what remains is the Host value and a repeated Content-Type.
+    ``known_hosts`` holds Host values already found valid (one loop's, bounded):
+    a client sends the same one on every request.
     """
-    if _CTL.search(head):
-        raise Rejection(400, "Control character in request head")
-    if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
-        raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
-    for name, value in raw_headers:
-        if b"," in value and name.lower() == b"host":
+    if host not in known_hosts:
+        check_host(host)
+        if len(known_hosts) < KNOWN_HOSTS_MAX:
+            known_hosts.add(host)
+    if content_types > 1:
+        raise Rejection(400, "Repeated Content-Type header")
+
+
+def check_host(value: bytes) -> None:
+    """A Host value must be one ``uri-host [":" port]`` (RFC 9112 §3.2: else 400)."""
+    if not _HOST.fullmatch(value):
+        if value.find(b",") >= 0:
             raise Rejection(400, "Host header holds a list")
+        raise Rejection(400, f"Invalid Host header {value.decode('latin-1')!r}")
+
+
+def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
+    """The path and the query the app sees, from a request-target of a form the method takes.
+
+    RFC 9112 §3.2: origin-form (``/path?query``) for most requests;
+    absolute-form (``http://host/path?query``), which a server MUST accept,
+    and whose path alone is the app's (as Gunicorn's PATH_INFO; routing must
+    not see the scheme and authority); authority-form (``host:port``) for
+    CONNECT only; asterisk-form (``*``) for OPTIONS only. Anything else is a
+    400, as in Gunicorn. A ``#fragment`` belongs to no form: like Gunicorn, it
+    is dropped rather than handed to the app inside the path or the query.
+    """
+    if target[:1] != b"/" and method != b"CONNECT":
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise Rejection(400, "Request target '*' is for OPTIONS only")
+        else:
+            match = _ABSOLUTE.match(target)
+            if match is None:
+                raise Rejection(
+                    400, f"Request target {target.decode('latin-1')!r} is neither a path nor an absolute URI"
+                )
+            rest = target[match.end():]
+            target = rest if rest[:1] == b"/" else b"/" + rest  # "http://h" and "http://h?q" have path "/"
+    fragment = target.find(b"#")
+    if fragment >= 0:
+        target = target[:fragment]
+    raw_path, _, query = target.partition(b"?")
+    return raw_path, query

@@ -236,6 +236,16 @@ CORPUS = [
     b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40,
     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    # validate.py's rules, which each path applies in its own place
+    b"GET a HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET http://a/b?c=d#e HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /a?b#c HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Type: x/y\r\nContent-Type: x/y\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
 ]
 _DATE = re.compile(rb"(?im)^date: [^\r\n]*\r\n")
 _PORTS = re.compile(

@@ -338,6 +338,8 @@ def _te_cl(ctx: Ctx) -> dict[str, Any]:
     return exchange(ctx, data, "POST", token, record_timeout=NOT_CALLED_WAIT)
 
 
+_TE_CHUNKED = ("Transfer-Encoding", "chunked")
+
 # Requests h11 accepts and pounce_worker refuses on purpose (pounce_worker/validate.py):
 # each one is a way two HTTP parsers in a row can disagree about a request.
 STRICT_REQUESTS = {
@@ -351,6 +353,16 @@ STRICT_REQUESTS = {
     "strict_lowercase_method": req("get", "/scope/lower"),
     "strict_http_1_2": req("GET", "/scope/v12", version="HTTP/1.2"),
     "strict_expect_unknown": req("POST", "/echo", [("Expect", "200-ok")], body=b"x"),
+    "strict_repeated_content_type": req("GET", "/scope/ctype", [("Content-Type", "a/b"), ("Content-Type", "c/d")]),
+    "strict_host_invalid": req("GET", "/scope/hostspace", [("Host", "a b")], host=False),
+    "strict_authority_form_get": req("GET", "compat.test:80"),
+    "strict_asterisk_form_get": req("GET", "*"),
+    "strict_transfer_encoding_http_1_0": req("POST", "/echo", [_TE_CHUNKED], version="HTTP/1.0")
+    + b"5\r\nhello\r\n0\r\n\r\n",
+    "strict_chunk_size_whitespace": req("POST", "/echo", [_TE_CHUNKED]) + b"5 \r\nhello\r\n0\r\n\r\n",
+    "strict_chunk_extension": req("POST", "/echo", [_TE_CHUNKED]) + b"5;a b\r\nhello\r\n0\r\n\r\n",
+    "strict_trailer_content_length": req("POST", "/echo", [_TE_CHUNKED])
+    + b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n",
 }
 
 

@@ -226,6 +226,41 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
             "responses[0].status": (400, 200),
         },
     },
+    # -- request targets (validate.split_target) --------------------------------------------------
+    "absolute_form_target": {
+        "what": "GET http://compat.test/scope/abs?x=1: scope path and raw_path are '/scope/abs'; uvicorn "
+                "hands the app the whole URI as the path.",
+        "why": "RFC 9112 §3.2.2: a server MUST accept the absolute-form, and the path is the URI's path; "
+               "Gunicorn's PATH_INFO is '/scope/abs' too. With uvicorn's, routing and path-based checks "
+               "see the scheme and authority (the route /scope/abs is not found by a framework).",
+        "diff": {
+            "records[0].scope.path": ("http://compat.test/scope/abs", "/scope/abs"),
+            "records[0].scope.raw_path": ("http://compat.test/scope/abs", "/scope/abs"),
+            "records[0].sent_bytes": (417, 381),
+            "responses[0].body": (ANY, ANY),
+            "responses[0].headers": ([["content-length", "417"]], [["content-length", "381"]]),
+        },
+    },
+    "odd_targets": {
+        "what": "GET /scope/frag#section: the app sees path '/scope/frag'; uvicorn passes "
+                "'/scope/frag#section' as the path. The other odd targets are the same.",
+        "why": "A '#fragment' belongs to no request-target form (RFC 9112 §3.2); Gunicorn drops it "
+               "(PATH_INFO '/scope/frag'), and so does pounce_worker rather than hand the app a path "
+               "that never names a resource.",
+        "diff": {
+            "responses[0].body": (
+                '{"body_len": 0, "client_host": "127.0.0.1", "headers": [["host", "compat.test"]], '
+                '"http_version": "1.1", "method": "GET", "path": "/scope/frag#section", "query_string": "", '
+                '"raw_path": "/scope/frag#section", "root_path": "", "scheme": "http", "server_host": "127.0.0.1", '
+                '"state": {"fastapi_db": "\'connected\'", "raw_startup": "\'yes\'"}, "type": "http"}',
+                '{"body_len": 0, "client_host": "127.0.0.1", "headers": [["host", "compat.test"]], '
+                '"http_version": "1.1", "method": "GET", "path": "/scope/frag", "query_string": "", '
+                '"raw_path": "/scope/frag", "root_path": "", "scheme": "http", "server_host": "127.0.0.1", '
+                '"state": {"fastapi_db": "\'connected\'", "raw_startup": "\'yes\'"}, "type": "http"}',
+            ),
+            "responses[0].headers": ([["content-length", "350"]], [["content-length", "334"]]),
+        },
+    },
     # -- stricter request validation (pounce_worker/validate.py) ----------------------------------
     "transfer_encoding_and_content_length": {
         "what": "400 for a request with both Content-Length and Transfer-Encoding; uvicorn (h11) "
@@ -263,6 +298,58 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
         "what": "400 for the method 'get'.",
         "why": _VALIDATE_WHY + " Gunicorn's permit_unconventional_http_method is off by default.",
         "diff": _rejected(400, "Bad Request", "Invalid method 'get'"),
+    },
+    "strict_repeated_content_type": {
+        "what": "400 for two Content-Type fields; h11 keeps both.",
+        "why": _VALIDATE_WHY + " Content-Type is a singleton field (RFC 9110 §5.3, §8.3); Gunicorn answers 400.",
+        "diff": _rejected(400, "Bad Request", "Repeated Content-Type header"),
+    },
+    "strict_host_invalid": {
+        "what": "400 for Host: a b.",
+        "why": _VALIDATE_WHY + " RFC 9112 §3.2: a Host that is not uri-host [':' port] MUST get a 400 "
+               "(Gunicorn lets this one through; the RFC decides).",
+        "diff": _rejected(400, "Bad Request", "Invalid Host header 'a b'"),
+    },
+    "strict_authority_form_get": {
+        "what": "400 for GET compat.test:80 (authority-form); uvicorn hands the app the path 'compat.test:80'.",
+        "why": _VALIDATE_WHY + " RFC 9112 §3.2.3: authority-form is for CONNECT only; Gunicorn answers 400.",
+        "diff": _rejected(400, "Bad Request", "Request target 'compat.test:80' is neither a path nor an absolute URI"),
+    },
+    "strict_asterisk_form_get": {
+        "what": "400 for GET *; uvicorn hands the app the path '*'.",
+        "why": _VALIDATE_WHY + " RFC 9112 §3.2.4: asterisk-form is for OPTIONS only; Gunicorn answers 400.",
+        "diff": _rejected(400, "Bad Request", "Request target '*' is for OPTIONS only"),
+    },
+    "strict_transfer_encoding_http_1_0": {
+        "what": "400 for a chunked HTTP/1.0 request; h11 frames it by the chunked coding and uvicorn serves it. "
+                "Both close the connection (HTTP/1.0).",
+        "why": _VALIDATE_WHY + " RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing; "
+               "Gunicorn answers 400.",
+        "diff": {
+            "responses[0].body": (ANY, "Transfer-Encoding on an HTTP/1.0 request\n"),
+            "responses[0].headers": (ANY, [["content-length", "41"]]),
+            "responses[0].reason": ("OK", "Bad Request"),
+            "responses[0].status": (200, 400),
+        },
+    },
+    # chunked.py: h11 reads chunk lines and trailers loosely, a strict proxy in front would not.
+    "strict_chunk_size_whitespace": {
+        "what": "400 for a chunk-size line '5 ' (whitespace after the size); h11 takes it.",
+        "why": _VALIDATE_WHY + " RFC 9112 §7.1: chunk-size = 1*HEXDIG, whitespace only before a ';' (BWS); "
+               "Gunicorn answers 400. Checked by pounce_worker/chunked.py before h11 reads the body.",
+        "diff": _rejected(400, "Bad Request", "Invalid chunk size '5 '"),
+    },
+    "strict_chunk_extension": {
+        "what": "400 for the chunk extension ';a b'; h11 takes anything after ';'.",
+        "why": _VALIDATE_WHY + " RFC 9112 §7.1.1: chunk-ext = *( BWS ';' BWS token [ BWS '=' BWS "
+               "( token / quoted-string ) ] ); Gunicorn answers 400. Checked by pounce_worker/chunked.py.",
+        "diff": _rejected(400, "Bad Request", "Invalid chunk extension ';a b'"),
+    },
+    "strict_trailer_content_length": {
+        "what": "400 for Content-Length in a chunked body's trailer section; h11 takes it.",
+        "why": _VALIDATE_WHY + " RFC 9110 §6.5.1: framing, routing and authentication fields are not "
+               "allowed in trailers; Gunicorn answers 400. Checked by pounce_worker/chunked.py.",
+        "diff": _rejected(400, "Bad Request", "content-length is not allowed in a trailer section"),
     },
     "strict_expect_unknown": {
         "what": "417 for Expect: 200-ok; uvicorn ignores the expectation.",
