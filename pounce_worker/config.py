@@ -44,6 +44,18 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0.5,
         "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
     ),
+    "POUNCE_WS_PING_INTERVAL": (
+        20.0,
+        "seconds between keep-alive pings on an open WebSocket (0: no pings)",
+    ),
+    "POUNCE_WS_PING_TIMEOUT": (
+        20.0,
+        "seconds a WebSocket peer has to answer a ping before it is closed with 1011 (0: no limit)",
+    ),
+    "POUNCE_WS_PER_MESSAGE_DEFLATE": (
+        1,
+        "1: offer permessage-deflate to WebSocket clients that ask for it; 0: never compress",
+    ),
 }
 
 
@@ -127,6 +139,11 @@ class ServerConfig:
     permit_obsolete_folding: bool = False
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
+    #: Gunicorn's websocket_max_message_size (0: no limit).
+    ws_max_size: int = 16 * 1024 * 1024
 
     @property
     def max_head_size(self) -> int:
@@ -198,4 +215,8 @@ class ServerConfig:
             permit_unconventional_http_method=bool(getattr(cfg, "permit_unconventional_http_method", False)),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
+            ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
+            ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),
+            ws_per_message_deflate=bool(_env_number(env, "POUNCE_WS_PER_MESSAGE_DEFLATE")),
+            ws_max_size=int(getattr(cfg, "websocket_max_message_size", 16 * 1024 * 1024) or 0),
         )

@@ -430,6 +430,8 @@ class HTTPConnection(asyncio.Protocol):
             "headers": scope_headers,
             "state": server.state.copy(),
         }
+        if not self.fast and self._upgrade_to_websocket(scope, target, raw):
+            return  # WebSocket handshake: the connection is websocket.py's from here on
         keep_alive = config.keepalive > 0 and not server.stopping
         if config.max_body_size:
             length = _content_length(raw)
@@ -443,6 +445,17 @@ class HTTPConnection(asyncio.Protocol):
         cycle.target = target
         self.cycle = cycle
         server.spawn_request(cycle.run())
+
+    def _upgrade_to_websocket(self, scope: dict[str, Any], target: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
+        """Hand a WebSocket handshake to websocket.py (it swaps the transport's protocol).
+
+        Only h11-path requests can be one: the fast path sends any request with
+        ``Upgrade`` or ``Connection: upgrade`` to h11. Imported here because
+        websocket.py imports this module.
+        """
+        from . import websocket
+
+        return websocket.upgrade(self, scope, target, raw)
 
     def _next_cycle(self) -> None:
         self.cycle = None

@@ -36,6 +36,7 @@ from .protocol import HTTPConnection
 
 if TYPE_CHECKING:
     from .budget import RequestBudget
+    from .websocket import WebSocketSession
 
 #: asyncio's eager task constructor (3.12+), or None.
 EAGER = getattr(asyncio, "eager_task_factory", None)
@@ -84,7 +85,8 @@ class LoopServer:
         # Every loop of this worker (set once by the worker, then read-only).
         self.siblings: tuple[LoopServer, ...] = ()
         self.state: dict[str, Any] = {}
-        self.connections: set[HTTPConnection] = set()
+        # HTTP connections, and WebSocket sessions (websocket.py) that took one over.
+        self.connections: set[HTTPConnection | WebSocketSession] = set()
         # Response header names already validated against h11's grammar (this loop only).
         self.known_header_names: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -309,7 +311,14 @@ class LoopServer:
         if self.stopping:
             connection.shutdown()
 
-    def connection_closed(self, connection: HTTPConnection) -> None:
+    def connection_upgraded(self, connection: HTTPConnection, session: WebSocketSession) -> None:
+        """A WebSocket session took over the connection: it keeps the slot, and a stop closes it with 1012."""
+        self.connections.discard(connection)
+        self.connections.add(session)
+        if self.stopping:
+            session.shutdown()
+
+    def connection_closed(self, connection: HTTPConnection | WebSocketSession) -> None:
         self.connections.discard(connection)
         self._release_slot()
         if self.stopping and not self.connections and self._drained is not None:
