@@ -36,11 +36,9 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     query = _query(scope)
     message = await receive()
     assert message["type"] == "websocket.connect", message
-    subprotocol = None
-    if query.get("subprotocol") == "first" and scope["subprotocols"]:
-        subprotocol = scope["subprotocols"][0]
-    elif query.get("subprotocol"):
-        subprotocol = query["subprotocol"]
+    subprotocol = query.get("subprotocol")
+    if subprotocol == "first":
+        subprotocol = scope["subprotocols"][0] if scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     count = 0
     disconnect: dict[str, Any] = {}

@@ -1,0 +1,538 @@
+"""WebSockets end to end: a real gunicorn master serving tests/ws_apps.py, real clients.
+
+Most tests use the ``websockets`` client library (it validates the handshake,
+masks, fragments, answers pings, negotiates permessage-deflate). Where a test
+needs a client that misbehaves on purpose (never answers pings, vanishes
+without a close frame, sends a bad handshake), it speaks over a raw socket,
+with wsproto as the client-side framer. What the app saw (the disconnect code,
+the scope) comes back through ``$WS_REPORT_DIR``, written by the app itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+
+from tests.conftest import MODES
+from tests.harness import HOST, Gunicorn, parse_response, read_until_close, wait_until
+
+APP = "tests.ws_apps:app"
+#: Gunicorn's websocket_max_message_size for the shared servers: small, so 1009 is cheap to reach.
+MAX_SIZE = 1024 * 1024
+
+
+def _report_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="pounce-ws-report-"))
+
+
+def _start(mode: str, *args: str, env: dict[str, str] | None = None) -> Gunicorn:
+    report = _report_dir()
+    server = Gunicorn(APP, *args, mode=mode, env={"WS_REPORT_DIR": str(report), **(env or {})})
+    server.report_dir = report  # type: ignore[attr-defined]
+    return server.start()
+
+
+@pytest.fixture(scope="module", params=MODES)
+def server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    """One master per mode shared by the tests that do not stop or restart it."""
+    gunicorn = _start(str(request.param), "--websocket-max-message-size", str(MAX_SIZE))
+    try:
+        yield gunicorn
+    finally:
+        gunicorn.stop()
+
+
+def report(server: Gunicorn, name: str, timeout: float = 10.0) -> dict[str, Any]:
+    path: Path = server.report_dir / f"{name}.json"  # type: ignore[attr-defined]
+    assert wait_until(path.exists, timeout), f"the app wrote no report {name!r}:\n{server.output()}"
+    return dict(json.loads(path.read_text()))
+
+
+def url(server: Gunicorn, path: str) -> str:
+    return f"ws://{HOST}:{server.port}{path}"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+# -- a raw client: wsproto over a blocking socket ------------------------------------------------
+
+
+class RawClient:
+    """A WebSocket client that does only what the test says (no automatic pongs or close replies)."""
+
+    def __init__(self, port: int, path: str = "/echo", extensions: list[Any] | None = None) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(self.ws.send(Request(host="localhost", target=path, extensions=extensions or [])))
+        self.events: list[Any] = []
+        accepted = self.next_event(10)
+        assert isinstance(accepted, AcceptConnection), accepted
+
+    def next_event(self, timeout: float) -> Any:
+        """The next event from the server; None on EOF, TimeoutError when nothing came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.ws.events():
+                return event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no event from the server")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return None
+            self.ws.receive_data(data)
+
+    def send(self, event: Any) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def raw_handshake(port: int, headers: list[str], method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    lines = [f"{method} /echo HTTP/1.1", "Host: localhost", *headers]
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data, _how = read_until_close(sock, 10)
+    return parse_response(data)
+
+
+UPGRADE = ["Upgrade: websocket", "Connection: Upgrade"]
+KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def test_echo_text_and_binary(server: Gunicorn) -> None:
+    async def go() -> list[Any]:
+        async with connect(url(server, "/echo?report=echo")) as ws:
+            out = []
+            for message in ("hello", b"\x00\x01\xff", "é ünïcode ☃", b"", "x" * 70000):
+                await ws.send(message)
+                out.append(await ws.recv())
+            return out
+
+    assert run(go()) == ["hello", b"\x00\x01\xff", "é ünïcode ☃", b"", "x" * 70000]
+    seen = report(server, "echo")
+    assert seen["messages"] == 5
+    assert seen["code"] == 1000  # the client's close frame, passed on
+    assert (seen["spec_version"], seen["scheme"], seen["path"]) == ("2.4", "ws", "/echo")
+    assert seen["extensions"] == ["websocket.http.response"]
+
+
+def test_fragmented_messages_are_joined(server: Gunicorn) -> None:
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/echo"), compression=None) as ws:
+            await ws.send(["frag", "men", "ted ☃"])
+            text = await ws.recv()
+            await ws.send([b"\x01" * 1000, b"\x02" * 3000])
+            data = await ws.recv()
+            return text, data
+
+    assert run(go()) == ("fragmented ☃", b"\x01" * 1000 + b"\x02" * 3000)
+
+
+def test_server_push_without_reading(server: Gunicorn) -> None:
+    async def go() -> list[Any]:
+        async with connect(url(server, "/push?n=50&report=push")) as ws:
+            return [await ws.recv() for _ in range(50)]
+
+    assert run(go()) == [f"push {i}" for i in range(50)]
+    assert report(server, "push")["code"] == 1000
+
+
+# -- handshake -----------------------------------------------------------------------------------
+
+
+def test_subprotocol_negotiation(server: Gunicorn) -> None:
+    async def go() -> tuple[Any, Any, Any]:
+        async with connect(url(server, "/echo?subprotocol=first&report=sub"), subprotocols=["chat", "superchat"]) as ws:
+            chosen = ws.subprotocol
+        async with connect(url(server, "/echo?subprotocol=superchat"), subprotocols=["chat", "superchat"]) as ws:
+            second = ws.subprotocol
+        async with connect(url(server, "/echo?subprotocol=first")) as ws:
+            none = ws.subprotocol
+        return chosen, second, none
+
+    assert run(go()) == ("chat", "superchat", None)
+    assert report(server, "sub")["subprotocols"] == ["chat", "superchat"]
+
+
+def test_unoffered_subprotocol_is_an_app_error(server: Gunicorn) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        run(connect(url(server, "/echo?subprotocol=other"), subprotocols=["chat"]).__aenter__())
+    assert caught.value.response.status_code == 500
+    assert "was not offered by the client" in server.log()
+
+
+def test_accept_headers(server: Gunicorn) -> None:
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/headers")) as ws:
+            headers = ws.response.headers
+            return headers, await ws.recv()
+
+    headers, message = run(go())
+    assert headers["x-accepted-by"] == "ws_apps"
+    assert headers["set-cookie"] == "session=abc"
+    assert headers["server"] == "pounce"
+    assert "date" in headers
+    assert message == "hello"
+
+
+def test_invalid_handshakes_are_refused_like_uvicorn(server: Gunicorn) -> None:
+    status, headers, _ = raw_handshake(server.port, [*UPGRADE, "Sec-WebSocket-Version: 13"])
+    assert status == 400  # no Sec-WebSocket-Key
+    status, headers, _ = raw_handshake(server.port, [*UPGRADE, KEY, "Sec-WebSocket-Version: 8"])
+    assert (status, headers.get("sec-websocket-version")) == (426, "13")
+    status, _, _ = raw_handshake(server.port, [*UPGRADE, KEY, "Sec-WebSocket-Version: 13"], method="POST")
+    assert status == 400
+    assert "Invalid WebSocket handshake" in server.log()
+
+
+def test_other_upgrades_stay_http(server: Gunicorn) -> None:
+    status, _headers, body = raw_handshake(server.port, ["Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings",
+                                                         "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+                                                         "Connection: close"])
+    assert status == 200
+    assert json.loads(body) == {"type": "http", "path": "/echo"}
+
+
+def test_denial_response(server: Gunicorn) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        run(connect(url(server, "/deny")).__aenter__())
+    response = caught.value.response
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "text/plain"
+    assert response.body == b"not authorized\n"
+
+
+def test_denial_response_without_length_is_chunked(server: Gunicorn) -> None:
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /deny-chunked HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        data, how = read_until_close(sock, 10)
+    status, headers, body = parse_response(data)
+    assert (status, headers.get("transfer-encoding"), headers.get("x-why"), body) == (
+        404, "chunked", "nothing here", b"no such socket")
+    assert how == "eof"
+
+
+def test_close_before_accept_is_403(server: Gunicorn) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        run(connect(url(server, "/refuse")).__aenter__())
+    assert caught.value.response.status_code == 403
+
+
+def test_app_error_before_accept_is_500(server: Gunicorn) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        run(connect(url(server, "/fail-before-accept")).__aenter__())
+    assert caught.value.response.status_code == 500
+    assert caught.value.response.body == b"Internal Server Error"
+    assert "boom before accept" in server.log()
+
+
+# -- closing -------------------------------------------------------------------------------------
+
+
+def test_server_close_code_and_reason(server: Gunicorn) -> None:
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/close?code=4001&reason=bye+now&report=sclose")) as ws:
+            first = await ws.recv()
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.recv()
+            return first, caught.value.rcvd
+
+    first, rcvd = run(go())
+    assert first == "bye soon"
+    assert (rcvd.code, rcvd.reason) == (4001, "bye now")
+    # After its own close, the app's receive() gives the disconnect with the code it sent.
+    after = report(server, "sclose")["after_close"]
+    assert after == {"type": "websocket.disconnect", "code": 4001, "reason": "bye now"}
+
+
+def test_client_close_code_reaches_app(server: Gunicorn) -> None:
+    async def go() -> None:
+        async with connect(url(server, "/echo?report=cclose")) as ws:
+            await ws.send("one")
+            await ws.recv()
+            await ws.close(code=4002, reason="client says bye")
+
+    run(go())
+    seen = report(server, "cclose")
+    assert (seen["code"], seen["reason"], seen["messages"]) == (4002, "client says bye", 1)
+
+
+def test_abrupt_close_is_1006_for_the_app(server: Gunicorn) -> None:
+    client = RawClient(server.port, "/echo?report=abrupt")
+    client.send(TextMessage(data="ping?"))
+    assert isinstance(client.next_event(10), TextMessage)
+    client.close()  # no close frame: the TCP connection just ends
+    assert report(server, "abrupt")["code"] == 1006
+
+
+def test_app_return_closes_with_1000(server: Gunicorn) -> None:
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/return")) as ws:
+            first = await ws.recv()
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.recv()
+            return first, caught.value.rcvd
+
+    first, rcvd = run(go())
+    assert first == "done"
+    assert rcvd is not None and rcvd.code == 1000
+
+
+def test_app_error_after_accept_closes_with_1011(server: Gunicorn) -> None:
+    async def go() -> Any:
+        async with connect(url(server, "/fail-after-accept")) as ws:
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.recv()
+            return caught.value.rcvd
+
+    rcvd = run(go())
+    assert rcvd is not None and rcvd.code == 1011
+    assert "boom after accept" in server.log()
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragments"])
+def test_message_over_max_size_closes_with_1009(server: Gunicorn, fragmented: bool) -> None:
+    name = f"big-{fragmented}"
+
+    async def go() -> Any:
+        async with connect(url(server, f"/echo?report={name}"), max_size=None, compression=None) as ws:
+            await ws.send(b"x" * MAX_SIZE)  # exactly the limit: allowed
+            assert len(await ws.recv()) == MAX_SIZE
+            big = [b"y" * 65536] * (MAX_SIZE // 65536 + 1) if fragmented else b"y" * (MAX_SIZE + 1)
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.send(big)
+                await ws.recv()
+            return caught.value.rcvd
+
+    rcvd = run(go())
+    assert rcvd is not None and rcvd.code == 1009
+    assert str(MAX_SIZE) in rcvd.reason
+    seen = report(server, name)
+    assert (seen["code"], seen["messages"]) == (1009, 1)
+
+
+def test_permessage_deflate_is_negotiated(server: Gunicorn) -> None:
+    text = "compressible " * 20000  # 260 kB that deflate squeezes far below MAX_SIZE on the wire
+
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/echo")) as ws:
+            await ws.send(text)
+            return ws.response.headers.get("sec-websocket-extensions"), await ws.recv()
+
+    extensions, echoed = run(go())
+    assert extensions is not None and extensions.startswith("permessage-deflate")
+    assert echoed == text
+
+
+def test_deflate_bomb_is_cut_at_max_size(server: Gunicorn) -> None:
+    """A compressed message that inflates beyond the limit is refused while it inflates."""
+    async def go() -> Any:
+        async with connect(url(server, "/echo"), max_size=None) as ws:
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.send(b"\x00" * (MAX_SIZE * 8))  # ~8 kB on the wire
+                await ws.recv()
+            return caught.value.rcvd
+
+    rcvd = run(go())
+    assert rcvd is not None and rcvd.code == 1009
+
+
+def test_backpressure_stops_reading_until_the_app_consumes(server: Gunicorn) -> None:
+    """The app reads nothing: the client's sends block (kernel buffers fill), then all arrive once it reads."""
+    total = 40
+    chunk = 256 * 1024
+    go_file = server.report_dir / f"go-{time.monotonic_ns()}"  # type: ignore[attr-defined]
+
+    async def go() -> tuple[int, Any]:
+        async with connect(url(server, f"/stall?n={total}&go={go_file}"), compression=None,
+                           max_size=None, write_limit=chunk) as ws:
+            sent = 0
+
+            async def sender() -> None:
+                nonlocal sent
+                for _ in range(total):
+                    await ws.send(b"z" * chunk)
+                    sent += 1
+
+            task = asyncio.create_task(sender())
+            # Until the client cannot send more: progress stopped for a second and a half.
+            last, since = -1, time.monotonic()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.1)
+                if sent != last:
+                    last, since = sent, time.monotonic()
+                elif time.monotonic() - since > 1.5:
+                    break
+            blocked_at = sent
+            go_file.touch()
+            await asyncio.wait_for(task, 20)
+            return blocked_at, json.loads(await ws.recv())
+
+    blocked_at, result = run(go())
+    # Without backpressure the server would queue all 10 MiB; with it, what got through is
+    # what the kernel buffers and one queued message hold.
+    assert blocked_at < total, "the server kept reading while the app consumed nothing"
+    assert result == {"count": total, "bytes": total * chunk}
+
+
+# -- keep-alive ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", MODES)
+def test_ping_timeout_closes_a_dead_peer_and_live_peers_stay(mode: str) -> None:
+    server = _start(mode, env={"POUNCE_WS_PING_INTERVAL": "0.3", "POUNCE_WS_PING_TIMEOUT": "0.6",
+                               "POUNCE_WS_PER_MESSAGE_DEFLATE": "0"})
+    try:
+        dead = RawClient(server.port, "/echo?report=dead")
+        started = time.monotonic()
+        seen = []
+        while True:
+            event = dead.next_event(10)
+            seen.append(event)
+            if event is None or isinstance(event, CloseConnection):
+                break
+        assert isinstance(seen[0], Ping), seen
+        assert isinstance(seen[-1], CloseConnection) and seen[-1].code == 1011, seen
+        assert seen[-1].reason == "keepalive ping timeout"
+        assert dead.next_event(5) is None  # then the server closes the TCP connection
+        assert time.monotonic() - started < 8
+        dead.close()
+        assert report(server, "dead")["code"] == 1011
+
+        async def live() -> tuple[Any, Any]:
+            # The websockets client answers pings: it outlives many intervals and timeouts.
+            async with connect(url(server, "/echo"), ping_interval=None) as ws:
+                await asyncio.sleep(2.5)
+                await ws.send("still here")
+                return await ws.recv(), ws.response.headers.get("sec-websocket-extensions")
+
+        echoed, extensions = run(live())
+        assert echoed == "still here"
+        assert extensions is None  # POUNCE_WS_PER_MESSAGE_DEFLATE=0
+        assert "did not answer a ping" in server.log()
+    finally:
+        server.stop()
+
+
+# -- worker lifecycle ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_closes_open_sockets_with_1012(mode: str) -> None:
+    server = _start(mode)
+    try:
+        async def go() -> Any:
+            async with connect(url(server, "/hold?report=term")) as ws:
+                assert (await ws.recv()).startswith("pid ")
+                server.signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.recv()
+                return caught.value.rcvd
+
+        rcvd = run(go())
+        assert rcvd is not None and rcvd.code == 1012
+        assert report(server, "term")["code"] == 1012
+        assert server.wait(20) == 0  # the app returned: the worker drained well within graceful_timeout
+        assert "did not stop in time" not in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", MODES)
+def test_messages_count_toward_max_requests(mode: str) -> None:
+    server = _start(mode, "--max-requests", "8", "--max-requests-jitter", "0")
+    try:
+        async def go() -> tuple[int, Any, str]:
+            async with connect(url(server, "/hold")) as ws:
+                first_pid = await ws.recv()
+            async with connect(url(server, "/echo")) as ws:
+                rounds = 0
+                with pytest.raises(ConnectionClosed) as caught:
+                    for _ in range(20):
+                        await ws.send("m")
+                        await ws.recv()
+                        rounds += 1
+                return rounds, caught.value.rcvd, first_pid
+
+        rounds, rcvd, first_pid = run(go())
+        # hold: handshake + one sent (2); echo: handshake (3), then 2 per round: the 8th is the
+        # third round's message, whose echo may still go out before the 1012.
+        assert rounds <= 3, rounds
+        assert rcvd is not None and rcvd.code == 1012
+        server.wait_for_log(r"Autorestarting worker", timeout=20)
+
+        async def after() -> str:
+            async with connect(url(server, "/hold")) as ws:
+                return str(await ws.recv())
+
+        assert wait_until(lambda: _pid_differs(after, first_pid), 20)
+    finally:
+        server.stop()
+
+
+def _pid_differs(coro_fn: Any, old: str) -> bool:
+    try:
+        return bool(run(coro_fn()) != old)
+    except (OSError, ConnectionClosed, InvalidStatus):
+        return False
+
+
+# -- without wsproto -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_without_wsproto_upgrades_are_plain_http(mode: str, tmp_path: Path) -> None:
+    fake = tmp_path / "wsproto"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('wsproto is hidden by the test')\n")
+    from tests.harness import ROOT
+
+    server = _start(mode, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    try:
+        assert "wsproto is not installed" in server.log()
+        status, _headers, body = raw_handshake(server.port, [*UPGRADE, KEY, "Sec-WebSocket-Version: 13",
+                                                             "Connection: close"])
+        assert status == 200
+        assert json.loads(body) == {"type": "http", "path": "/echo"}
+    finally:
+        server.stop()
+
