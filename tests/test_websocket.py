@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect as _connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -69,6 +69,11 @@ def report(server: Gunicorn, name: str, timeout: float = 10.0) -> dict[str, Any]
 
 def url(server: Gunicorn, path: str) -> str:
     return f"ws://{HOST}:{server.port}{path}"
+
+
+def connect(uri: str, **kwargs: Any) -> Any:
+    """The websockets client, never through a proxy from the environment: loopback only."""
+    return _connect(uri, proxy=None, **kwargs)
 
 
 def run(coro: Any) -> Any:
