@@ -167,7 +167,8 @@ class WebSocketSession(asyncio.Protocol):
         self.early = bytearray()
         self.parts: list[Any] = []
         self.part_size = 0
-        self.queue: deque[Message] = deque([{"type": "websocket.connect"}])
+        # (message, its size in bytes) pairs, the size kept so taking one needs no re-encoding.
+        self.queue: deque[tuple[Message, int]] = deque([({"type": "websocket.connect"}, 0)])
         self.queued_bytes = 0
         self.disconnect: Message | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -311,7 +312,7 @@ class WebSocketSession(asyncio.Protocol):
             message: Message = {"type": "websocket.receive", "text": parts[0] if len(parts) == 1 else "".join(parts)}
         else:
             message = {"type": "websocket.receive", "bytes": b"".join(parts)}
-        self.queue.append(message)
+        self.queue.append((message, size))
         self.queued_bytes += size
         self.server.request_done()
         if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
@@ -465,12 +466,11 @@ class WebSocketSession(asyncio.Protocol):
         if not self.queue:
             assert self.disconnect is not None
             return dict(self.disconnect)
-        message = self.queue.popleft()
-        if message["type"] == "websocket.receive":
-            data = message.get("text")
-            self.queued_bytes -= len(data.encode("utf-8")) if data is not None else len(message["bytes"])
-            if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER:
-                self._resume_reading()
+        message, size = self.queue.popleft()
+        self.queued_bytes -= size
+        if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER \
+                and not self.close_sent:
+            self._resume_reading()
         return message
 
     # -- ASGI send ---------------------------------------------------------------------

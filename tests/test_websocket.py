@@ -34,6 +34,7 @@ from wsproto.events import (
 
 from tests.conftest import MODES
 from tests.harness import HOST, Gunicorn, parse_response, read_until_close, wait_until
+from tests.test_settings_tls import _client_context, _tls_args, certs  # noqa: F401 - certs is a fixture
 
 APP = "tests.ws_apps:app"
 #: Gunicorn's websocket_max_message_size for the shared servers: small, so 1009 is cheap to reach.
@@ -54,7 +55,10 @@ def _start(mode: str, *args: str, env: dict[str, str] | None = None) -> Gunicorn
 @pytest.fixture(scope="module", params=MODES)
 def server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
     """One master per mode shared by the tests that do not stop or restart it."""
-    gunicorn = _start(str(request.param), "--websocket-max-message-size", str(MAX_SIZE))
+    access = Path(tempfile.mkdtemp(prefix="pounce-ws-access-")) / "access.log"
+    gunicorn = _start(str(request.param), "--websocket-max-message-size", str(MAX_SIZE),
+                      "--access-logfile", str(access))
+    gunicorn.access_log = access  # type: ignore[attr-defined]
     try:
         yield gunicorn
     finally:
@@ -263,6 +267,26 @@ def test_app_error_before_accept_is_500(server: Gunicorn) -> None:
     assert "boom before accept" in server.log()
 
 
+def test_access_log_has_a_line_per_session(server: Gunicorn) -> None:
+    """One line when the session ends: 101 for an accepted socket, the status of a refusal."""
+    async def go() -> None:
+        async with connect(url(server, "/echo?log=accepted")) as ws:
+            await ws.send("x")
+            await ws.recv()
+        with pytest.raises(InvalidStatus):
+            await connect(url(server, "/refuse?log=refused")).__aenter__()
+
+    run(go())
+    path: Path = server.access_log  # type: ignore[attr-defined]
+
+    def lines() -> list[str]:
+        return path.read_text().splitlines() if path.exists() else []
+
+    assert wait_until(lambda: sum("log=" in line for line in lines()) == 2, 10), lines()
+    assert any('"GET /echo?log=accepted HTTP/1.1" 101' in line for line in lines()), lines()
+    assert any('"GET /refuse?log=refused HTTP/1.1" 403' in line for line in lines()), lines()
+
+
 # -- closing -------------------------------------------------------------------------------------
 
 
@@ -414,6 +438,25 @@ def test_backpressure_stops_reading_until_the_app_consumes(server: Gunicorn) -> 
     # what the kernel buffers and one queued message hold.
     assert blocked_at < total, "the server kept reading while the app consumed nothing"
     assert result == {"count": total, "bytes": total * chunk}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_wss_over_tls(mode: str, certs: dict[str, Path]) -> None:  # noqa: F811 - the imported fixture
+    """The session takes over a TLS transport as it does a plain one; the scope says wss."""
+    server = _start(mode, *_tls_args(certs))
+    try:
+        async def go() -> Any:
+            uri = f"wss://127.0.0.1:{server.port}/echo?report=tls"
+            async with connect(uri, ssl=_client_context(certs)) as ws:
+                await ws.send("over tls")
+                first = await ws.recv()
+                await ws.send(b"\x00" * 100000)
+                return first, len(await ws.recv())
+
+        assert run(go()) == ("over tls", 100000)
+        assert report(server, "tls")["scheme"] == "wss"
+    finally:
+        server.stop()
 
 
 # -- keep-alive ----------------------------------------------------------------------------------
