@@ -84,6 +84,56 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
+# -- settings and the upgrade rule (no server needed) --------------------------------------------
+
+
+def _config(env: dict[str, str], **settings: object) -> Any:
+    from gunicorn.config import Config
+
+    from pounce_worker.config import ServerConfig
+
+    cfg = Config()
+    for name, value in settings.items():
+        cfg.set(name, value)
+    return ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "threads", **env})
+
+
+def test_ws_settings_defaults_and_values() -> None:
+    default = _config({})
+    assert (default.ws_ping_interval, default.ws_ping_timeout, default.ws_per_message_deflate,
+            default.ws_max_size) == (20.0, 20.0, True, 16 * 1024 * 1024)
+    chosen = _config({"POUNCE_WS_PING_INTERVAL": "2.5", "POUNCE_WS_PING_TIMEOUT": "0",
+                      "POUNCE_WS_PER_MESSAGE_DEFLATE": "0"}, websocket_max_message_size=0)
+    assert (chosen.ws_ping_interval, chosen.ws_ping_timeout, chosen.ws_per_message_deflate,
+            chosen.ws_max_size) == (2.5, 0.0, False, 0)
+
+
+@pytest.mark.parametrize("name", ["POUNCE_WS_PING_INTERVAL", "POUNCE_WS_PING_TIMEOUT",
+                                  "POUNCE_WS_PER_MESSAGE_DEFLATE"])
+def test_bad_ws_settings_name_the_variable(name: str) -> None:
+    from pounce_worker.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{name}='soon' is not a number"):
+        _config({name: "soon"})
+    with pytest.raises(ConfigError, match=rf"{name}='-1' must not be negative"):
+        _config({name: "-1"})
+
+
+@pytest.mark.parametrize(("headers", "wanted"), [
+    ([(b"upgrade", b"websocket"), (b"connection", b"Upgrade")], True),
+    ([(b"upgrade", b"WebSocket"), (b"connection", b"keep-alive, upgrade")], True),
+    ([(b"connection", b"keep-alive"), (b"connection", b"Upgrade"), (b"upgrade", b"websocket")], True),
+    ([(b"upgrade", b"websocket")], False),  # no Connection: upgrade
+    ([(b"upgrade", b"h2c"), (b"connection", b"Upgrade")], False),
+    ([(b"upgrade", b"websocket, h2c"), (b"connection", b"Upgrade")], False),
+    ([(b"connection", b"upgradeable"), (b"upgrade", b"websocket")], False),
+])
+def test_wants_upgrade(headers: list[tuple[bytes, bytes]], wanted: bool) -> None:
+    from pounce_worker.websocket import wants_upgrade
+
+    assert wants_upgrade(headers) is wanted
+
+
 # -- a raw client: wsproto over a blocking socket ------------------------------------------------
 
 
