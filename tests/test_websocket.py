@@ -226,6 +226,74 @@ def test_server_push_without_reading(server: Gunicorn) -> None:
     assert report(server, "push")["code"] == 1000
 
 
+def test_client_ping_is_answered(server: Gunicorn) -> None:
+    async def go() -> float:
+        async with connect(url(server, "/echo")) as ws:
+            pong = await ws.ping(b"are you there")
+            return float(await asyncio.wait_for(pong, 10))
+
+    assert run(go()) >= 0  # the latency; awaiting it means the pong with our payload came back
+
+
+def _raw_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    """A client frame built by hand, to send what wsproto (rightly) would not."""
+    head = bytes([(0x80 if fin else 0) | opcode, (0x80 if masked else 0) | len(payload)])
+    if not masked:
+        return head + payload
+    mask = b"\x01\x02\x03\x04"
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (_raw_frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
+    (_raw_frame(0x1, b"unmasked", masked=False), 1002),  # a client frame must be masked
+    (_raw_frame(0x9, b"x", fin=False), 1002),  # a fragmented control frame
+], ids=["invalid-utf8", "unmasked", "fragmented-ping"])
+def test_protocol_errors_close_with_their_code(server: Gunicorn, frame: bytes, code: int) -> None:
+    name = f"proto-{code}-{frame[0]}-{frame[1]}"
+    client = RawClient(server.port, f"/echo?report={name}")
+    client.sock.sendall(frame)
+    event = client.next_event(10)
+    assert isinstance(event, CloseConnection) and event.code == code, event
+    assert client.next_event(10) is None  # then the server closes the connection
+    client.close()
+    assert report(server, name)["code"] == code
+
+
+def test_frames_sent_before_the_101_are_kept(server: Gunicorn) -> None:
+    """A client that does not wait for the 101: its first frame reaches the app once it accepts."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(ws.send(Request(host="localhost", target="/echo")) + _raw_frame(0x1, b"early bird"))
+        events: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            ws.receive_data(data)
+            events += list(ws.events())
+    assert isinstance(events[0], AcceptConnection), events
+    assert isinstance(events[1], TextMessage) and events[1].data == "early bird", events
+
+
+def test_starlette_websocket_endpoint(server: Gunicorn) -> None:
+    """A framework on top: Starlette's WebSocket (accept, JSON, denial response, WebSocketDisconnect)."""
+    async def go() -> tuple[Any, Any]:
+        async with connect(url(server, "/starlette/chat?token=secret&report=star"), subprotocols=["chat"],
+                           additional_headers={"X-Client": "test"}) as ws:
+            await ws.send(json.dumps({"n": 1}))
+            answer = json.loads(await ws.recv())
+            await ws.close(4100, "done")
+            return ws.subprotocol, answer
+
+    assert run(go()) == ("chat", {"echo": {"n": 1}, "client": "test"})
+    assert report(server, "star") == {"code": 4100, "reason": "done"}
+    with pytest.raises(InvalidStatus) as caught:
+        run(connect(url(server, "/starlette/chat")).__aenter__())
+    assert (caught.value.response.status_code, caught.value.response.body) == (401, b"who are you?")
+
+
 # -- handshake -----------------------------------------------------------------------------------
 
 

@@ -180,6 +180,37 @@ async def fail_after_accept(scope: dict[str, Any], receive: Any, send: Any) -> N
     raise RuntimeError("boom after accept")
 
 
+def _starlette_app() -> Any:
+    """A Starlette app with WebSocket routes, built on first use (Starlette is a test dependency)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def chat(websocket: WebSocket) -> None:
+        if websocket.query_params.get("token") != "secret":
+            await websocket.send_denial_response(PlainTextResponse("who are you?", status_code=401))
+            return
+        await websocket.accept(subprotocol="chat" if "chat" in websocket.scope["subprotocols"] else None)
+        try:
+            while True:
+                data = await websocket.receive_json()
+                await websocket.send_json({"echo": data, "client": websocket.headers.get("x-client")})
+        except WebSocketDisconnect as exc:
+            _report(websocket.scope, {"code": exc.code, "reason": exc.reason})
+
+    return Starlette(routes=[WebSocketRoute("/starlette/chat", chat)])
+
+
+_STARLETTE: list[Any] = []
+
+
+async def starlette(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if not _STARLETTE:
+        _STARLETTE.append(_starlette_app())
+    await _STARLETTE[0](scope, receive, send)
+
+
 ROUTES = {
     "/echo": echo,
     "/headers": accept_headers,
@@ -216,5 +247,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     root = scope.get("root_path") or ""
     if root and path.startswith(root):
         path = path[len(root):]
+    if path.startswith("/starlette/"):
+        await starlette(scope, receive, send)
+        return
     handler = ROUTES.get(path, echo)
     await handler(scope, receive, send)
