@@ -644,6 +644,33 @@ def test_sigterm_closes_open_sockets_with_1012(mode: str) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mode", MODES)
+def test_hup_closes_open_sockets_with_1012_and_new_workers_serve(mode: str) -> None:
+    server = _start(mode)
+    try:
+        async def hold_then_hup() -> tuple[str, Any]:
+            async with connect(url(server, "/hold?report=hup")) as ws:
+                pid = await ws.recv()
+                server.signal(signal.SIGHUP)
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.recv()
+                return pid, caught.value.rcvd
+
+        old_pid, rcvd = run(hold_then_hup())
+        assert rcvd is not None and rcvd.code == 1012
+        assert report(server, "hup")["code"] == 1012
+
+        async def fresh() -> str:
+            async with connect(url(server, "/hold")) as ws:
+                return str(await ws.recv())
+
+        assert wait_until(lambda: _pid_differs(fresh, old_pid), 20)
+        assert server.proc is not None and server.proc.poll() is None  # the master kept running
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", MODES)
 def test_messages_count_toward_max_requests(mode: str) -> None:
     server = _start(mode, "--max-requests", "8", "--max-requests-jitter", "0")
     try:
