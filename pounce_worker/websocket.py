@@ -174,7 +174,7 @@ class WebSocketSession(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         # Flow control.
         self.read_paused = False
-        self.write_paused = False
+        self.write_paused = connection.write_paused  # resume_writing now comes here
         self._drain_waiters: list[asyncio.Future[None]] = []
         # Keep-alive and close timers.
         self.ping_timer: asyncio.TimerHandle | None = None
@@ -468,10 +468,15 @@ class WebSocketSession(asyncio.Protocol):
             return dict(self.disconnect)
         message, size = self.queue.popleft()
         self.queued_bytes -= size
+        self._queue_has_room()
+        return message
+
+    def _queue_has_room(self) -> None:
+        """Read again once the app has taken enough queued messages (before the close, after which
+        ``_close`` keeps reading for the peer's answer)."""
         if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER \
                 and not self.close_sent:
             self._resume_reading()
-        return message
 
     # -- ASGI send ---------------------------------------------------------------------
 
@@ -562,7 +567,7 @@ class WebSocketSession(asyncio.Protocol):
         self._schedule_ping()
         if early:
             self._feed(early)
-        self._resume_reading()
+        self._queue_has_room()
 
     def _refuse(self) -> None:
         """``websocket.close`` before accepting: 403, as the spec asks and uvicorn answers."""
