@@ -515,8 +515,10 @@ class WebSocketSession(asyncio.Protocol):
                 if not isinstance(text, str):
                     raise TypeError("ASGI: 'websocket.send' needs 'bytes' or 'text'")
                 event: WSMessage[Any] = TextMessage(data=text)
+                self.sent += len(text) if text.isascii() else len(text.encode("utf-8"))
             elif isinstance(data, (bytes, bytearray, memoryview)):
                 event = BytesMessage(data=bytes(data))
+                self.sent += len(event.data)
             else:
                 raise TypeError(f"ASGI: 'websocket.send' bytes must be bytes, got {type(data).__name__}")
             self._write(self.ws.send(event))
