@@ -25,8 +25,13 @@ HOST = "127.0.0.1"
 _VOLATILE = frozenset({"date", "server", "sec-websocket-accept"})
 
 
-def _headers(headers: Any) -> list[list[str]]:
-    return sorted([k.lower(), v] for k, v in headers.raw_items() if k.lower() not in _VOLATILE)
+def _headers(headers: Any) -> dict[str, list[str]]:
+    """Header name -> values (a diff then names the header that differs)."""
+    out: dict[str, list[str]] = {}
+    for name, value in headers.raw_items():
+        if name.lower() not in _VOLATILE:
+            out.setdefault(name.lower(), []).append(value)
+    return out
 
 
 def _close_view(exc: ConnectionClosed) -> dict[str, Any] | None:
@@ -86,8 +91,8 @@ def _ws_echo(ctx: Ctx) -> dict[str, Any]:
 
 @case("ws_echo_root_path", flavor="root")
 def _ws_root(ctx: Ctx) -> dict[str, Any]:
-    """Under root_path /api: the path and root_path the app sees."""
-    return session(ctx, "/api/echo", lambda ws: [ws.send("x"), ws.recv(timeout=10)][1:])
+    """Under root_path /api (a proxy stripped it): the path and root_path the app sees."""
+    return session(ctx, "/echo", lambda ws: [ws.send("x"), ws.recv(timeout=10)][1:])
 
 
 @case("ws_subprotocol")
