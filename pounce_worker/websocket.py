@@ -18,8 +18,10 @@ What a session adds around wsproto, and why:
   Gunicorn's ``websocket_max_message_size`` closes the socket with 1009 while
   it is still arriving, so memory stays bounded;
 * backpressure both ways: reading stops while the app has not consumed
-  ``MAX_QUEUE`` messages (or ``QUEUE_HIGH_WATER`` bytes), and ``send`` waits
-  while the transport's write buffer is full;
+  ``MAX_QUEUE`` messages (or ``QUEUE_HIGH_WATER`` bytes) and while the peer
+  does not read what we write (a ping flood from a client that never reads
+  its pongs would otherwise grow our write buffer without bound), and
+  ``send`` waits while the transport's write buffer is full;
 * keep-alive pings with a timeout, so a peer that vanished without a FIN is
   noticed and its slot freed;
 * ``max_requests``: the handshake and every message (received or sent) is
@@ -241,7 +243,9 @@ class WebSocketSession(asyncio.Protocol):
         self._maybe_finished()
 
     def pause_writing(self) -> None:
+        """The peer is not reading: stop reading it too, or the pongs its pings ask for pile up here."""
         self.write_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -249,6 +253,7 @@ class WebSocketSession(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        self._queue_has_room()
 
     # -- LoopServer's connection interface ---------------------------------------------
 
@@ -475,7 +480,7 @@ class WebSocketSession(asyncio.Protocol):
         """Read again once the app has taken enough queued messages (before the close, after which
         ``_close`` keeps reading for the peer's answer)."""
         if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER \
-                and not self.close_sent:
+                and not self.close_sent and not self.write_paused and self.accepted:
             self._resume_reading()
 
     # -- ASGI send ---------------------------------------------------------------------
