@@ -661,7 +661,7 @@ class WebSocketSession(asyncio.Protocol):
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             if isinstance(exc, (asyncio.CancelledError, ClientDisconnected)) or self.lost:
-                log.debug("WebSocket %s ended by the client disconnecting (%s)", path, type(exc).__name__)
+                log.debug("WebSocket %s ended by the socket closing (%s)", path, type(exc).__name__)
                 self._close_transport()
             else:
                 log.exception("Exception in ASGI application while handling WebSocket %s", path)

@@ -675,6 +675,33 @@ def test_sigterm_closes_open_sockets_with_1012(mode: str) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mode", MODES)
+def test_handshake_pending_at_sigterm_is_accepted_then_closed_with_1012(mode: str) -> None:
+    """A stop does not cut a handshake the app is still deciding: the socket opens, then gets 1012."""
+    server = _start(mode)
+    try:
+        async def go() -> Any:
+            connecting = asyncio.ensure_future(connect(url(server, "/hold?delay=1.5")).__aenter__())
+            await asyncio.sleep(0.5)  # the request is in, the app sleeps before accepting
+            server.signal(signal.SIGTERM)
+            ws = await connecting
+            try:
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.recv()  # nothing but the close: the app's send after accept finds it closing
+                return caught.value.rcvd
+            finally:
+                await ws.close()
+
+        rcvd = run(go())
+        assert rcvd is not None and rcvd.code == 1012
+        # The app's send after its accept raised ClientDisconnected (an OSError), which ended it.
+        server.wait_for_log(r"WebSocket /hold ended by the socket closing \(ClientDisconnected\)")
+        assert server.wait(20) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", MODES)
 def test_hup_closes_open_sockets_with_1012_and_new_workers_serve(mode: str) -> None:
     server = _start(mode)
     try:

@@ -157,8 +157,9 @@ async def stall(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def ignore_shutdown(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Accept and wait for the disconnect; report its code (the SIGTERM test reads 1012 here)."""
+    """Accept (after ``?delay=`` seconds) and wait for the disconnect; report its code (1012 on SIGTERM)."""
     await receive()
+    await asyncio.sleep(float(_query(scope).get("delay", "0")))
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.send", "text": f"pid {os.getpid()}"})
     message = await receive()
