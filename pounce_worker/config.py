@@ -49,6 +49,18 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0,
         "1: let POUNCE_STATUS_BIND name a non-loopback address",
     ),
+    "POUNCE_WS_PING_INTERVAL": (
+        20.0,
+        "seconds between keep-alive pings on an open WebSocket (0: no pings)",
+    ),
+    "POUNCE_WS_PING_TIMEOUT": (
+        20.0,
+        "seconds a WebSocket peer has to answer a ping before it is closed with 1011 (0: no limit)",
+    ),
+    "POUNCE_WS_PER_MESSAGE_DEFLATE": (
+        1,
+        "1: offer permessage-deflate to WebSocket clients that ask for it; 0: never compress",
+    ),
 }
 
 
@@ -140,6 +152,11 @@ class ServerConfig:
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
     status_bind: StatusBind | None = None
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
+    #: Gunicorn's websocket_max_message_size (0: no limit).
+    ws_max_size: int = 16 * 1024 * 1024
 
     @property
     def max_head_size(self) -> int:
@@ -220,4 +237,8 @@ class ServerConfig:
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
             status_bind=status_bind,
+            ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
+            ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),
+            ws_per_message_deflate=bool(_env_number(env, "POUNCE_WS_PER_MESSAGE_DEFLATE")),
+            ws_max_size=int(getattr(cfg, "websocket_max_message_size", 16 * 1024 * 1024) or 0),
         )

@@ -475,6 +475,8 @@ class HTTPConnection(asyncio.Protocol):
             "headers": headers,
             "state": server.state.copy(),
         }
+        if not self.fast and self._upgrade_to_websocket(scope, target, headers):
+            return  # WebSocket handshake: the connection is websocket.py's from here on
         self.requests += 1
         keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
         cycle = RequestCycle(self, scope, method, keep_alive)
@@ -482,6 +484,17 @@ class HTTPConnection(asyncio.Protocol):
         cycle.target = target
         self.cycle = cycle
         server.spawn_request(cycle)
+
+    def _upgrade_to_websocket(self, scope: dict[str, Any], target: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
+        """Hand a WebSocket handshake to websocket.py (it swaps the transport's protocol).
+
+        Only h11-path requests can be one: the fast path sends any request with
+        ``Upgrade`` or ``Connection: upgrade`` to h11. Imported here because
+        websocket.py imports this module.
+        """
+        from . import websocket
+
+        return websocket.upgrade(self, scope, target, raw)
 
     def _next_cycle(self) -> None:
         self.cycle = None

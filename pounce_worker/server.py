@@ -27,6 +27,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .asgi import ASGIApp
@@ -38,6 +39,7 @@ from .protocol import HTTPConnection, RequestCycle
 
 if TYPE_CHECKING:
     from .budget import RequestBudget
+    from .websocket import WebSocketSession
 
 #: asyncio's eager start of a task (3.12+: ``Task(..., eager_start=True)``), or None.
 EAGER: Any = None
@@ -90,7 +92,8 @@ class LoopServer:
         # Every loop of this worker (set once by the worker, then read-only).
         self.siblings: tuple[LoopServer, ...] = ()
         self.state: dict[str, Any] = {}
-        self.connections: set[HTTPConnection] = set()
+        # HTTP connections, and WebSocket sessions (websocket.py) that took one over.
+        self.connections: set[HTTPConnection | WebSocketSession] = set()
         # Response header names and values already validated against h11's grammar
         # (this loop only; see fastpath.FastResponse.start).
         self.known_header_names: set[bytes] = set()
@@ -346,7 +349,14 @@ class LoopServer:
         if self.stopping:
             connection.shutdown()
 
-    def connection_closed(self, connection: HTTPConnection) -> None:
+    def connection_upgraded(self, connection: HTTPConnection, session: WebSocketSession) -> None:
+        """A WebSocket session took over the connection: it keeps the slot, and a stop closes it with 1012."""
+        self.connections.discard(connection)
+        self.connections.add(session)
+        if self.stopping:
+            session.shutdown()
+
+    def connection_closed(self, connection: HTTPConnection | WebSocketSession) -> None:
         self.connections.discard(connection)
         self._release_slot()
         if self.stopping and not self.connections and self._drained is not None:
@@ -386,6 +396,15 @@ class LoopServer:
             cycle.flush_head()
         else:
             task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine of ours (a WebSocket session's app call) as a tracked task.
+
+        Tracked so that a stop can cancel what is left after the drain.
+        """
+        task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

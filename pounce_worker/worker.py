@@ -31,6 +31,7 @@ from gunicorn import sock as gsock
 from gunicorn.workers import base
 
 from . import mode as _mode
+from . import websocket
 from .asgi import ASGIApp, Message, Receive, Scope, Send, as_asgi3
 from .budget import RequestBudget
 from .config import ConfigError, ServerConfig
@@ -203,6 +204,10 @@ class ThreadWorker(base.Worker):
             chosen.value, why, config.loops, loop_kind, config.worker_connections,
             _mode.interpreter_build(),
         )
+        if not websocket.AVAILABLE:
+            self.log.warning(
+                "pounce_worker: wsproto is not installed, so WebSocket handshakes reach the app as plain HTTP"
+            )
         if not self.gil_at_boot and _mode.gil_enabled():
             self.log.warning(
                 "The GIL was re-enabled while loading the app (a C extension without "

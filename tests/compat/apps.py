@@ -25,6 +25,8 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from tests.ws_apps import app as ws_app
+
 #: The file every framework's file response serves: this module's own source.
 SAMPLE_FILE = Path(__file__).resolve()
 #: Routes handled by a framework; a trailing disconnect those apps listen for is timing, not behaviour.
@@ -688,6 +690,8 @@ async def _dispatch(scope, receive, send):
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await _lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await ws_app(scope, receive, send)  # tests/ws_apps.py, shared with test_websocket.py
     if scope["type"] != "http":
         raise ValueError(f"unsupported scope type {scope['type']!r}")
     token = dict(scope["headers"]).get(b"x-compat-token")

@@ -1009,3 +1009,7 @@ UNAVAILABLE: dict[str, str] = {
 def unavailable(name: str) -> str | None:
     """Why the case ``name`` cannot run here, or None."""
     return UNAVAILABLE.get(name.split("_", 1)[0])
+
+
+# WebSocket cases live in their own module; importing it registers them in CASES.
+from . import ws_cases  # noqa: E402,F401

@@ -356,4 +356,28 @@ DIFFERENCES: dict[str, dict[str, Any]] = {
         "why": _VALIDATE_WHY + " RFC 9110 §10.1.1: an unsupported expectation may get a 417.",
         "diff": _rejected(417, "Expectation Failed", "Unsupported expectation '200-ok'"),
     },
+    # -- WebSockets (uvicorn --ws wsproto) -----------------------------------------------------
+    "ws_app_returns": {
+        "what": "An app that returns after accepting, without websocket.close: the client gets a close "
+                "frame 1000 (uvicorn drops the TCP connection: the client sees 1006).",
+        "why": "Returning ends the session normally, and RFC 6455 §7.1.1 has the server close "
+               "with a close frame; Hypercorn does the same. A client library would otherwise "
+               "report an abnormal closure (and reconnect) after every normal end.",
+        "diff": {"closed_by_server": (None, {"code": 1000, "reason": ""})},
+    },
+    "ws_app_error_after_accept": {
+        "what": "An app that raises after accepting: close frame 1011 (internal error); uvicorn drops "
+                "the TCP connection (1006 for the client).",
+        "why": "RFC 6455 §7.4.1 defines 1011 for exactly this; the client learns the server failed "
+               "rather than the network.",
+        "diff": {"closed_by_server": (None, {"code": 1011, "reason": ""})},
+    },
+    "ws_abrupt_close": {
+        "what": "A client that vanishes without a close frame: the app's websocket.disconnect says "
+                "1006 (uvicorn's wsproto implementation says 1005).",
+        "why": "RFC 6455 §7.1.5: a connection closed without a close frame has code 1006 (abnormal "
+               "closure); 1005 means a close frame without a code. uvicorn's own websockets "
+               "implementation also reports 1006.",
+        "diff": {"app.code": (1005, 1006)},
+    },
 }

@@ -35,6 +35,8 @@ ALL_TARGETS = (REFERENCE, *POUNCE_TARGETS, "gunicorn-asgi")
 #: The same keep-alive idle timeout everywhere (uvicorn's default), so it never differs.
 KEEPALIVE = 5
 BOOT_TIMEOUT = 30.0
+#: The same WebSocket message size limit everywhere (small, so the 1009 case is cheap).
+WS_MAX_SIZE = 1024 * 1024
 
 
 class Uvicorn:
@@ -57,6 +59,9 @@ class Uvicorn:
             "--timeout-keep-alive", str(KEEPALIVE),
             "--timeout-graceful-shutdown", "5",
             "--no-access-log",
+            # The reference for WebSockets is uvicorn's wsproto implementation (the same
+            # library pounce_worker uses); "auto" would pick the websockets library when installed.
+            "--ws", "wsproto", "--ws-max-size", str(WS_MAX_SIZE),
             *self.args, self.app,
         ]
         env = dict(os.environ)
@@ -114,7 +119,8 @@ def make_server(target: str, app: str, *, root_path: str = "", env: dict[str, st
     if target == REFERENCE:
         args = ["--root-path", root_path] if root_path else []
         return Uvicorn(app, *args, env=env)
-    args = ["--keep-alive", str(KEEPALIVE), "--asgi-loop", "asyncio", "--timeout", "30"]
+    args = ["--keep-alive", str(KEEPALIVE), "--asgi-loop", "asyncio", "--timeout", "30",
+            "--websocket-max-message-size", str(WS_MAX_SIZE)]
     if root_path:
         args += ["--root-path", root_path]
     if target in POUNCE_TARGETS:
