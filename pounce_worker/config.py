@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import compression as _compression
 from . import mode as _mode
 
 
@@ -44,6 +45,14 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0.5,
         "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
     ),
+    "POUNCE_COMPRESSION_MIN_SIZE": (
+        500,
+        "smallest response body in bytes worth compressing (when POUNCE_COMPRESSION is on)",
+    ),
+    "POUNCE_SERVER_TIMING": (
+        0,
+        "1: add a Server-Timing header (parse, queue, app) to every response",
+    ),
 }
 
 
@@ -62,7 +71,16 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
 
 
 #: Pounce settings whose value is text: environment variable -> (default, documentation).
-ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {}
+ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {
+    "POUNCE_COMPRESSION": (
+        "off",
+        "response codings in preference order, e.g. gzip,zstd (zstd on CPython 3.14+), or off",
+    ),
+    "POUNCE_COMPRESSION_TYPES": (
+        _compression.DEFAULT_TYPES,
+        "media types worth compressing, comma-separated; type/* matches a whole type",
+    ),
+}
 
 
 def _env_text(env: Mapping[str, str], name: str) -> str:
@@ -127,6 +145,8 @@ class ServerConfig:
     permit_obsolete_folding: bool = False
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
+    compression: _compression.CompressionPolicy | None = None
+    server_timing: bool = False
 
     @property
     def max_head_size(self) -> int:
@@ -164,6 +184,14 @@ class ServerConfig:
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in (cfg.secure_scheme_headers or {}).items()
         )
+        try:
+            compression = _compression.CompressionPolicy.from_settings(
+                _env_text(env, "POUNCE_COMPRESSION"),
+                _env_text(env, "POUNCE_COMPRESSION_TYPES"),
+                int(_env_number(env, "POUNCE_COMPRESSION_MIN_SIZE")),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None  # the message names the setting
         proxy_protocol = cfg.proxy_protocol
         if proxy_protocol is True:
             proxy_protocol = "auto"
@@ -198,4 +226,6 @@ class ServerConfig:
             permit_unconventional_http_method=bool(getattr(cfg, "permit_unconventional_http_method", False)),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
+            compression=compression,
+            server_timing=bool(_env_number(env, "POUNCE_SERVER_TIMING")),
         )

@@ -22,9 +22,12 @@ from urllib.parse import unquote
 
 import h11
 
+from . import timing
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
+from .compression import CompressingSend
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
+from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
 from .validate import Rejection, check_head, check_parsed, head_end
 
@@ -87,6 +90,10 @@ class HTTPConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.body_remaining = 0
         self.eof = False
+        # Server-Timing (timing.py): when on, parsing entry points stamp this; off, nothing reads a clock.
+        self.parse_started = 0.0
+        if self.config.server_timing:
+            timing.instrument(self)
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -429,6 +436,7 @@ class HTTPConnection(asyncio.Protocol):
             "query_string": query,
             "headers": scope_headers,
             "state": server.state.copy(),
+            "extensions": {"http.response.pathsend": {}},  # pathsend.py; a fresh dict: apps may write to it
         }
         keep_alive = config.keepalive > 0 and not server.stopping
         if config.max_body_size:
@@ -633,6 +641,7 @@ class RequestCycle:
         "start_time",
         "status",
         "target",
+        "timing",
     )
 
     def __init__(self, connection: HTTPConnection, scope: dict[str, Any], keep_alive: bool) -> None:
@@ -659,6 +668,11 @@ class RequestCycle:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.start_time = time.monotonic()
         self._waiter: asyncio.Future[None] | None = None
+        # Server-Timing marks of this request (timing.py), None when the feature is off.
+        self.timing = (
+            timing.RequestTiming(connection.parse_started, self.start_time)
+            if connection.config.server_timing else None
+        )
 
     # -- request body ----------------------------------------------------------
 
@@ -729,6 +743,9 @@ class RequestCycle:
             self._start(message)
         elif not self.response_complete:
             if message_type != "http.response.body":
+                if message_type == "http.response.pathsend":  # zero-copy file body (pathsend.py)
+                    await send_path(self, message)
+                    return
                 raise RuntimeError(
                     f"ASGI: expected 'http.response.body' after 'http.response.start', got {message_type!r}"
                 )
@@ -762,6 +779,8 @@ class RequestCycle:
             elif name == b"server":
                 has_server = True
             headers.append((name, bytes(value)))
+        if self.timing is not None:  # Server-Timing (timing.py), once per response
+            self.timing.add_to(headers)
         defaults = []
         if not has_server:
             defaults.append((b"server", connection.config.server_header))
@@ -860,7 +879,13 @@ class RequestCycle:
                 else:
                     hooks.pre_request(server.worker, request_view)
             app: Any = server.app
-            result = await app(self.scope, self.receive, self.send)
+            send: Any = self.send
+            compression = connection.config.compression
+            if compression is not None:  # the app's messages pass through compression.py first
+                send = CompressingSend(send, compression, self.scope)
+            if self.timing is not None:
+                self.timing.called = time.monotonic()
+            result = await app(self.scope, self.receive, send)
             if result is not None:
                 log.error("ASGI callable should return None, but returned %r", result)
             if not self.response_started:
