@@ -60,6 +60,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if "nolength" not in query:
             headers.append((b"content-length", b"%d" % len(body)))
         await _respond(send, 200, headers, body)
+    elif path == "/sleep":
+        # Waits ?ms before starting the response (Server-Timing's app metric must cover it).
+        await asyncio.sleep(int(query["ms"]) / 1000)
+        await _respond(send, 200, [*headers, (b"content-length", b"2")], b"ok")
     elif path == "/status":
         status = int(query["code"])
         body = b"" if status in (204, 304) else text(size)
