@@ -57,17 +57,24 @@ async def send_path(cycle: RequestCycle, message: Message) -> None:
 
     path = message.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
+        _fail_unsent(cycle)
         raise TypeError(f"ASGI: 'http.response.pathsend' path must be an absolute path string, got {path!r}")
     try:
-        file = open(path, "rb")
+        # O_NONBLOCK: a FIFO named by mistake must not block the loop in open() (it is refused below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         _fail_unsent(cycle)
         raise
     try:
-        info = os.fstat(file.fileno())
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            _fail_unsent(cycle)
-            raise IsADirectoryError(f"pathsend: {path} is not a regular file")
+            raise OSError(f"pathsend: {path} is not a regular file")
+        file = open(fd, "rb")  # closed in the finally below
+    except OSError:
+        os.close(fd)
+        _fail_unsent(cycle)
+        raise
+    try:
         size = info.st_size
         pieces = _frame(cycle, size, path)
         connection = cycle.connection

@@ -99,7 +99,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if "http.response.pathsend" not in scope.get("extensions", {}):
             await _respond(send, 500, [(b"content-length", b"12")], b"no pathsend")
             return
-        headers = [(b"content-type", b"application/octet-stream")]
+        headers = [(b"content-type", query.get("type", "application/octet-stream").encode())]
         if "length" in query:
             headers.append((b"content-length", query["length"].encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
