@@ -11,6 +11,9 @@ One app, four routes, so each server boots once and serves every scenario:
     ``content-length`` (so the server frames it with chunked encoding).
 ``POST /echo``
     Reads the whole request body (wrk sends 64 KiB) and sends it back.
+``GET /page``
+    A 16 KiB HTML page with ``content-length``: what response compression is for
+    (``bench/run.py --features``; not in the peer comparison).
 
 Pure ASGI 3, no framework, so the numbers measure the servers. Lifespan is
 answered (every server here speaks it), and nothing is shared between requests
@@ -46,6 +49,22 @@ def _json_payload(size: int = JSON_SIZE) -> dict[str, Any]:
 
 JSON_PAYLOAD = _json_payload()
 STREAM_PIECE = bytes(range(256)) * (STREAM_CHUNK // 256)
+PAGE_SIZE = 16 * 1024
+
+
+def _page(size: int = PAGE_SIZE) -> bytes:
+    """An HTML page of table rows, as compressible as a real one (about 8:1 with gzip)."""
+    rows = "".join(
+        f'<tr><td class="id">{i}</td><td class="name">user-{i:04d}</td>'
+        f'<td><a href="/users/{i}">profile</a></td><td>{(i * 7919) % 100003}</td></tr>\n'
+        for i in range(400)
+    )
+    html = f"<!doctype html>\n<html><head><title>Users</title></head><body><table>\n{rows}"
+    return (html.encode() * (size // len(html) + 1))[:size]
+
+
+PAGE_BODY = _page()
+_PAGE_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(PAGE_SIZE).encode())]
 
 _PLAIN_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(PLAIN_BODY)).encode())]
 _STREAM_HEADERS = [(b"content-type", b"application/octet-stream")]
@@ -98,6 +117,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         for _ in range(STREAM_CHUNKS - 1):
             await send({"type": "http.response.body", "body": STREAM_PIECE, "more_body": True})
         await send({"type": "http.response.body", "body": STREAM_PIECE})
+    elif path == "/page":
+        await send({"type": "http.response.start", "status": 200, "headers": _PAGE_HEADERS})
+        await send({"type": "http.response.body", "body": PAGE_BODY})
     elif path == "/echo":
         body = await _read_body(receive)
         await send({
