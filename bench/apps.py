@@ -11,6 +11,10 @@ One app, four routes, so each server boots once and serves every scenario:
     ``content-length`` (so the server frames it with chunked encoding).
 ``POST /echo``
     Reads the whole request body (wrk sends 64 KiB) and sends it back.
+``GET /pathsend`` and ``GET /filestream``
+    The file named by the ``BENCH_FILE`` environment variable, sent with the
+    ``http.response.pathsend`` extension or read and sent in 64 KiB body
+    messages (``bench/pathsend.py`` compares the two; 404 when unset).
 ``GET /page``
     A 16 KiB HTML page with ``content-length``: what response compression is for
     (``bench/run.py --features``; not in the peer comparison).
@@ -23,6 +27,7 @@ except immutable bytes, so the app is safe in any number of loop threads.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 PLAIN_BODY = b"Hello, world!"
@@ -93,6 +98,19 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(parts)
 
 
+async def _send_file(send: Any, file_path: str, pathsend: bool) -> None:
+    size = os.path.getsize(file_path)
+    headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if pathsend:
+        await send({"type": "http.response.pathsend", "path": file_path})
+        return
+    with open(file_path, "rb") as f:
+        while block := f.read(STREAM_CHUNK):
+            await send({"type": "http.response.body", "body": block, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]
     if kind == "lifespan":
@@ -120,6 +138,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/page":
         await send({"type": "http.response.start", "status": 200, "headers": _PAGE_HEADERS})
         await send({"type": "http.response.body", "body": PAGE_BODY})
+    elif path in ("/pathsend", "/filestream") and os.environ.get("BENCH_FILE"):
+        await _send_file(send, os.environ["BENCH_FILE"], path == "/pathsend")
     elif path == "/echo":
         body = await _read_body(receive)
         await send({

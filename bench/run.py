@@ -611,7 +611,8 @@ class Server:
         lines = text.splitlines()
         notable = [ln for ln in lines
                    if NOTABLE.search(ln) and not any(b.search(ln) for b in BENIGN) and not ln.startswith("===")]
-        report: dict[str, Any] = {"log": str(self.log_path.relative_to(BENCH)), "notable": notable[:40],
+        report: dict[str, Any] = {"log": str(self.log_path.relative_to(BENCH) if self.log_path.is_relative_to(BENCH)
+                                              else self.log_path), "notable": notable[:40],
                                   "notable_count": len(notable), "starts": self.starts}
         if self.log_kind == "gunicorn":
             boots = len(re.findall(r"Booting worker with pid", text))
