@@ -117,7 +117,7 @@ def negotiate(accept_encoding: bytes | None, offered: tuple[str, ...]) -> str | 
                 if not 0.0 <= q <= 1.0:
                     q = -1.0  # malformed: ignore the element
         if q >= 0.0:
-            weights[token] = max(q, weights.get(token, 0.0)) if token in weights else q
+            weights[token] = max(q, weights.get(token, q))  # named twice: the kinder weight
     star = weights.get("*")
     best = None
     best_q = 0.0

@@ -16,6 +16,7 @@ Metrics, in milliseconds (RFC-less but the W3C Server-Timing syntax)::
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,18 +60,24 @@ def instrument(connection: HTTPConnection) -> None:
     on the instance, only when Server-Timing is on, keeps the off case free of
     any clock read or flag check.
     """
-    fast_events = connection.fast_events
-    handle_events = connection.handle_events
+    # The wrappers reach the connection through a weak reference: a strong one would
+    # make every connection a reference cycle that only the garbage collector frees.
+    ref = weakref.ref(connection)
+    cls = type(connection)
 
     def timed_fast_events() -> None:
-        if not connection.processing:
-            connection.parse_started = time.monotonic()
-        fast_events()
+        conn = ref()
+        if conn is not None:
+            if not conn.processing:
+                conn.parse_started = time.monotonic()
+            cls.fast_events(conn)
 
     def timed_handle_events() -> None:
-        if not connection.processing:
-            connection.parse_started = time.monotonic()
-        handle_events()
+        conn = ref()
+        if conn is not None:
+            if not conn.processing:
+                conn.parse_started = time.monotonic()
+            cls.handle_events(conn)
 
     connection.fast_events = timed_fast_events  # type: ignore[method-assign]
     connection.handle_events = timed_handle_events  # type: ignore[method-assign]

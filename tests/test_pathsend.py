@@ -207,3 +207,25 @@ def test_over_tls_the_file_goes_in_blocks(certs: dict[str, Path], mode: str, fil
     assert response.content == files["big"].read_bytes()
     assert head.content == b"" and head.headers["content-length"] == str(SIZE)
     assert again.content == files["small"].read_bytes()
+
+
+@pytest.mark.timeout(60)
+def test_client_leaving_mid_file_is_a_quiet_disconnect(server: Gunicorn, tmp_path: Path) -> None:
+    big = tmp_path / "leave.bin"
+    with open(big, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(1024 * 1024))
+    quiet = server.log().count("Request ended by the client disconnecting")
+    loud = server.log().count("Exception in ASGI application")
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        sock.sendall(http_request("GET", target(big)))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.2)  # the server is now blocked on a full socket, mid-file
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+    assert wait_until(lambda: server.log().count("Request ended by the client disconnecting") > quiet, 10), \
+        server.output()
+    assert server.log().count("Exception in ASGI application") == loud
+    # The worker still serves files.
+    with httpx.Client(base_url=server.url, timeout=20) as client:
+        assert client.get(target(big)).content == big.read_bytes()
