@@ -317,3 +317,24 @@ def test_policy_unit_eligibility() -> None:
     policy = CompressionPolicy.from_settings("gzip", "text/*", 10)
     assert policy is not None and policy.type_prefixes == (b"text/",)
     assert CompressionPolicy.from_settings("off", "text/*", 10) is None
+
+
+def test_zstd_encoder_flushes_every_chunk() -> None:
+    zstd = pytest.importorskip("compression.zstd", reason="compression.zstd is CPython 3.14+")
+    from pounce_worker.compression import _ENCODERS
+
+    encoder = _ENCODERS["zstd"]()
+    decoder = zstd.ZstdDecompressor()
+    assert decoder.decompress(encoder.chunk(text(3000))) == text(3000)
+    assert decoder.decompress(encoder.last(b"end")) == b"end"
+    assert decoder.eof
+
+
+def test_gzip_encoder_flushes_every_chunk() -> None:
+    from pounce_worker.compression import _ENCODERS
+
+    encoder = _ENCODERS["gzip"]()
+    decoder = zlib.decompressobj(31)
+    assert decoder.decompress(encoder.chunk(text(3000))) == text(3000)
+    assert decoder.decompress(encoder.last(b"end")) == b"end"
+    assert decoder.eof
