@@ -146,7 +146,11 @@ async def _send_file(cycle: RequestCycle, file: BinaryIO, size: int) -> int:
         try:
             return await loop.sendfile(transport, file, 0, size, fallback=False)
         except (asyncio.SendfileNotAvailableError, NotImplementedError):
-            file.seek(0)
+            file.seek(0)  # raised before a byte was sent: the blocks below start over
+        except RuntimeError:
+            if transport.is_closing():
+                raise
+            file.seek(0)  # a transport that cannot take sendfile (asyncio says so before sending)
     return await _send_blocks(cycle, file, size)
 
 

@@ -27,6 +27,7 @@ from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
 from .compression import CompressingSend
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
+from .pathsend import EXTENSION as PATHSEND
 from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
 from .validate import Rejection, check_head, check_parsed, head_end
@@ -436,7 +437,7 @@ class HTTPConnection(asyncio.Protocol):
             "query_string": query,
             "headers": scope_headers,
             "state": server.state.copy(),
-            "extensions": {"http.response.pathsend": {}},  # pathsend.py; a fresh dict: apps may write to it
+            "extensions": {PATHSEND: {}},  # pathsend.py; a fresh dict: apps may write to it
         }
         keep_alive = config.keepalive > 0 and not server.stopping
         if config.max_body_size:
