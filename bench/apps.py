@@ -11,6 +11,13 @@ One app, four routes, so each server boots once and serves every scenario:
     ``content-length`` (so the server frames it with chunked encoding).
 ``POST /echo``
     Reads the whole request body (wrk sends 64 KiB) and sends it back.
+``GET /pathsend`` and ``GET /filestream``
+    The file named by the ``BENCH_FILE`` environment variable, sent with the
+    ``http.response.pathsend`` extension or read and sent in 64 KiB body
+    messages (``bench/pathsend.py`` compares the two; 404 when unset).
+``GET /page``
+    A 16 KiB HTML page with ``content-length``: what response compression is for
+    (``bench/run.py --features``; not in the peer comparison).
 
 Pure ASGI 3, no framework, so the numbers measure the servers. Lifespan is
 answered (every server here speaks it), and nothing is shared between requests
@@ -20,6 +27,7 @@ except immutable bytes, so the app is safe in any number of loop threads.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 PLAIN_BODY = b"Hello, world!"
@@ -46,6 +54,22 @@ def _json_payload(size: int = JSON_SIZE) -> dict[str, Any]:
 
 JSON_PAYLOAD = _json_payload()
 STREAM_PIECE = bytes(range(256)) * (STREAM_CHUNK // 256)
+PAGE_SIZE = 16 * 1024
+
+
+def _page(size: int = PAGE_SIZE) -> bytes:
+    """An HTML page of table rows, as compressible as a real one (about 8:1 with gzip)."""
+    rows = "".join(
+        f'<tr><td class="id">{i}</td><td class="name">user-{i:04d}</td>'
+        f'<td><a href="/users/{i}">profile</a></td><td>{(i * 7919) % 100003}</td></tr>\n'
+        for i in range(400)
+    )
+    html = f"<!doctype html>\n<html><head><title>Users</title></head><body><table>\n{rows}"
+    return (html.encode() * (size // len(html) + 1))[:size]
+
+
+PAGE_BODY = _page()
+_PAGE_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(PAGE_SIZE).encode())]
 
 _PLAIN_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(PLAIN_BODY)).encode())]
 _STREAM_HEADERS = [(b"content-type", b"application/octet-stream")]
@@ -74,6 +98,19 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(parts)
 
 
+async def _send_file(send: Any, file_path: str, pathsend: bool) -> None:
+    size = os.path.getsize(file_path)
+    headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if pathsend:
+        await send({"type": "http.response.pathsend", "path": file_path})
+        return
+    with open(file_path, "rb") as f:
+        while block := f.read(STREAM_CHUNK):
+            await send({"type": "http.response.body", "body": block, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]
     if kind == "lifespan":
@@ -98,6 +135,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         for _ in range(STREAM_CHUNKS - 1):
             await send({"type": "http.response.body", "body": STREAM_PIECE, "more_body": True})
         await send({"type": "http.response.body", "body": STREAM_PIECE})
+    elif path == "/page":
+        await send({"type": "http.response.start", "status": 200, "headers": _PAGE_HEADERS})
+        await send({"type": "http.response.body", "body": PAGE_BODY})
+    elif path in ("/pathsend", "/filestream") and os.environ.get("BENCH_FILE"):
+        await _send_file(send, os.environ["BENCH_FILE"], path == "/pathsend")
     elif path == "/echo":
         body = await _read_body(receive)
         await send({

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import http.client
@@ -82,6 +83,8 @@ class Scenario:
     title: str
     body_size: int
     post_bytes: int = 0
+    #: Sent as Accept-Encoding by wrk (and the preflight request) when set: --features.
+    accept_encoding: str = ""
 
     def verify(self, status: int, body: bytes) -> str | None:
         """Why a response is wrong for this scenario, or None when it is right."""
@@ -100,6 +103,8 @@ class Scenario:
             return "streamed bytes differ from what the app sent"
         if self.name == "echo" and body != b"x" * self.post_bytes:
             return "echoed bytes differ from the request body"
+        if self.name == "page" and body != apps.PAGE_BODY:
+            return "page bytes differ from what the app sent"
         return None
 
 
@@ -111,6 +116,17 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("stream", "/stream", "stream 1 MiB in 64 KiB chunks", apps.STREAM_SIZE),
         Scenario("echo", "/echo", "POST echo, 64 KiB", apps.ECHO_SIZE, post_bytes=apps.ECHO_SIZE),
     )
+}
+#: Scenarios of the --features section (pounce_worker alone, with and without its opt-in features).
+FEATURE_SCENARIOS: dict[str, Scenario] = {
+    **{name: SCENARIOS[name] for name in ("plain", "json")},
+    "page": Scenario("page", "/page", "HTML page, 16 KiB", apps.PAGE_SIZE),
+}
+#: --features rows: name -> (title, environment). Every row gets Accept-Encoding: gzip from wrk.
+FEATURES: dict[str, tuple[str, dict[str, str]]] = {
+    "off": ("pounce_worker, features off", {}),
+    "gzip": ("POUNCE_COMPRESSION=gzip", {"POUNCE_COMPRESSION": "gzip"}),
+    "timing": ("POUNCE_SERVER_TIMING=1", {"POUNCE_SERVER_TIMING": "1"}),
 }
 
 
@@ -475,11 +491,20 @@ def http_request(port: int, scenario: Scenario, timeout: float = 5.0) -> tuple[i
             conn.request("POST", scenario.path, body=b"x" * scenario.post_bytes,
                          headers={"Content-Type": "application/octet-stream"})
         else:
-            conn.request("GET", scenario.path)
+            conn.request("GET", scenario.path, headers=_accept(scenario))
         response = conn.getresponse()
-        return response.status, response.read()
+        body = response.read()
+        if response.getheader("content-encoding") == "gzip":
+            import gzip
+
+            body = gzip.decompress(body)  # --features: check what the client would see
+        return response.status, body
     finally:
         conn.close()
+
+
+def _accept(scenario: Scenario) -> dict[str, str]:
+    return {"Accept-Encoding": scenario.accept_encoding} if scenario.accept_encoding else {}
 
 
 #: CPU use by other processes (percent of one core) above which a cell is flagged as noisy.
@@ -647,7 +672,7 @@ def run_wrk(server: Server, scenario: Scenario, seconds: int, load: LoadSettings
     cmd = [*prefix, wrk, "-t", str(load.wrk_threads), "-c", str(load.connections), "-d", f"{seconds}s",
            "--timeout", f"{load.wrk_timeout}s", "--latency", "-s", str(WRK_SCRIPT),
            f"http://{HOST}:{server.port}{scenario.path}"]
-    env = dict(os.environ, BENCH_POST_BYTES=str(scenario.post_bytes))
+    env = dict(os.environ, BENCH_POST_BYTES=str(scenario.post_bytes), BENCH_ACCEPT_ENCODING=scenario.accept_encoding)
     tree = process_tree(server.pid)
     ticks0 = cpu_ticks(tree)
     busy0 = busy_ticks()
@@ -711,7 +736,9 @@ def run_wrk(server: Server, scenario: Scenario, seconds: int, load: LoadSettings
 def summarise(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
     rps = [r["rps"] for r in runs]
     med = statistics.median(rps)
-    short = [r for r in runs if r["requests"] and r["bytes_per_request"] < scenario.body_size]
+    # A compressed body is shorter than the scenario's: only identity responses can be short.
+    short = [r for r in runs if r["requests"] and r["bytes_per_request"] < scenario.body_size
+             and not scenario.accept_encoding]
     pss = [r["pss_peak_kb"] for r in runs if r["pss_peak_kb"] is not None]
     return {
         "rps": med,
@@ -729,6 +756,7 @@ def summarise(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
         "wrk_cpu_pct": statistics.median(r["wrk_cpu_pct"] for r in runs),
         "other_cpu_pct": max(r["other_cpu_pct"] for r in runs),
         "short_responses": bool(short),
+        "bytes_per_request": statistics.median(r["bytes_per_request"] for r in runs),
     }
 
 
@@ -921,6 +949,8 @@ def _fmt(value: float | None, spec: str, width: int) -> str:
 
 def peer_tables(results: dict[str, Any]) -> str:
     peers = results["peers"]
+    if not peers:
+        return ""
     out = []
     base = {k: next((p for p in peers if p["key"] == k and p["status"] == "ok"), None)
             for k in ("pounce-asyncio", "pounce-uvloop")}
@@ -1001,6 +1031,43 @@ def mode_table(results: dict[str, Any]) -> str:
     out.append("RSS counts pages shared between forked workers once per process; PSS splits them, so it is "
                "the fairer total.")
     return "\n".join(out)
+
+
+def features_table(results: dict[str, Any]) -> str:
+    """--features: each opt-in feature's req/s and CPU cost against pounce_worker with them off."""
+    rows = results.get("features") or []
+    if not rows:
+        return ""
+    s = results["settings"]
+    out = [f"\n== pounce_worker features: cost against features off ({s['feature_loop']}, 1 process, "
+           f"{s['connections']} connections, wrk sends Accept-Encoding: gzip) =="]
+    out.append(f"{'feature':<26}{'scenario':<10}{'req/s':>9}{'ratio':>7}{'req/cpu-s':>10}{'ratio':>7}"
+               f"{'p99 ms':>8}{'bytes/resp':>11}{'errors':>7}{'oth%':>6}")
+    base = next((r for r in rows if r["feature"] == "off"), None)
+    for r in rows:
+        for name in s["feature_scenarios"]:
+            cell = r.get("cells", {}).get(name)
+            head = f"{r['title'][:25]:<26}{name:<10}"
+            if r.get("status") != "ok" or not cell or "summary" not in cell:
+                reason = (cell or {}).get("reason") or r.get("reason") or "not run"
+                out.append(f"{head}FAILED: {str(reason).splitlines()[0][:80]}")
+                continue
+            m = cell["summary"]
+            ref = (base or {}).get("cells", {}).get(name, {}).get("summary")
+            ratio = m["rps"] / ref["rps"] if ref and ref["rps"] else None
+            eff = m["rps_per_cpu_s"] / ref["rps_per_cpu_s"] if ref and ref["rps_per_cpu_s"] else None
+            out.append(f"{head}{m['rps']:>9,.0f}{_fmt(ratio, '.2f', 7)}{m['rps_per_cpu_s']:>10,.0f}"
+                       f"{_fmt(eff, '.2f', 7)}{m['p99_ms']:>8.2f}{m['bytes_per_request']:>11,.0f}{m['errors']:>7}"
+                       f"{m['other_cpu_pct']:>6.0f}")
+    out.append("ratio: against 'features off' on the same scenario (1.00: no cost). bytes/resp: what wrk "
+               "received per response, head included (compressed bodies are smaller).")
+    return "\n".join(out)
+
+
+def feature_launch(py: str, loop: str, feature: str) -> Launch:
+    launch = pounce_launch(py, loop)
+    launch.env.update(FEATURES[feature][1])
+    return launch
 
 
 def mode_savings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1230,6 +1297,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="run pounce_worker from the working tree instead of a copy taken at the start")
     ap.add_argument("--ref", help="run pounce_worker as of this git commit (e.g. HEAD), not the working tree")
     ap.add_argument("--list", action="store_true", help="show which servers are available and exit")
+    ap.add_argument("--features", action="store_true",
+                    help="instead of the peers and modes: pounce_worker with its opt-in features off, with "
+                         f"compression and with Server-Timing ({', '.join(FEATURES)})")
+    ap.add_argument("--feature-scenarios", default=",".join(FEATURE_SCENARIOS),
+                    help=f"scenarios for --features (default {','.join(FEATURE_SCENARIOS)})")
+    ap.add_argument("--feature-loop", default="asyncio", choices=("asyncio", "uvloop"),
+                    help="event loop for --features (default asyncio)")
     args = ap.parse_args(argv)
     quick = args.quick
     args.duration = args.duration if args.duration is not None else (2 if quick else 4)
@@ -1241,8 +1315,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error("--ref and --no-snapshot exclude each other")
     if args.duration < 1 or args.reps < 1 or args.warmup < 0:
         ap.error("--duration and --reps must be >= 1, --warmup >= 0 (wrk takes whole seconds)")
+    if args.features:
+        args.peers, args.scenarios, args.mode_loops = "", "", ""
     floors = tuple(p.key for p in FLOORS)
-    for option, values, known in (("--peers", args.peers, PEER_KEYS + floors), ("--scenarios", args.scenarios, SCENARIOS)):
+    for option, values, known in (("--peers", args.peers, PEER_KEYS + floors),
+                                  ("--scenarios", args.scenarios, SCENARIOS),
+                                  ("--feature-scenarios", args.feature_scenarios, FEATURE_SCENARIOS)):
         unknown = [v for v in values.split(",") if v and v not in known]
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
@@ -1343,7 +1421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.problem(f"the servers import pounce_worker from {origin}, not from {app_dir}")
 
     runnable = [p for p in selected if p.key not in skipped]
+    feature_scenarios = [FEATURE_SCENARIOS[n] for n in args.feature_scenarios.split(",") if n] if args.features else []
     cells = len(runnable) * len(scenarios) + len(mode_loops) * 2 * len(mode_kinds)
+    cells += len(FEATURES) * len(feature_scenarios)
     per_cell = args.warmup + args.reps * args.duration
     boots = len(runnable) + len(mode_loops) * 2 * len(mode_kinds)
     eta = cells * (per_cell + 0.6) + boots * 2.5
@@ -1370,9 +1450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenarios": [s.name for s in scenarios], "server_cpu": server_cpu, "client_cpu": client_cpu,
             "quiet_wait": args.quiet_wait, "ref": args.ref,
             "mode_loops": mode_loops, "mode_loop_kinds": mode_kinds, "mode_scenario": args.mode_scenario,
+            "feature_scenarios": [f.name for f in feature_scenarios], "feature_loop": args.feature_loop,
         },
         "peers": [],
         "modes": [],
+        "features": [],
     }
     print(f"{interp.python}{'' if interp.gil else ' (free-threaded)'}, {results['meta']['cpu_model']}, "
           f"{results['meta']['wrk']}")
@@ -1420,6 +1502,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                             e.result.update(e.cells.get(mode_scenario.name)
                                             or {"status": "failed", "reason": "not measured"})
                 results["mode_savings"] = mode_savings(results["modes"])
+            if feature_scenarios:
+                print("\n-- pounce_worker: cost of compression and Server-Timing --")
+                feature_entries = []
+                for feature, (title, _env) in FEATURES.items():
+                    name = f"pounce-feature-{feature}"
+                    launch = feature_launch(interp.path, args.feature_loop, feature)
+                    row = {"feature": feature, "title": title, "status": "ok", "env": launch.env,
+                           "command": " ".join(launch.cmd), "cells": {}}
+                    results["features"].append(row)
+                    feature_entries.append(Entry(name, bench.serve(name, launch, "gunicorn"), row, row["cells"]))
+                gzip_scenarios = [dataclasses.replace(f, accept_encoding="gzip") for f in feature_scenarios]
+                bench.run_section(feature_entries, gzip_scenarios)
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: stopping the servers, writing partial results", file=sys.stderr)
@@ -1443,7 +1537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{BUSY_PCT:.0f}% of a core (worst run), so their numbers are noisy: {', '.join(bench.noisy)}")
     results["problems"] = bench.problems
     results["notes"] = bench.notes
-    table = peer_tables(results) + "\n" + mode_table(results)
+    table = peer_tables(results) + "\n" + mode_table(results) + "\n" + features_table(results)
     print(table)
     for note in bench.notes:
         print(textwrap.fill(f"Note: {note}", 118, subsequent_indent="  "))
@@ -1456,7 +1550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / f"{args.tag}.txt").write_text(table.lstrip("\n") + "\n")
     print(f"\nwrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}", end="")
-    if not args.no_chart:
+    if not args.no_chart and (results["peers"] or results["modes"]):
         png = out_dir / f"{args.tag}.png"
         why = chart(results, png)
         print(f", {png.name}" if why is None else f" (no chart: {why})", end="")

@@ -6,6 +6,12 @@
 -- counters and latency percentiles (microseconds) that run.py records.
 
 local post_bytes = tonumber(os.getenv("BENCH_POST_BYTES") or "0") or 0
+-- BENCH_ACCEPT_ENCODING=gzip (environment) asks for compressed responses (run.py --features).
+local accept_encoding = os.getenv("BENCH_ACCEPT_ENCODING") or ""
+
+if accept_encoding ~= "" then
+   wrk.headers["Accept-Encoding"] = accept_encoding
+end
 
 if post_bytes > 0 then
    wrk.method = "POST"

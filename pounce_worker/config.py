@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import compression as _compression
 from . import mode as _mode
 from .status import StatusBind, parse_bind
 
@@ -61,6 +62,14 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         1,
         "1: offer permessage-deflate to WebSocket clients that ask for it; 0: never compress",
     ),
+    "POUNCE_COMPRESSION_MIN_SIZE": (
+        500,
+        "smallest response body in bytes worth compressing (when POUNCE_COMPRESSION is on)",
+    ),
+    "POUNCE_SERVER_TIMING": (
+        0,
+        "1: add a Server-Timing header (parse, queue, app) to every response",
+    ),
 }
 
 
@@ -85,6 +94,14 @@ ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {
         "where each worker serves its status view (JSON and Prometheus): 127.0.0.1:PORT "
         "(worker k takes the first free port from PORT), 127.0.0.1:0, or unix:/path/status-{pid}.sock; "
         "empty: off",
+    ),
+    "POUNCE_COMPRESSION": (
+        "off",
+        "response codings in preference order, e.g. gzip,zstd (zstd on CPython 3.14+), or off",
+    ),
+    "POUNCE_COMPRESSION_TYPES": (
+        _compression.DEFAULT_TYPES,
+        "media types worth compressing, comma-separated; type/* matches a whole type",
     ),
 }
 
@@ -157,6 +174,8 @@ class ServerConfig:
     ws_per_message_deflate: bool = True
     #: Gunicorn's websocket_max_message_size (0: no limit).
     ws_max_size: int = 16 * 1024 * 1024
+    compression: _compression.CompressionPolicy | None = None
+    server_timing: bool = False
 
     @property
     def max_head_size(self) -> int:
@@ -194,6 +213,14 @@ class ServerConfig:
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in (cfg.secure_scheme_headers or {}).items()
         )
+        try:
+            compression = _compression.CompressionPolicy.from_settings(
+                _env_text(env, "POUNCE_COMPRESSION"),
+                _env_text(env, "POUNCE_COMPRESSION_TYPES"),
+                int(_env_number(env, "POUNCE_COMPRESSION_MIN_SIZE")),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None  # the message names the setting
         proxy_protocol = cfg.proxy_protocol
         if proxy_protocol is True:
             proxy_protocol = "auto"
@@ -241,4 +268,6 @@ class ServerConfig:
             ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),
             ws_per_message_deflate=bool(_env_number(env, "POUNCE_WS_PER_MESSAGE_DEFLATE")),
             ws_max_size=int(getattr(cfg, "websocket_max_message_size", 16 * 1024 * 1024) or 0),
+            compression=compression,
+            server_timing=bool(_env_number(env, "POUNCE_SERVER_TIMING")),
         )

@@ -214,6 +214,20 @@ class FastResponse:
         append(b"Connection: close\r\n\r\n" if close else b"\r\n")
         return b"".join(parts)
 
+    def declare_length(self, head: bytes, length: int, head_only: bool) -> bytes | None:
+        """``head`` (from ``start``, not sent yet) with Content-Length instead of chunked.
+
+        For pathsend, which learns the body's size after the head was framed.
+        None when ``head`` is not a chunked head this writer made.
+        """
+        chunked = b"Transfer-Encoding: chunked\r\n"
+        at = head.rfind(chunked)
+        if at < 0:
+            return None
+        self.chunked = False
+        self.remaining = 0 if head_only else length
+        return head[:at] + b"content-length: %d\r\n" % length + head[at + len(chunked):]
+
     def data(self, body: bytes) -> bytes:
         if not body:
             return b""

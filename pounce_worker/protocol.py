@@ -22,10 +22,14 @@ from urllib.parse import unquote
 
 import h11
 
+from . import timing
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
 from .chunked import ChunkedScanner, scanner_for
+from .compression import CompressingSend
 from .fastpath import FastResponse, parse_head, primed_h11
 from .hooks import RequestView, ResponseView, access_environ
+from .pathsend import EXTENSION as PATHSEND
+from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
 from .validate import Rejection, check_head, check_parsed, head_end, split_target
 
@@ -93,6 +97,10 @@ class HTTPConnection(asyncio.Protocol):
         self.lingering = False
         # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
         self.chunked: ChunkedScanner | None = None
+        # Server-Timing (timing.py): when on, parsing entry points stamp this; off, nothing reads a clock.
+        self.parse_started = 0.0
+        if self.config.server_timing:
+            timing.instrument(self)
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -474,6 +482,7 @@ class HTTPConnection(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": server.state.copy(),
+            "extensions": {PATHSEND: {}},  # pathsend.py; a fresh dict: apps may write to it
         }
         if not self.fast and self._upgrade_to_websocket(scope, target, headers):
             return  # WebSocket handshake: the connection is websocket.py's from here on
@@ -733,6 +742,7 @@ class RequestCycle:
         "start_time",
         "status",
         "target",
+        "timing",
     )
 
     def __init__(self, connection: HTTPConnection, scope: dict[str, Any], method: bytes, keep_alive: bool) -> None:
@@ -760,6 +770,11 @@ class RequestCycle:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.start_time = time.monotonic()
         self._waiter: asyncio.Future[None] | None = None
+        # Server-Timing marks of this request (timing.py), None when the feature is off.
+        self.timing = (
+            timing.RequestTiming(connection.parse_started, self.start_time)
+            if connection.config.server_timing else None
+        )
 
     # -- request body ----------------------------------------------------------
 
@@ -830,6 +845,9 @@ class RequestCycle:
             self._start(message)
         elif not self.response_complete:
             if message_type != "http.response.body":
+                if message_type == "http.response.pathsend":  # zero-copy file body (pathsend.py)
+                    await send_path(self, message)
+                    return
                 raise RuntimeError(
                     f"ASGI: expected 'http.response.body' after 'http.response.start', got {message_type!r}"
                 )
@@ -862,6 +880,8 @@ class RequestCycle:
             if name in SERVER_DEFAULT_FIELDS:
                 has_defaults = True
             append((name, bytes(value)))
+        if self.timing is not None:  # Server-Timing (timing.py), once per response
+            self.timing.add_to(headers)
         close = not self.keep_alive
         head = None
         if connection.fast:
@@ -982,7 +1002,13 @@ class RequestCycle:
                 else:
                     hooks.pre_request(server.worker, request_view)
             app: Any = server.app
-            result = await app(self.scope, self.receive, self.send)
+            send: Any = self.send
+            compression = connection.config.compression
+            if compression is not None:  # the app's messages pass through compression.py first
+                send = CompressingSend(send, compression, self.scope)
+            if self.timing is not None:
+                self.timing.called = time.monotonic()
+            result = await app(self.scope, self.receive, send)
             if result is not None:
                 log.error("ASGI callable should return None, but returned %r", result)
             if not self.response_started:
