@@ -437,7 +437,10 @@ class HTTPConnection(asyncio.Protocol):
                         431,
                         f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
                     )
-        raw_path, query = split_target(method, target)
+        if target[:1] == b"/" and target.find(b"#") < 0:  # origin-form: split_target's usual case
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raw_path, query = split_target(method, target)
         try:
             path = raw_path.decode("ascii")
         except UnicodeDecodeError:
@@ -921,7 +924,7 @@ class RequestCycle:
         if server.eager_cycle is not self:
             # Not running eagerly (see LoopServer.spawn_request): the app may await
             # something before its body, and the client must see the head meanwhile.
-            connection.loop.call_soon(self.flush_head)
+            server.flush_head_soon(self)
         if self.head_only or status in NO_BODY_STATUS:
             self.head_only = True
 

@@ -133,6 +133,8 @@ def forwarded(config: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | No
     """
     names = config.secure_scheme_names
     want_script = config.forward_script_name
+    if not want_script and names.isdisjoint(dict(headers)):
+        return None, None  # the usual request: no scheme header (dict() and isdisjoint run in C)
     scheme: str | None = None
     script: str | None = None
     for name, value in headers:

@@ -103,6 +103,8 @@ class LoopServer:
         self.tasks: set[asyncio.Task[Any]] = set()
         # The request whose app runs in an eager first step right now (spawn_request).
         self.eager_cycle: RequestCycle | None = None
+        # Responses whose head waits for the next loop iteration (flush_head_soon).
+        self._pending_heads: list[RequestCycle] = []
         # Accepted sockets whose transport is still being set up (TLS handshake...).
         self.setups: set[asyncio.Task[None]] = set()
         # Accepted sockets, counted from accept() until the connection closes.
@@ -398,6 +400,22 @@ class LoopServer:
             task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def flush_head_soon(self, cycle: RequestCycle) -> None:
+        """Write ``cycle``'s response head at the next loop iteration unless its body takes it first.
+
+        One callback per loop iteration for all responses started in it, not
+        one per response: under load many start in the same iteration.
+        """
+        pending = self._pending_heads
+        pending.append(cycle)
+        if len(pending) == 1:
+            self.loop.call_soon(self._flush_heads)
+
+    def _flush_heads(self) -> None:
+        pending, self._pending_heads = self._pending_heads, []
+        for cycle in pending:
+            cycle.flush_head()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine of ours (a WebSocket session's app call) as a tracked task.
