@@ -179,15 +179,7 @@ class HTTPConnection(asyncio.Protocol):
                 return
         if self.fast:
             self.buffer += data
-            if not self.processing:  # else: re-entered from an eagerly finished request
-                self.processing = True
-                buf = self.buffer
-                try:
-                    self._fast_loop(buf)
-                finally:
-                    self.processing = False
-                    if len(buf) > HIGH_WATER:
-                        self.pause_reading()
+            self.fast_events()
         else:
             if self.chunked is not None and not self._scan_chunked(data):
                 return  # a malformed chunked body, refused before h11 parses it
@@ -221,10 +213,7 @@ class HTTPConnection(asyncio.Protocol):
     # -- fast path events --------------------------------------------------------
 
     def fast_events(self) -> None:
-        """Requests that fastpath.parse_head understands; anything else goes to h11.
-
-        (data_received inlines this: it runs once per request.)
-        """
+        """Requests that fastpath.parse_head understands; anything else goes to h11."""
         if self.processing:
             return  # re-entered from an eagerly finished request; the outer loop continues
         self.processing = True

@@ -12,6 +12,8 @@ import threading
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.apps import _lifespan
+
 SENTENCE = b"The quick brown fox jumps over the lazy dog. "
 
 #: Streaming tests hold the second chunk until the client, having read the first,
@@ -36,13 +38,8 @@ async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], b
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await _lifespan(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}

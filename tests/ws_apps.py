@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.apps import _lifespan
+
 
 def _query(scope: dict[str, Any]) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
@@ -230,13 +232,8 @@ ROUTES = {
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await _lifespan(scope, receive, send)
+        return
     if scope["type"] == "http":
         # Plain HTTP: what an upgrade request looks like when it is not treated as one.
         body = json.dumps({"type": "http", "path": scope["path"]}).encode()
