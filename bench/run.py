@@ -1177,10 +1177,14 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
 # -- the code under test -------------------------------------------------------------------------
 
 
+#: What the servers import from the snapshot besides pounce_worker.
+BENCH_FILES = (Path("bench/__init__.py"), Path("bench/apps.py"), Path("bench/floor.py"))
+
+
 def code_files(root: Path) -> list[Path]:
-    """pounce_worker's sources and the bench app, relative to ``root``."""
+    """pounce_worker's sources, the bench app and floor.py, relative to ``root``."""
     files = sorted(p.relative_to(root) for p in (root / "pounce_worker").rglob("*.py") if "__pycache__" not in p.parts)
-    return [*files, Path("bench/__init__.py"), Path("bench/apps.py")]
+    return [*files, *BENCH_FILES]
 
 
 def code_digest(root: Path, files: Sequence[Path]) -> str:
@@ -1213,7 +1217,7 @@ def snapshot(dest: Path, ref: str | None = None) -> tuple[list[Path], str]:
                 tar.extractall(dest, filter="data")
             else:  # Python < 3.10.12 / 3.11.4: our own git archive, so no hostile paths
                 tar.extractall(dest)
-        for rel in (Path("bench/__init__.py"), Path("bench/apps.py")):
+        for rel in BENCH_FILES:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
         files = code_files(dest)
