@@ -77,27 +77,46 @@ _TOKEN = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcde
 _CONVENTIONAL_METHOD = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 #: What h11 admits in a request target: VCHAR, 0x21-0x7E.
 _VCHAR = _class_table(bytes(range(0x21, 0x7F)))
-#: Bytes a head may hold on the fast path: visible ASCII, SP, HTAB, CR, LF and obs-text.
-#: Control characters are left to h11 and validate.check_head (which rejects them).
-_HEAD_BYTES = _class_table(bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100)))
+#: Bytes a field line may hold on the fast path: visible ASCII, SP, HTAB and obs-text.
+#: Control characters (and a CR or LF that is not a line end) are left to h11 and
+#: validate.check_head, which rejects them.
+_LINE_BYTES = _class_table(bytes(range(0x20, 0x7F)) + b"\t" + bytes(range(0x80, 0x100)))
 
 
-def parse_head(head: bytes) -> ParsedRequest | None:
+#: Bounds of a loop's cache of parsed field lines (parse_head): entries, and line length.
+FIELD_CACHE_ENTRIES = 2048
+FIELD_CACHE_LINE = 512
+
+
+def parse_field(line: bytes) -> tuple[bytes, bytes] | None:
+    """One field line as h11 reads it: (lower-cased name, value), or None if h11's grammar or ours refuse it.
+
+    With no control character, CR or LF in the line, it is ``token ":" OWS
+    value OWS`` exactly when its name (up to the first colon: a token has
+    none) is a non-empty token, and the value is the rest stripped of SP/HTAB,
+    as h11's regex captures it (its value starts and ends with a visible byte).
+    """
+    name, colon, value = line.partition(b":")
+    if not colon or not name or 0 in line.translate(_LINE_BYTES) or 0 in name.translate(_TOKEN):
+        return None
+    return name.lower(), value.strip(b" \t")
+
+
+def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = None) -> ParsedRequest | None:
     """Parse a complete head (ending in CRLFCRLF) the way h11 would, or return None.
 
     ``None`` means "let h11 decide": the request may be valid but not simple,
     or invalid (h11 then produces the rejection and its status).
 
-    h11 matches a regular expression per line; here whole-buffer C operations
-    (``translate`` to find a byte outside a class, ``count``, ``split``) do
-    the same checks, several times faster: with no control character and
-    every CR and LF part of a CRLF, a field line is ``token ":" OWS value OWS``
-    exactly when its name (up to the first colon) is a non-empty token, and
-    the value is the rest stripped of SP/HTAB, as h11's regex would capture it.
-    tests/test_fastpath.py proves it against h11 with generated heads.
+    h11 matches a regular expression per line; here C-level byte operations
+    (``translate`` to find a byte outside a class, ``split``, ``partition``)
+    do the same checks. ``fields`` caches parsed field lines (one loop's,
+    bounded): most lines repeat from request to request (Host, User-Agent,
+    Accept...), and a dictionary lookup costs a fraction of parsing one. The
+    cached pairs are immutable tuples, shared safely by the scopes' fresh lists.
+    tests/test_fastpath.py proves it against h11 with generated heads, with a
+    cold cache and with one shared by every example.
     """
-    if 0 in head.translate(_HEAD_BYTES) or not head.count(b"\r") == head.count(b"\n") == head.count(b"\r\n"):
-        return None
     lines = head[:-4].split(b"\r\n")
     request_line = lines[0].split(b" ")
     if len(request_line) != 3:
@@ -112,22 +131,28 @@ def parse_head(head: bytes) -> ParsedRequest | None:
         or 0 in target.translate(_VCHAR)
     ):
         return None
+    if fields is None:
+        fields = {}
     headers: list[tuple[bytes, bytes]] = []
     append = headers.append
-    names = []
     content_length = -1
     hosts = 0
     host = b""
     content_types = 0
     close = False
     for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not name or not colon:
-            return None
-        names.append(name)
-        name = name.lower()
-        value = value.strip(b" \t")
+        field = fields.get(line)
+        if field is None:
+            field = parse_field(line)
+            if field is None:
+                return None
+            if len(line) <= FIELD_CACHE_LINE:
+                if len(fields) >= FIELD_CACHE_ENTRIES:
+                    fields.clear()  # bounded, and a flood of one-off lines cannot pin it
+                fields[line] = field
+        name = field[0]
         if name in _NOTABLE_REQUEST_FIELDS:
+            value = field[1]
             if name == b"content-length":
                 if content_length >= 0 or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
                     return None
@@ -144,10 +169,16 @@ def parse_head(head: bytes) -> ParsedRequest | None:
                 close = close or b"close" in tokens
             else:
                 return None  # Transfer-Encoding, Expect, Upgrade: h11's machinery
-        append((name, value))
-    if hosts != 1 or 0 in b"".join(names).translate(_TOKEN):
+        append(field)
+    if hosts != 1:
         return None
-    return ParsedRequest(method, target, headers, max(content_length, 0), close, host, content_types)
+    # tuple.__new__ directly: NamedTuple's generated __new__ is a Python-level call.
+    return _new_tuple(
+        ParsedRequest, (method, target, headers, max(content_length, 0), close, host, content_types)
+    )
+
+
+_new_tuple = tuple.__new__
 
 
 class FastResponse:

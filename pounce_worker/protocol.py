@@ -267,7 +267,7 @@ class HTTPConnection(asyncio.Protocol):
                 head = bytes(buf)
             else:
                 head = bytes(buf[: end + 4])
-            parsed = parse_head(head)
+            parsed = parse_head(head, self.server.known_fields)
             if parsed is None:
                 self._switch_to_h11()  # h11, and the full stricter checks, decide
                 return

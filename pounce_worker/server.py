@@ -98,6 +98,8 @@ class LoopServer:
         # (this loop only; see fastpath.FastResponse.start).
         self.known_header_names: set[bytes] = set()
         self.known_header_values: set[bytes] = set()
+        # Request field lines already parsed (fastpath.parse_head; this loop only, bounded).
+        self.known_fields: dict[bytes, tuple[bytes, bytes]] = {}
         # Host values already found valid (validate.check_parsed; this loop only).
         self.known_hosts: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()

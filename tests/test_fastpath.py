@@ -21,7 +21,7 @@ import h11
 import pytest
 
 from pounce_worker.asgi import STATUS_PHRASES
-from pounce_worker.fastpath import FastResponse, parse_head, primed_h11
+from pounce_worker.fastpath import FIELD_CACHE_ENTRIES, FIELD_CACHE_LINE, FastResponse, parse_head, primed_h11
 from tests.harness import Gunicorn, raw_request
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
@@ -83,6 +83,9 @@ def h11_body_length(conn: h11.Connection, limit: int = 64) -> int | None:
 
 # -- requests ----------------------------------------------------------------------------
 
+#: Parsed field lines shared by every example (parse_head's per-loop cache).
+WARM_FIELDS: dict[bytes, tuple[bytes, bytes]] = {}
+
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(METHODS, TARGETS, VERSIONS, HEADERS, st.booleans())
@@ -95,6 +98,8 @@ def test_fast_request_parse_equals_h11(method, target, version, headers, add_hos
         headers = [(b"Host", b"example"), *headers]
     head = build_head(method, target, version, headers)
     fast = parse_head(head)
+    # The same head through the field-line cache every example shares, as a loop's is.
+    assert parse_head(head, WARM_FIELDS) == fast
     if fast is None:
         return  # h11 decides: nothing to compare
     parsed = h11_parse(head)
@@ -114,6 +119,20 @@ def test_fast_request_parse_takes_the_common_request():
     for slow in (b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Upgrade: websocket"):
         assert parse_head(b"POST / HTTP/1.1\r\nHost: x\r\n" + slow + b"\r\n\r\n") is None
     assert parse_head(b"GET / HTTP/1.0\r\n\r\n") is None
+
+
+def test_field_cache_is_bounded_and_only_holds_valid_lines():
+    fields: dict[bytes, tuple[bytes, bytes]] = {}
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-A:  v \r\n\r\n", fields) is not None
+    assert fields == {b"Host: x": (b"host", b"x"), b"X-A:  v ": (b"x-a", b"v")}
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-B: \x01\r\n\r\n", fields) is None
+    assert b"X-B: \x01" not in fields
+    long_line = b"X-Long: " + b"v" * FIELD_CACHE_LINE
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n" + long_line + b"\r\n\r\n", fields) is not None
+    assert long_line not in fields
+    for i in range(FIELD_CACHE_ENTRIES + 10):
+        parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-Id: %d\r\n\r\n" % i, fields)
+        assert len(fields) <= FIELD_CACHE_ENTRIES
 
 
 # -- responses ---------------------------------------------------------------------------
