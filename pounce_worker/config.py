@@ -168,6 +168,8 @@ class ServerConfig:
     permit_obsolete_folding: bool = False
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
+    #: Request header names ``proxy.forwarded`` acts on for a trusted peer.
+    forwarded_names: frozenset[bytes] = frozenset()
     status_bind: StatusBind | None = None
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
@@ -221,6 +223,7 @@ class ServerConfig:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None  # the message names the setting
+        forward_script_name = bool({"SCRIPT_NAME", "*"} & set(cfg.forwarder_headers or ()))
         proxy_protocol = cfg.proxy_protocol
         if proxy_protocol is True:
             proxy_protocol = "auto"
@@ -256,7 +259,10 @@ class ServerConfig:
             forwarded_allow_nets=fwd_nets,
             secure_scheme_headers=secure,
             secure_scheme_names=frozenset(name for name, _ in secure),
-            forward_script_name=bool({"SCRIPT_NAME", "*"} & set(cfg.forwarder_headers or ())),
+            forward_script_name=forward_script_name,
+            forwarded_names=frozenset(name for name, _ in secure) | (
+                {b"script_name"} if forward_script_name else frozenset()
+            ),
             script_name=env.get("SCRIPT_NAME", "").rstrip("/"),
             proxy_protocol=str(proxy_protocol),
             permit_obsolete_folding=bool(getattr(cfg, "permit_obsolete_folding", False)),

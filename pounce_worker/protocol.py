@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import operator
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -249,7 +250,7 @@ class HTTPConnection(asyncio.Protocol):
                 # A pipelined request: wait until the current response is complete.
                 self.pause_reading()
                 return
-            if buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
+            if buf[0] == 13 and buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
                 # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
                 # request; one, as Gunicorn does (two are answered 400 by h11).
                 del buf[:2]
@@ -267,7 +268,8 @@ class HTTPConnection(asyncio.Protocol):
                 head = bytes(buf)
             else:
                 head = bytes(buf[: end + 4])
-            parsed = parse_head(head, self.server.known_fields)
+            server = self.server
+            parsed = parse_head(head, server.known_fields)
             if parsed is None:
                 self._switch_to_h11()  # h11, and the full stricter checks, decide
                 return
@@ -275,15 +277,15 @@ class HTTPConnection(asyncio.Protocol):
                 buf.clear()
             else:
                 del buf[: end + 4]
-            self.body_remaining = parsed.content_length
+            method, target, headers, length, close, host, content_types = parsed
+            self.body_remaining = length
             try:
                 # What parse_head accepts already passed h11's grammar; only these
-                # stricter-than-h11 rules can still apply to it.
-                check_parsed(parsed.host, parsed.content_types, self.server.known_hosts)
-                self.start_request(
-                    parsed.method, parsed.target, b"1.1", parsed.headers, parsed.close, parsed.content_length > 0,
-                    end + 4,
-                )
+                # stricter-than-h11 rules can still apply to it (check_parsed: a Host
+                # value not seen valid before, a repeated Content-Type).
+                if content_types > 1 or host not in server.known_hosts:
+                    check_parsed(host, content_types, server.known_hosts)
+                self.start_request(method, target, b"1.1", headers, close, length > 0, end + 4)
             except Rejection as exc:
                 self.reject(exc.status, str(exc))
                 return
@@ -442,7 +444,7 @@ class HTTPConnection(asyncio.Protocol):
         # proxy listed in forwarder_headers) is a prefix the path already has.
         root_path = config.root_path
         script_name = config.script_name
-        if self.trusted:
+        if self.trusted and not config.forwarded_names.isdisjoint(map(_field_name, headers)):
             forwarded_scheme, forwarded_script = forwarded(config, headers)
             scheme = forwarded_scheme or scheme
             script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name
@@ -480,9 +482,7 @@ class HTTPConnection(asyncio.Protocol):
             return  # WebSocket handshake: the connection is websocket.py's from here on
         self.requests += 1
         keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
-        cycle = RequestCycle(self, scope, method, keep_alive)
-        cycle.more_body = body_expected
-        cycle.target = target
+        cycle = RequestCycle(self, scope, method, target, keep_alive, body_expected)
         self.cycle = cycle
         server.spawn_request(cycle)
 
@@ -541,7 +541,7 @@ class HTTPConnection(asyncio.Protocol):
                     self._became_idle()
                 else:  # _became_idle's usual outcome, inlined: this runs once per request
                     self.idle = True
-                    self.deadline = time.monotonic() + self.config.keepalive
+                    self.deadline = server.deadline_base + self.config.keepalive
             if self.read_paused:
                 self.resume_reading()
             if not self.processing and self.buffer:
@@ -580,14 +580,18 @@ class HTTPConnection(asyncio.Protocol):
         # h11 has no public size for its receive buffer (h11 is pinned below 0.17).
         return len(self.conn._receive_buffer)
 
+    # Deadlines count from LoopServer.deadline_base, the last tick's clock plus one
+    # tick: at most two ticks late (deadlines fire on ticks anyway), early only by the
+    # loop's lag, and no clock read per request.
+
     def _arm_header_timer(self) -> None:
         timeout = self.config.header_timeout
         if timeout and not self.deadline:
-            self.deadline = time.monotonic() + timeout
+            self.deadline = self.server.deadline_base + timeout
 
     def _arm_idle_timer(self, timeout: float) -> None:
         self.idle = True
-        self.deadline = time.monotonic() + timeout
+        self.deadline = self.server.deadline_base + timeout
 
     def on_deadline(self) -> None:
         """Called by the loop's tick once ``deadline`` has passed."""
@@ -682,6 +686,8 @@ class HTTPConnection(asyncio.Protocol):
         self.server.request_rejected()
 
 
+#: A header pair's name, in C (for set operations over a header list).
+_field_name = operator.itemgetter(0)
 #: Response fields the server adds unless the app sent its own.
 SERVER_DEFAULT_FIELDS = frozenset({b"server", b"date"})
 
@@ -737,7 +743,15 @@ class RequestCycle:
         "timing",
     )
 
-    def __init__(self, connection: HTTPConnection, scope: dict[str, Any], method: bytes, keep_alive: bool) -> None:
+    def __init__(
+        self,
+        connection: HTTPConnection,
+        scope: dict[str, Any],
+        method: bytes,
+        target: bytes,
+        keep_alive: bool,
+        more_body: bool,
+    ) -> None:
         self.connection = connection
         self.scope = scope
         self.keep_alive = keep_alive
@@ -745,13 +759,13 @@ class RequestCycle:
         # h11 knows only on its own path; the fast path hands Expect requests to h11.
         self.expect_100 = not connection.fast and connection.conn.they_are_waiting_for_100_continue
         self.method = method
-        self.target = b""
+        self.target = target
         self.head_only = method == b"HEAD"
         self.fast_writer: FastResponse | None = None
         self.h11: h11.Connection | None = None
         self.must_close = False
         self.body = bytearray()
-        self.more_body = True
+        self.more_body = more_body
         self.received = 0
         self.request_complete = False
         self.response_started = False
@@ -760,7 +774,8 @@ class RequestCycle:
         self.status = 0
         self.sent = 0
         self.response_headers: list[tuple[bytes, bytes]] = []
-        self.start_time = time.monotonic()
+        # Read the clock only for what uses it (access log, post_request, Server-Timing).
+        self.start_time = time.monotonic() if connection.server.clock_requests else 0.0
         self._waiter: asyncio.Future[None] | None = None
         # Server-Timing marks of this request (timing.py), None when the feature is off.
         self.timing = (
@@ -868,10 +883,11 @@ class RequestCycle:
         append = headers.append
         has_defaults = False
         for name, value in message.get("headers", ()):
-            name = bytes(name).lower()
+            # bytes() only for other bytes-likes: for bytes it is a call that returns its argument.
+            name = name.lower() if type(name) is bytes else bytes(name).lower()
             if name in SERVER_DEFAULT_FIELDS:
                 has_defaults = True
-            append((name, bytes(value)))
+            append((name, value if type(value) is bytes else bytes(value)))
         if self.timing is not None:  # Server-Timing (timing.py), once per response
             self.timing.add_to(headers)
         close = not self.keep_alive

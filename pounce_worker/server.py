@@ -118,6 +118,10 @@ class LoopServer:
         self.requests = 0
         self.rejected = 0
         self.last_tick = time.monotonic()
+        # What connection deadlines count from: see HTTPConnection._arm_header_timer.
+        self.deadline_base = self.last_tick + config.tick
+        # Whether requests need their start time read (RequestCycle.start_time).
+        self.clock_requests = bool(log.access_wanted or hooks.post_request is not None or config.server_timing)
         # Tick lateness for the status view (status.py reads these without a lock).
         self.ticks = 0
         self.lag = 0.0
@@ -215,6 +219,7 @@ class LoopServer:
         self.ticks += 1
         self._tick_due = now + self.config.tick
         self.last_tick = now
+        self.deadline_base = now + self.config.tick
         if not self.loop.is_closed():
             self.loop.call_later(self.config.tick, self._tick)
         self._set_date()
@@ -230,7 +235,9 @@ class LoopServer:
         """Fire connection deadlines (keep-alive idle, header timeout) that have passed.
 
         One pass per tick instead of a TimerHandle armed and cancelled per
-        request: deadlines are then late by at most one tick.
+        request. Deadlines are armed from ``deadline_base`` (the last tick plus
+        one tick) rather than a clock read per request, so they fire at most
+        two ticks late, and early only by as much as the loop lags.
         """
         now = time.monotonic()
         for connection in [c for c in self.connections if c.deadline and c.deadline <= now]:
