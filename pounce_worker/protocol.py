@@ -859,12 +859,11 @@ class RequestCycle:
                     f"ASGI: expected 'http.response.body' after 'http.response.start', got {message_type!r}"
                 )
             body = message.get("body", b"")
-            if not isinstance(body, (bytes, bytearray, memoryview)):
+            if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError(
                     f"ASGI: 'http.response.body' body must be bytes, got {type(body).__name__}"
                 )
-            more_body = bool(message.get("more_body", False))
-            self._write_body(body, more_body)
+            self._write_body(body, message.get("more_body", False))  # used for its truth value only
         else:
             raise RuntimeError(
                 f"ASGI: message {message_type!r} sent after the response was complete"
