@@ -149,6 +149,14 @@ class Gunicorn:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def boot_failure(self, timeout: float = 20.0) -> int:
+        """Start a master expected to fail at boot; its exit status (the output stays readable)."""
+        self.start(wait=False)
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
     def stop(self, sig: int = _signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None

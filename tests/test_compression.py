@@ -287,11 +287,7 @@ def test_bad_compression_settings_name_the_variable(env: dict[str, str], message
 @pytest.mark.skipif("zstd" in SUPPORTED, reason="this Python has compression.zstd")
 def test_zstd_alone_without_the_module_fails_the_boot() -> None:
     server = Gunicorn("tests.feature_apps:app", mode="processes", env={"POUNCE_COMPRESSION": "zstd"})
-    server.start(wait=False)
-    try:
-        returncode = server.wait(20)
-    finally:
-        server.stop()
+    returncode = server.boot_failure(20)
     assert returncode != 0
     assert "POUNCE_COMPRESSION='zstd'" in server.output()
     assert "zstd needs CPython 3.14" in server.output()

@@ -20,7 +20,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ from pounce_worker.config import share
 from tests.harness import HOST, Gunicorn, proc_status_kb, read_until_close, response_statuses
 
 APP = "tests.apps:hostile"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Gunicorn]]:
-    servers: list[Gunicorn] = []
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def start(started: list[Gunicorn], mode: str | None, *args: str, threads: int = 2, **env: str) -> Gunicorn:

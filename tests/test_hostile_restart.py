@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,14 +226,6 @@ class Load:
         assert not retried_but_seen, f"closed unanswered after the app saw them: {sorted(retried_but_seen)[:10]}"
         assert set(total.served) <= set(seen)
         return total
-
-
-@pytest.fixture
-def started() -> Iterator[list[Gunicorn]]:
-    servers: list[Gunicorn] = []
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def start(started: list[Gunicorn], tmp_path: Path, mode: str, *args: str, workers: int = 2) -> Gunicorn:

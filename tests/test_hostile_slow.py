@@ -27,15 +27,6 @@ APP = "tests.apps:hostile"
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def started() -> Iterator[list[Gunicorn]]:
-    """Servers a test starts are stopped however it ends."""
-    servers: list[Gunicorn] = []
-    yield servers
-    for server in servers:
-        server.stop()
-
-
 def start(started: list[Gunicorn], mode: str, *args: str, **env: str) -> Gunicorn:
     server = Gunicorn(APP, *args, mode=mode, env=env)
     started.append(server)

@@ -156,11 +156,7 @@ def test_auto_mode_chooses_threads_when_gil_is_disabled(tmp_path):
 
 def test_bad_mode_value_fails_at_boot():
     server = Gunicorn("tests.apps:echo", mode="fibers")
-    server.start(wait=False)
-    try:
-        returncode = server.wait(20)
-    finally:
-        server.stop()
+    returncode = server.boot_failure(20)
     output = server.output()
     assert returncode != 0
     assert "POUNCE_WORKER_MODE='fibers'" in output
@@ -177,11 +173,7 @@ def test_bad_mode_value_fails_at_boot():
 )
 def test_bad_settings_fail_at_boot_naming_the_setting(args, env, message):
     server = Gunicorn("tests.apps:echo", *args, mode="threads", threads=3, env=env)
-    server.start(wait=False)
-    try:
-        returncode = server.wait(20)
-    finally:
-        server.stop()
+    returncode = server.boot_failure(20)
     assert returncode != 0
     assert message in server.output()
 

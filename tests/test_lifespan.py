@@ -17,11 +17,7 @@ WORKER_BOOT_ERROR = 3
 
 def _boot_failure(app: str, *args: str, mode: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     server = Gunicorn(app, *args, mode=mode, threads=2, env=env)
-    server.start(wait=False)
-    try:
-        returncode = server.wait(20)
-    finally:
-        server.stop()
+    returncode = server.boot_failure(20)
     return returncode, server.output()
 
 

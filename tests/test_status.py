@@ -380,11 +380,7 @@ def test_open_connections_and_full_accept_gate(mode):
 @pytest.mark.timeout(60)
 def test_bad_bind_fails_the_boot_naming_the_setting(mode, bind, message):
     server = _server(mode, bind=bind)
-    server.start(wait=False)
-    try:
-        returncode = server.wait(30)
-    finally:
-        server.stop()
+    returncode = server.boot_failure(30)
     assert returncode != 0
     assert message in server.output()
     assert "Booting worker" not in server.output()
