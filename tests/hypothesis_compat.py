@@ -31,9 +31,22 @@ except Exception as exc:
     class HealthCheck:  # type: ignore[no-redef]
         too_slow = None
 
-    def _inert(*args: Any, **kwargs: Any) -> Any:
-        """Stands for any strategy (or st.composite); the tests using it are skipped."""
-        return _inert
+    class _Inert:
+        """Stands for any strategy, st.composite, and what is chained on them
+        (``.map``, ``.filter``, ``|``...) at import time; the tests using it are skipped."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            return self
+
+        def __or__(self, other: Any) -> Any:
+            return self
+
+        __ror__ = __or__
+
+    _inert = _Inert()
 
     class _Strategies:
         def __getattr__(self, name: str) -> Any:
