@@ -17,6 +17,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -89,9 +90,15 @@ def test_whole_suite_under_free_threaded_python() -> None:
     env.pop(FT_ENV, None)
     env[IN_LEG_ENV] = "1"
     env["PYTHONPATH"] = str(ROOT)
+    # Emptied here, not by the inner pytest: its rm_rf calls shutil.rmtree(onexc=...), which
+    # the nogil alpha's shutil lacks.
+    shutil.rmtree(venv / "pytest-tmp", ignore_errors=True)
     result = subprocess.run(
         # A fixed --basetemp: pytest's cleanup of numbered temp dirs fails on the nogil alpha.
-        [str(vpy), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", f"--basetemp={venv / 'pytest-tmp'}", "tests",
+        # tmp_path_retention_policy=all: nor does the inner pytest remove passed tests' tmp_path
+        # (the same rmtree); the basetemp is emptied above at the next run.
+        [str(vpy), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", f"--basetemp={venv / 'pytest-tmp'}",
+         "-o", "tmp_path_retention_policy=all", "tests",
          "--deselect", "tests/test_freethreaded.py::test_whole_suite_under_free_threaded_python"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=3500,
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import re
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pounce_worker import config, status
+from pounce_worker.mode import gil_enabled
 from tests.harness import HOST, Gunicorn, RawConnection, http_request, poll_until
 
 STATUS_LOG = r"status view of worker (\d+) on (\S+) \(POUNCE_STATUS_BIND\)"
@@ -308,8 +309,8 @@ def test_numbers_agree_with_the_traffic_driven(mode):
     assert worker["pid"] == pid
     assert worker["mode"] == mode
     assert worker["loops"] == _loops_for(mode) == len(document["loops"])
-    assert worker["gil_enabled"] is (getattr(sys, "_is_gil_enabled", lambda: True)())
-    assert worker["interpreter"].endswith(".".join(map(str, sys.version_info[:3])))
+    assert worker["gil_enabled"] is gil_enabled()
+    assert worker["interpreter"].endswith(platform.python_version())
     assert worker["uptime"] > 0
     assert worker["status_address"] == address
     assert worker["max_requests"] == {"spent": 37, "limit": 1000}
