@@ -528,8 +528,14 @@ def test_reload_serves_the_changed_module(mode, tmp_path):
         # A SyntaxError is shown, not fatal; fixing it serves again.
         rewrite("async def app(:\n")
         assert wait_until(lambda: "SyntaxError" in _get_text(server.url), timeout=15), server.output()
-        rewrite(RELOAD_APP.format(version="v3"))
-        assert wait_until(lambda: _get_text(server.url) == "v3", timeout=15), server.output()
+        # Gunicorn's reloader takes its baseline mtimes when the new worker starts: a write
+        # landing between that worker's import and its baseline is never seen (a race of
+        # Gunicorn's, wider on a loaded machine), so the fix is stamped again if need be.
+        for _attempt in range(3):
+            rewrite(RELOAD_APP.format(version="v3"))
+            if wait_until(lambda: _get_text(server.url) == "v3", timeout=8):
+                break
+        assert _get_text(server.url) == "v3", server.output()
 
 
 def _get_text(url: str) -> str:
