@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,39 +56,27 @@ class RequestTiming:
 def instrument(connection: HTTPConnection) -> None:
     """Stamp ``connection.parse_started`` whenever the connection starts parsing buffered bytes.
 
-    Parsing starts in ``data_received`` (which runs the fast path inline) or in
-    ``fast_events`` / ``handle_events`` (scheduled after a response for a
-    pipelined request). Wrapping those three on the instance, only when
-    Server-Timing is on, keeps the off case free of any clock read or flag
-    check. (The instance attribute is set in ``__init__``, before a transport
-    exists, so transports that bind ``data_received`` at creation see it too.)
+    Parsing starts in ``fast_events`` / ``handle_events`` (from ``data_received``,
+    or scheduled after a response for a pipelined request). Wrapping those two
+    on the instance, only when Server-Timing is on, keeps the off case free of
+    any clock read or flag check.
     """
     # The wrappers reach the connection through a weak reference: a strong one would
     # make every connection a reference cycle that only the garbage collector frees.
     ref = weakref.ref(connection)
     cls = type(connection)
 
-    def timed_fast_events() -> None:
-        conn = ref()
-        if conn is not None:
-            if not conn.processing:
-                conn.parse_started = time.monotonic()
-            cls.fast_events(conn)
+    def timed(name: str) -> Callable[[], None]:
+        method = getattr(cls, name)
 
-    def timed_handle_events() -> None:
-        conn = ref()
-        if conn is not None:
-            if not conn.processing:
-                conn.parse_started = time.monotonic()
-            cls.handle_events(conn)
+        def wrapper() -> None:
+            conn = ref()
+            if conn is not None:
+                if not conn.processing:
+                    conn.parse_started = time.monotonic()
+                method(conn)
 
-    def timed_data_received(data: bytes) -> None:
-        conn = ref()
-        if conn is not None:
-            if not conn.processing:
-                conn.parse_started = time.monotonic()
-            cls.data_received(conn, data)
+        return wrapper
 
-    connection.data_received = timed_data_received  # type: ignore[method-assign]
-    connection.fast_events = timed_fast_events  # type: ignore[method-assign]
-    connection.handle_events = timed_handle_events  # type: ignore[method-assign]
+    connection.fast_events = timed("fast_events")  # type: ignore[method-assign]
+    connection.handle_events = timed("handle_events")  # type: ignore[method-assign]
