@@ -630,6 +630,25 @@ def poll_until(predicate: object, timeout: float = 15.0, interval: float = 0.05,
     raise TimeoutError(f"{what} not reached in {timeout}s")
 
 
+def stamp_until(path: Path, text: str, predicate: object, timeout: float = 20.0) -> bool:
+    """Write ``text`` to ``path`` with a fresh, later mtime every 1.5 s until ``predicate()``.
+
+    Gunicorn's poll reloader takes each file's baseline mtime on its first pass in a new
+    worker, and only a later mtime counts as a change: a write that lands before that first
+    pass (a new worker starting on a loaded machine) is never seen. Stamping again with a
+    still later mtime is what an operator's next save does; the reloader polls every second.
+    """
+    deadline = time.monotonic() + timeout
+    stamp = time.time() + 5  # ahead of any baseline, whatever the filesystem's resolution
+    while time.monotonic() < deadline:
+        path.write_text(text)
+        os.utime(path, (stamp, stamp))
+        if wait_until(predicate, timeout=1.5, interval=0.1):
+            return True
+        stamp += 1
+    return bool(predicate())  # type: ignore[operator]
+
+
 # -- helpers for the hostile-client suites (tests/test_hostile_*.py) ---------------------------------
 
 

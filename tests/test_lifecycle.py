@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from pounce_worker import mode as pounce_mode
-from tests.harness import Gunicorn, RawConnection, http_request, serve, wait_until, write_config
+from tests.harness import Gunicorn, RawConnection, http_request, serve, stamp_until, wait_until, write_config
 
 BOOT_LINE = r"pounce_worker: (\w+) mode \(([^)]*)\), (\d+) event loop\(s\) with (\w+), worker_connections=(\d+), (.*)"
 
@@ -515,27 +515,15 @@ def test_reload_serves_the_changed_module(mode, tmp_path):
         [old] = server.worker_pids()
         assert httpx.get(server.url + "/").text == "v1"
 
-        def rewrite(text: str) -> None:
-            source.write_text(text)
-            stamp = time.time() + 2
-            os.utime(source, (stamp, stamp))  # a new mtime even within the same second
+        def get_text() -> str:
+            return _get_text(server.url)
 
-        rewrite(RELOAD_APP.format(version="v2"))
-        assert wait_until(lambda: _get_text(server.url) == "v2", timeout=15), server.output()
+        assert stamp_until(source, RELOAD_APP.format(version="v2"), lambda: get_text() == "v2"), server.output()
         assert old not in server.worker_pids()
         server.wait_for_log(rf"Worker reloading: {re.escape(str(source))} modified")
-
         # A SyntaxError is shown, not fatal; fixing it serves again.
-        rewrite("async def app(:\n")
-        assert wait_until(lambda: "SyntaxError" in _get_text(server.url), timeout=15), server.output()
-        # Gunicorn's reloader takes its baseline mtimes when the new worker starts: a write
-        # landing between that worker's import and its baseline is never seen (a race of
-        # Gunicorn's, wider on a loaded machine), so the fix is stamped again if need be.
-        for _attempt in range(3):
-            rewrite(RELOAD_APP.format(version="v3"))
-            if wait_until(lambda: _get_text(server.url) == "v3", timeout=8):
-                break
-        assert _get_text(server.url) == "v3", server.output()
+        assert stamp_until(source, "async def app(:\n", lambda: "SyntaxError" in get_text()), server.output()
+        assert stamp_until(source, RELOAD_APP.format(version="v3"), lambda: get_text() == "v3"), server.output()
 
 
 def _get_text(url: str) -> str:

@@ -30,6 +30,7 @@ from tests.harness import (
     poll_until,
     reference,
     running,
+    stamp_until,
     subject,
 )
 
@@ -466,12 +467,6 @@ async def app(scope, receive, send):
 '''
 
 
-def _bump(path: Path, text: str) -> None:
-    path.write_text(text)
-    future = time.time() + 5  # a new mtime whatever the filesystem's resolution
-    os.utime(path, (future, future))
-
-
 def test_reload_and_reload_extra_files():
     """reload: changing the app's module replaces the worker, which serves the new code;
     touching a reload_extra_files file replaces it too."""
@@ -489,11 +484,10 @@ def test_reload_and_reload_extra_files():
     with running(server):
         assert body() == b"version 1"
         (first,) = server.worker_pids()
-        _bump(module, RELOAD_APP.format(version=2))
-        poll_until(lambda: body() == b"version 2", 15, interval=0.2, what="the new code served")
+        assert stamp_until(module, RELOAD_APP.format(version=2), lambda: body() == b"version 2"), server.log()
+        poll_until(lambda: len(server.worker_pids()) == 1, 15, interval=0.2, what="one worker")
         (second,) = server.worker_pids()
-        _bump(extra, "x = 2\n")
-        poll_until(lambda: server.worker_pids() not in ([second], []), 15, interval=0.2, what="a reload")
+        assert stamp_until(extra, "x = 2\n", lambda: server.worker_pids() not in ([second], [])), server.log()
         assert body() == b"version 2"
     assert len({first, second}) == 2
     assert server.log().count("Worker reloading") >= 2
