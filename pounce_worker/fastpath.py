@@ -22,7 +22,8 @@ h11 is pinned below 0.17 in setup.cfg because these regexes are its internals.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import h11
 from h11._headers import _field_name_re, _field_value_re
@@ -181,15 +182,143 @@ def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = No
 _new_tuple = tuple.__new__
 
 
+#: Response fields the server adds unless the app sent its own.
+SERVER_DEFAULT_FIELDS = frozenset({b"server", b"date"})
+#: Bounds of a loop's cache of rendered response header blocks (ResponseHeaderCache).
+HEADER_BLOCK_ENTRIES = 256
+HEADER_BLOCK_SIZE = 4096
+
+
+def normalize(raw: Iterable[tuple[Any, Any]]) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """An app's response headers as (lower-cased name, value) bytes pairs, and whether it set Server or Date."""
+    headers: list[tuple[bytes, bytes]] = []
+    append = headers.append
+    has_defaults = False
+    for name, value in raw:
+        # bytes() only for other bytes-likes: for bytes it is a call that returns its argument.
+        name = name.lower() if type(name) is bytes else bytes(name).lower()
+        if name in SERVER_DEFAULT_FIELDS:
+            has_defaults = True
+        append((name, value if type(value) is bytes else bytes(value)))
+    return headers, has_defaults
+
+
+class HeaderBlock(NamedTuple):
+    """An app's response headers, checked and rendered once (see ResponseHeaderCache)."""
+
+    headers: tuple[tuple[bytes, bytes], ...]  # lower-cased names, bytes values
+    lines: bytes  # one b"name: value\r\n" per header, without the server's defaults
+    length: int  # the Content-Length value, or -1 when there is none
+    has_defaults: bool  # the app set Server or Date itself
+    fast: bool  # False: h11 must frame the response (Transfer-Encoding, Connection, Host, odd Content-Length)
+
+
+def render(raw: Iterable[tuple[Any, Any]], known_names: set[bytes], known_values: set[bytes]) -> HeaderBlock:
+    """Check an app's response headers with h11's grammar and render them as h11 would.
+
+    Raises ``h11.LocalProtocolError`` exactly where h11 would. ``known_names`` and
+    ``known_values`` cache what already passed (one loop's): a set lookup costs
+    less than a regex. A block with ``fast`` false was checked only up to the
+    field that needs h11's rewriting rules: h11 checks the rest when it frames it.
+    """
+    headers, has_defaults = normalize(raw)
+    lines: list[bytes] = []
+    append = lines.append
+    length = -1
+    fast = True
+    for name, value in headers:
+        if name not in known_names:
+            if not _field_name_re.fullmatch(name):
+                raise h11.LocalProtocolError(f"Illegal header name {name!r}")
+            if len(known_names) < _CACHE_ENTRIES:
+                known_names.add(name)
+        if name in _NOTABLE_RESPONSE_FIELDS:
+            # Content-Length digits are a valid field value; anything else goes to h11's rules.
+            if name != b"content-length" or length >= 0 or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+                fast = False
+                break
+            length = int(value)
+        elif value not in known_values:
+            if not _field_value_re.fullmatch(value):
+                raise h11.LocalProtocolError(f"Illegal header value {value!r}")
+            if len(known_values) < _CACHE_ENTRIES and len(value) <= _CACHE_VALUE_SIZE:
+                known_values.add(value)
+        append(b"%s: %s\r\n" % (name, value))
+    return _new_tuple(HeaderBlock, (tuple(headers), b"".join(lines), length, has_defaults, fast))
+
+
+class ResponseHeaderCache:
+    """One loop's rendered header blocks, keyed by the headers the app sent.
+
+    Most apps send the same few header lists again and again (often the very
+    same list object): one dictionary lookup on them replaces normalising,
+    checking and formatting every header of every response. The key is the
+    app's own sequence as a tuple, compared by value, so an app mutating its
+    list between responses gets a fresh block; unhashable pairs (lists,
+    bytearrays) are rendered every time. Owned by one loop and bounded.
+    """
+
+    __slots__ = ("blocks", "names", "values")
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[Any, ...], HeaderBlock] = {}
+        self.names: set[bytes] = set()
+        self.values: set[bytes] = set()
+
+    def get(self, raw: Iterable[tuple[Any, Any]]) -> HeaderBlock:
+        items = raw if type(raw) is tuple else tuple(raw)
+        try:
+            block = self.blocks.get(items)
+        except TypeError:  # an unhashable pair
+            return render(items, self.names, self.values)
+        if block is None:
+            block = render(items, self.names, self.values)
+            if len(block.lines) <= HEADER_BLOCK_SIZE:
+                if len(self.blocks) >= HEADER_BLOCK_ENTRIES:
+                    self.blocks.clear()  # bounded, and a flood of one-off header sets cannot pin it
+                self.blocks[items] = block
+        return block
+
+
+#: What follows the header lines, by (chunked framing, Connection: close).
+_HEAD_ENDS = {
+    (False, False): b"\r\n",
+    (False, True): b"Connection: close\r\n\r\n",
+    (True, False): b"Transfer-Encoding: chunked\r\n\r\n",
+    (True, True): b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+}
+
+
 class FastResponse:
     """Frames one response to an HTTP/1.1 request, byte for byte as h11 does."""
 
     __slots__ = ("chunked", "remaining")
 
-    # No __init__: start() sets both fields, and a Python-level __init__ would cost
+    # No __init__: head() sets both fields, and a Python-level __init__ would cost
     # a call per response.
     chunked: bool
     remaining: int
+
+    def head(self, status: int, default_lines: bytes, block: HeaderBlock, method: bytes, close: bool) -> bytes:
+        """The response head for a ``block`` whose ``fast`` is true.
+
+        ``default_lines`` are the server's own header lines (known valid).
+        """
+        length = block.length
+        if status in _NO_BODY_STATUS:
+            self.chunked = False
+            self.remaining = 0
+            end = _HEAD_ENDS[False, close]
+        elif length < 0:
+            # h11 chooses chunked by the method as GET, so HEAD responses get the header too.
+            self.chunked = method != b"HEAD"
+            self.remaining = 0
+            end = _HEAD_ENDS[True, close]
+        else:
+            self.chunked = False
+            self.remaining = 0 if method == b"HEAD" else length
+            end = _HEAD_ENDS[False, close]
+        return b"".join((STATUS_LINES[status], default_lines, block.lines, end))
 
     def start(
         self,
@@ -201,49 +330,11 @@ class FastResponse:
         known_names: set[bytes],
         known_values: set[bytes],
     ) -> bytes | None:
-        """The response head, or None when h11 must frame this response.
-
-        ``default_lines`` are the server's own header lines (known valid);
-        ``headers`` are the app's, with lower-case names, validated here with
-        h11's regexes and raising ``h11.LocalProtocolError`` exactly where h11
-        would. ``known_names`` and ``known_values`` cache what already passed
-        (owned by one loop): most apps send the same names and many of the
-        same values on every response, and a set lookup costs less than a regex.
-        """
-        length = None
-        self.chunked = False
-        self.remaining = 0
-        parts = [STATUS_LINES[status], default_lines]
-        append = parts.append
-        for name, value in headers:
-            if name not in known_names:
-                if not _field_name_re.fullmatch(name):
-                    raise h11.LocalProtocolError(f"Illegal header name {name!r}")
-                if len(known_names) < _CACHE_ENTRIES:
-                    known_names.add(name)
-            if name in _NOTABLE_RESPONSE_FIELDS:
-                if name != b"content-length":
-                    return None  # h11's rewriting rules (Transfer-Encoding, Connection, Host)
-                # Digits are a valid field value; anything else goes to h11's rules.
-                if length is not None or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
-                    return None
-                length = int(value)
-            elif value not in known_values:
-                if not _field_value_re.fullmatch(value):
-                    raise h11.LocalProtocolError(f"Illegal header value {value!r}")
-                if len(known_values) < _CACHE_ENTRIES and len(value) <= _CACHE_VALUE_SIZE:
-                    known_values.add(value)
-            append(b"%s: %s\r\n" % (name, value))
-        if status in _NO_BODY_STATUS:
-            self.remaining = 0
-        elif length is None:
-            # h11 chooses chunked by the method as GET, so HEAD responses get the header too.
-            append(b"Transfer-Encoding: chunked\r\n")
-            self.chunked = method != b"HEAD"
-        else:
-            self.remaining = 0 if method == b"HEAD" else length
-        append(b"Connection: close\r\n\r\n" if close else b"\r\n")
-        return b"".join(parts)
+        """``head`` for headers not rendered yet, or None when h11 must frame this response."""
+        block = render(headers, known_names, known_values)
+        if not block.fast:
+            return None
+        return self.head(status, default_lines, block, method, close)
 
     def declare_length(self, head: bytes, length: int, head_only: bool) -> bytes | None:
         """``head`` (from ``start``, not sent yet) with Content-Length instead of chunked.

@@ -10,7 +10,7 @@ They are built per request and only when a hook or the access log wants them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ class ResponseView:
 
     __slots__ = ("headers", "response_length", "sent", "status", "status_code")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], sent: int) -> None:
+    def __init__(self, status: int, headers: Sequence[tuple[bytes, bytes]], sent: int) -> None:
         self.status = str(status)
         self.status_code = status
         self.headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]

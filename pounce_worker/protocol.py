@@ -17,7 +17,7 @@ import asyncio
 import datetime
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -27,7 +27,7 @@ from . import timing
 from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
 from .chunked import ChunkedScanner, scanner_for
 from .compression import CompressingSend
-from .fastpath import FastResponse, parse_head, primed_h11
+from .fastpath import FastResponse, normalize, parse_head, primed_h11, render
 from .hooks import RequestView, ResponseView, access_environ
 from .pathsend import EXTENSION as PATHSEND
 from .pathsend import send_path
@@ -688,11 +688,9 @@ class HTTPConnection(asyncio.Protocol):
 
 #: A header pair's name, in C (for set operations over a header list).
 _field_name = operator.itemgetter(0)
-#: Response fields the server adds unless the app sent its own.
-SERVER_DEFAULT_FIELDS = frozenset({b"server", b"date"})
 
 
-def _default_lines(server: LoopServer, headers: list[tuple[bytes, bytes]]) -> bytes:
+def _default_lines(server: LoopServer, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The server's default header lines minus those the app set itself."""
     names = {name for name, _ in headers}
     lines = b""
@@ -773,7 +771,7 @@ class RequestCycle:
         self.pending_head: bytes | None = None
         self.status = 0
         self.sent = 0
-        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.response_headers: Sequence[tuple[bytes, bytes]] = ()
         # Read the clock only for what uses it (access log, post_request, Server-Timing).
         self.start_time = time.monotonic() if connection.server.clock_requests else 0.0
         self._waiter: asyncio.Future[None] | None = None
@@ -878,39 +876,33 @@ class RequestCycle:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         connection = self.connection
         server = connection.server
-        headers: list[tuple[bytes, bytes]] = []
-        append = headers.append
-        has_defaults = False
-        for name, value in message.get("headers", ()):
-            # bytes() only for other bytes-likes: for bytes it is a call that returns its argument.
-            name = name.lower() if type(name) is bytes else bytes(name).lower()
-            if name in SERVER_DEFAULT_FIELDS:
-                has_defaults = True
-            append((name, value if type(value) is bytes else bytes(value)))
-        if self.timing is not None:  # Server-Timing (timing.py), once per response
-            self.timing.add_to(headers)
+        raw = message.get("headers", ())
         close = not self.keep_alive
         head = None
         if connection.fast:
-            writer = FastResponse()
-            head = writer.start(
-                status,
-                server.default_lines if not has_defaults else _default_lines(server, headers),
-                headers,
-                self.method,
-                close,
-                server.known_header_names,
-                server.known_header_values,
-            )
-            if head is None:
+            if self.timing is None:
+                block = server.header_blocks.get(raw)
+            else:  # Server-Timing (timing.py): a header of its own on every response, never cached
+                listed, _ = normalize(raw)
+                self.timing.add_to(listed)
+                block = render(listed, server.header_blocks.names, server.header_blocks.values)
+            headers: Sequence[tuple[bytes, bytes]] = block.headers
+            has_defaults = block.has_defaults
+            if block.fast:
+                writer = FastResponse()
+                default_lines = server.default_lines if not has_defaults else _default_lines(server, headers)
+                head = writer.head(status, default_lines, block, self.method, close)
+                self.fast_writer = writer
+            else:
                 # Headers that need h11's rewriting rules: let h11 frame this one.
                 self.h11 = primed_h11(self.method, close)
-            else:
-                self.fast_writer = writer
         else:
+            headers, has_defaults = normalize(raw)
+            if self.timing is not None:
+                self.timing.add_to(headers)
             self.h11 = connection.conn
         if close:
-            headers.append(CLOSE_HEADER)
+            headers = [*headers, CLOSE_HEADER]
         if head is None:
             assert self.h11 is not None
             defaults = [
@@ -918,7 +910,7 @@ class RequestCycle:
                 for pair in ((b"server", connection.config.server_header), (b"date", server.date_header))
                 if not has_defaults or all(name != pair[0] for name, _ in headers)
             ]
-            response = h11.Response(status_code=status, headers=defaults + headers, reason=STATUS_PHRASES[status])
+            response = h11.Response(status_code=status, headers=[*defaults, *headers], reason=STATUS_PHRASES[status])
             head = self.h11.send(response)
         self.response_headers = headers
         self.status = status

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .asgi import ASGIApp
 from .config import ServerConfig
+from .fastpath import ResponseHeaderCache
 from .hooks import Hooks
 from .lifespan import Lifespan, LifespanFailure
 from .log import LoopLog
@@ -94,10 +95,8 @@ class LoopServer:
         self.state: dict[str, Any] = {}
         # HTTP connections, and WebSocket sessions (websocket.py) that took one over.
         self.connections: set[HTTPConnection | WebSocketSession] = set()
-        # Response header names and values already validated against h11's grammar
-        # (this loop only; see fastpath.FastResponse.start).
-        self.known_header_names: set[bytes] = set()
-        self.known_header_values: set[bytes] = set()
+        # Response header blocks already checked and rendered (this loop only, bounded).
+        self.header_blocks = ResponseHeaderCache()
         # Request field lines already parsed (fastpath.parse_head; this loop only, bounded).
         self.known_fields: dict[bytes, tuple[bytes, bytes]] = {}
         # Host values already found valid (validate.check_parsed; this loop only).

@@ -646,3 +646,20 @@ async def shutdown_raises(scope, receive, send):
             else:
                 raise RuntimeError("lifespan shutdown exploded on purpose")
     await _respond(send, 200, b"ok", [(b"content-length", b"2")])
+
+
+# One header list reused by every response and changed in place between them (as apps that
+# keep module-level header lists do): each response carries what the list holds at its start.
+# The test sends one request at a time; the lock only keeps the write itself whole.
+_REUSED_HEADERS = [(b"content-type", b"text/plain"), (b"x-version", b"0")]
+_REUSED_LOCK = threading.Lock()
+
+
+async def reused_headers(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    version = scope["query_string"] or b"0"
+    with _REUSED_LOCK:
+        _REUSED_HEADERS[1] = (b"x-version", version)
+    await send({"type": "http.response.start", "status": 200, "headers": _REUSED_HEADERS})
+    await send({"type": "http.response.body", "body": version})

@@ -18,10 +18,20 @@ from __future__ import annotations
 import re
 
 import h11
+import httpx
 import pytest
 
 from pounce_worker.asgi import STATUS_PHRASES
-from pounce_worker.fastpath import FIELD_CACHE_ENTRIES, FIELD_CACHE_LINE, FastResponse, parse_head, primed_h11
+from pounce_worker.fastpath import (
+    FIELD_CACHE_ENTRIES,
+    FIELD_CACHE_LINE,
+    HEADER_BLOCK_ENTRIES,
+    FastResponse,
+    ResponseHeaderCache,
+    parse_head,
+    primed_h11,
+    render,
+)
 from tests.harness import Gunicorn, raw_request
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
@@ -150,6 +160,8 @@ RESPONSE_VALUES = st.one_of(
 #: Validated names and values shared by every example, as a loop's caches are.
 WARM_NAMES: set[bytes] = set()
 WARM_VALUES: set[bytes] = set()
+#: Rendered header blocks shared by every example, as a loop's ResponseHeaderCache is.
+WARM_BLOCKS = ResponseHeaderCache()
 STATUSES = st.sampled_from([200, 201, 204, 301, 304, 404, 418, 500, 299])
 CHUNKS = st.lists(st.binary(max_size=8), max_size=4)
 
@@ -195,8 +207,17 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
             lambda w=writer, n=names, v=values: w.start(status, default_lines, headers, method, close, n, v),
             writer.data, writer.end, chunks, head_only,
         ))
+    # Through a loop's block cache, as protocol.py frames responses: the same bytes, warm or cold.
+    for _attempt in range(2):
+        writer = FastResponse()
+
+        def cached_start(w=writer):
+            block = WARM_BLOCKS.get(headers)
+            return w.head(status, default_lines, block, method, close) if block.fast else None
+
+        results.append(run_response(cached_start, writer.data, writer.end, chunks, head_only))
     fast = results[0]
-    assert results[1] == fast
+    assert results[1:] == [fast] * 3
     if fast is None:
         return  # h11 frames this response (primed connection): nothing to compare
     conn = primed_h11(method, close)
@@ -230,6 +251,43 @@ def test_fast_response_caches_only_valid_names_and_values():
     with pytest.raises(h11.LocalProtocolError):
         FastResponse().start(200, b"", [(b"x-a", b"a\r\nb")], b"GET", False, names, values)
     assert values == {b"ok"}
+
+
+def test_header_blocks_are_keyed_by_content():
+    """An app reusing (and mutating) one header list gets the block for what the list holds now."""
+    cache = ResponseHeaderCache()
+    headers = [(b"Content-Type", b"text/plain"), (b"content-length", b"5")]
+    first = cache.get(headers)
+    assert cache.get(list(headers)) is first  # an equal list: the cached block
+    assert first.headers == ((b"content-type", b"text/plain"), (b"content-length", b"5"))
+    assert first.lines == b"content-type: text/plain\r\ncontent-length: 5\r\n"
+    assert (first.length, first.has_defaults, first.fast) == (5, False, True)
+    headers[1] = (b"content-length", b"7")
+    second = cache.get(headers)
+    assert second is not first and second.length == 7
+    assert cache.get(((b"server", b"x"), (b"connection", b"close"))).fast is False
+    assert cache.get([(b"server", b"x")]).has_defaults
+
+
+def test_header_blocks_render_unhashable_pairs_every_time():
+    cache = ResponseHeaderCache()
+    pairs = [[b"x-a", bytearray(b"1")], [b"x-b", b"2"]]  # lists and a bytearray, as some apps send
+    block = cache.get(pairs)
+    assert block == render(pairs, set(), set())
+    assert block.lines == b"x-a: 1\r\nx-b: 2\r\n"
+    assert cache.blocks == {}
+
+
+def test_header_blocks_are_bounded_and_never_hold_a_rejected_set():
+    cache = ResponseHeaderCache()
+    for n in range(HEADER_BLOCK_ENTRIES * 3):
+        cache.get([(b"x-request-id", b"%d" % n)])
+        assert len(cache.blocks) <= HEADER_BLOCK_ENTRIES
+    with pytest.raises(h11.LocalProtocolError):
+        cache.get([(b"x-a", b"a\r\nb")])
+    assert all(b"\r\nb" not in block.lines for block in cache.blocks.values())
+    with pytest.raises(h11.LocalProtocolError):
+        cache.get([(b"x-a", b"a\r\nb")])  # still refused: never cached
 
 
 # -- end to end --------------------------------------------------------------------------
@@ -291,3 +349,13 @@ def test_fast_path_and_h11_answer_byte_for_byte(fast_and_h11, request_bytes):
     fast, slow = (raw_request(server.port, request_bytes, timeout=3.0) for server in fast_and_h11)
     assert fast, "no answer from the fast-path worker"
     assert _normalise(fast) == _normalise(slow)
+
+
+def test_a_reused_header_list_changed_in_place_is_sent_as_it_is_now():
+    """The loop caches rendered header blocks by the app's headers: never by the list's identity."""
+    with Gunicorn("tests.apps:reused_headers", mode="threads").start() as server:
+        with httpx.Client(base_url=server.url) as client:  # one keep-alive connection, one loop
+            for version in ("1", "2", "1", "3", "3"):
+                response = client.get(f"/?{version}")
+                assert response.headers["x-version"] == version
+                assert response.text == version
