@@ -84,9 +84,34 @@ _VCHAR = _class_table(bytes(range(0x21, 0x7F)))
 _LINE_BYTES = _class_table(bytes(range(0x20, 0x7F)) + b"\t" + bytes(range(0x80, 0x100)))
 
 
-#: Bounds of a loop's cache of parsed field lines (parse_head): entries, and line length.
+#: Bounds of a loop's caches of parsed request fields (FieldCache): single field lines
+#: (entries, and line length), and whole field blocks (entries, and block length).
 FIELD_CACHE_ENTRIES = 2048
 FIELD_CACHE_LINE = 512
+FIELD_BLOCK_ENTRIES = 128
+FIELD_BLOCK_SIZE = 4096
+
+
+class FieldCache:
+    """One loop's parsed request fields: single lines, and the whole block after the request line.
+
+    Most field lines repeat from request to request (Host, User-Agent, Accept...),
+    and so does the whole block for a given client (an API client, a proxy, a
+    load balancer's probe): a dictionary lookup costs a fraction of parsing. The
+    cached values are immutable tuples, so sharing them between scopes is safe
+    (each scope still gets a fresh list). Owned by one loop, and bounded: a flood
+    of one-off lines or blocks cannot pin memory.
+    """
+
+    __slots__ = ("blocks", "lines")
+
+    def __init__(self) -> None:
+        self.lines: dict[bytes, tuple[bytes, bytes]] = {}
+        self.blocks: dict[bytes, _Fields] = {}
+
+
+#: A parsed field block: (headers, content length, close, host, how many Content-Type fields).
+_Fields = tuple[tuple[tuple[bytes, bytes], ...], int, bool, bytes, int]
 
 
 def parse_field(line: bytes) -> tuple[bytes, bytes] | None:
@@ -103,7 +128,7 @@ def parse_field(line: bytes) -> tuple[bytes, bytes] | None:
     return name.lower(), value.strip(b" \t")
 
 
-def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = None) -> ParsedRequest | None:
+def parse_head(head: bytes, cache: FieldCache | None = None) -> ParsedRequest | None:
     """Parse a complete head (ending in CRLFCRLF) the way h11 would, or return None.
 
     ``None`` means "let h11 decide": the request may be valid but not simple,
@@ -111,15 +136,12 @@ def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = No
 
     h11 matches a regular expression per line; here C-level byte operations
     (``translate`` to find a byte outside a class, ``split``, ``partition``)
-    do the same checks. ``fields`` caches parsed field lines (one loop's,
-    bounded): most lines repeat from request to request (Host, User-Agent,
-    Accept...), and a dictionary lookup costs a fraction of parsing one. The
-    cached pairs are immutable tuples, shared safely by the scopes' fresh lists.
+    do the same checks. ``cache`` is the loop's FieldCache.
     tests/test_fastpath.py proves it against h11 with generated heads, with a
     cold cache and with one shared by every example.
     """
-    lines = head[:-4].split(b"\r\n")
-    request_line = lines[0].split(b" ")
+    line_end = head.find(b"\r\n")
+    request_line = head[:line_end].split(b" ")
     if len(request_line) != 3:
         return None
     method, target, version = request_line
@@ -132,8 +154,26 @@ def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = No
         or 0 in target.translate(_VCHAR)
     ):
         return None
+    if cache is None:
+        cache = FieldCache()
+    block = head[line_end + 2:]
+    blocks = cache.blocks
+    fields = blocks.get(block)
     if fields is None:
-        fields = {}
+        fields = _parse_fields(block, cache.lines)
+        if fields is None:
+            return None
+        if len(block) <= FIELD_BLOCK_SIZE:
+            if len(blocks) >= FIELD_BLOCK_ENTRIES:
+                blocks.clear()
+            blocks[block] = fields
+    headers, content_length, close, host, content_types = fields
+    # tuple.__new__ directly: NamedTuple's generated __new__ is a Python-level call.
+    return _new_tuple(ParsedRequest, (method, target, list(headers), content_length, close, host, content_types))
+
+
+def _parse_fields(block: bytes, known: dict[bytes, tuple[bytes, bytes]]) -> _Fields | None:
+    """The field lines of a head (``block``: what follows the request line, CRLFCRLF included)."""
     headers: list[tuple[bytes, bytes]] = []
     append = headers.append
     content_length = -1
@@ -141,16 +181,16 @@ def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = No
     host = b""
     content_types = 0
     close = False
-    for line in lines[1:]:
-        field = fields.get(line)
+    for line in block[:-4].split(b"\r\n"):
+        field = known.get(line)
         if field is None:
             field = parse_field(line)
             if field is None:
                 return None
             if len(line) <= FIELD_CACHE_LINE:
-                if len(fields) >= FIELD_CACHE_ENTRIES:
-                    fields.clear()  # bounded, and a flood of one-off lines cannot pin it
-                fields[line] = field
+                if len(known) >= FIELD_CACHE_ENTRIES:
+                    known.clear()  # bounded, and a flood of one-off lines cannot pin it
+                known[line] = field
         name = field[0]
         if name in _NOTABLE_REQUEST_FIELDS:
             value = field[1]
@@ -173,10 +213,7 @@ def parse_head(head: bytes, fields: dict[bytes, tuple[bytes, bytes]] | None = No
         append(field)
     if hosts != 1:
         return None
-    # tuple.__new__ directly: NamedTuple's generated __new__ is a Python-level call.
-    return _new_tuple(
-        ParsedRequest, (method, target, headers, max(content_length, 0), close, host, content_types)
-    )
+    return tuple(headers), max(content_length, 0), close, host, content_types
 
 
 _new_tuple = tuple.__new__

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .asgi import ASGIApp
 from .config import ServerConfig
-from .fastpath import ResponseHeaderCache
+from .fastpath import FieldCache, ResponseHeaderCache
 from .hooks import Hooks
 from .lifespan import Lifespan, LifespanFailure
 from .log import LoopLog
@@ -97,8 +97,8 @@ class LoopServer:
         self.connections: set[HTTPConnection | WebSocketSession] = set()
         # Response header blocks already checked and rendered (this loop only, bounded).
         self.header_blocks = ResponseHeaderCache()
-        # Request field lines already parsed (fastpath.parse_head; this loop only, bounded).
-        self.known_fields: dict[bytes, tuple[bytes, bytes]] = {}
+        # Request fields already parsed (fastpath.parse_head; this loop only, bounded).
+        self.known_fields = FieldCache()
         # Host values already found valid (validate.check_parsed; this loop only).
         self.known_hosts: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()

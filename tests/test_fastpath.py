@@ -23,10 +23,13 @@ import pytest
 
 from pounce_worker.asgi import STATUS_PHRASES
 from pounce_worker.fastpath import (
+    FIELD_BLOCK_ENTRIES,
+    FIELD_BLOCK_SIZE,
     FIELD_CACHE_ENTRIES,
     FIELD_CACHE_LINE,
     HEADER_BLOCK_ENTRIES,
     FastResponse,
+    FieldCache,
     ResponseHeaderCache,
     parse_head,
     primed_h11,
@@ -93,8 +96,8 @@ def h11_body_length(conn: h11.Connection, limit: int = 64) -> int | None:
 
 # -- requests ----------------------------------------------------------------------------
 
-#: Parsed field lines shared by every example (parse_head's per-loop cache).
-WARM_FIELDS: dict[bytes, tuple[bytes, bytes]] = {}
+#: Parsed fields shared by every example (parse_head's per-loop cache).
+WARM_FIELDS = FieldCache()
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,7 +111,9 @@ def test_fast_request_parse_equals_h11(method, target, version, headers, add_hos
         headers = [(b"Host", b"example"), *headers]
     head = build_head(method, target, version, headers)
     fast = parse_head(head)
-    # The same head through the field-line cache every example shares, as a loop's is.
+    # The same head through the field cache every example shares, as a loop's is: its
+    # lines may be cached already, then the whole block is (a second parse hits it).
+    assert parse_head(head, WARM_FIELDS) == fast
     assert parse_head(head, WARM_FIELDS) == fast
     if fast is None:
         return  # h11 decides: nothing to compare
@@ -132,17 +137,37 @@ def test_fast_request_parse_takes_the_common_request():
 
 
 def test_field_cache_is_bounded_and_only_holds_valid_lines():
-    fields: dict[bytes, tuple[bytes, bytes]] = {}
-    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-A:  v \r\n\r\n", fields) is not None
+    cache = FieldCache()
+    fields = cache.lines
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-A:  v \r\n\r\n", cache) is not None
     assert fields == {b"Host: x": (b"host", b"x"), b"X-A:  v ": (b"x-a", b"v")}
-    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-B: \x01\r\n\r\n", fields) is None
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-B: \x01\r\n\r\n", cache) is None
     assert b"X-B: \x01" not in fields
     long_line = b"X-Long: " + b"v" * FIELD_CACHE_LINE
-    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n" + long_line + b"\r\n\r\n", fields) is not None
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n" + long_line + b"\r\n\r\n", cache) is not None
     assert long_line not in fields
     for i in range(FIELD_CACHE_ENTRIES + 10):
-        parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-Id: %d\r\n\r\n" % i, fields)
+        parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-Id: %d\r\n\r\n" % i, cache)
         assert len(fields) <= FIELD_CACHE_ENTRIES
+        assert len(cache.blocks) <= FIELD_BLOCK_ENTRIES
+
+
+def test_field_block_cache_gives_every_request_its_own_list():
+    cache = FieldCache()
+    head = b"GET /a HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"
+    first = parse_head(head, cache)
+    assert first is not None and list(cache.blocks) == [b"Host: x\r\nAccept: */*\r\n\r\n"]
+    first.headers.append((b"x-added", b"by the app"))  # an app (or middleware) changing its scope
+    second = parse_head(b"POST /b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", cache)
+    assert second is not None
+    assert (second.method, second.target) == (b"POST", b"/b")
+    assert second.headers == [(b"host", b"x"), (b"accept", b"*/*")]
+    assert second.headers is not first.headers
+    # A block h11 must decide is never cached; a huge one is parsed but not kept.
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", cache) is None
+    big = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: %s\r\n" % (b"p" * FIELD_BLOCK_SIZE) + b"\r\n"
+    assert parse_head(big, cache) is not None
+    assert len(cache.blocks) == 1
 
 
 # -- responses ---------------------------------------------------------------------------
