@@ -932,40 +932,61 @@ class RequestCycle:
                 self.connection.transport.write(head)
 
     def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
-        connection = self.connection
         writer = self.fast_writer
+        if writer is None:
+            self._write_h11_body(body, more_body)
+            return
+        if self.head_only:
+            body = b""
+        elif type(body) is not bytes:
+            body = bytes(body)
+        connection = self.connection
+        head = self.pending_head
+        self.pending_head = None
+        try:
+            if not more_body and not writer.chunked and writer.remaining != len(body):
+                # The body contradicts Content-Length: what fits still goes out with
+                # the head, then end() raises.
+                head = (head or b"") + writer.data(body)
+                writer.end()
+            data = writer.body(body, more_body)
+        except h11.LocalProtocolError:
+            # The client sees the status (and the valid data) before the close.
+            if head and not connection.closed:
+                connection.transport.write(head)
+            raise
+        self.sent += len(body)
+        if head is not None:
+            data = head + data
+        if data and not connection.closed:
+            connection.transport.write(data)
+        if not more_body:
+            self.must_close = not self.keep_alive
+            self.response_complete = True
+            if self._waiter is not None:
+                self.wake()
+            # The connection moves on now, not when the app returns: work the app
+            # does after its response (background tasks) must not hold the next request.
+            connection.on_response_complete(self)
+
+    def _write_h11_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
+        connection = self.connection
         conn = self.h11
+        assert conn is not None
         head = self.pending_head
         chunks = [head] if head is not None else []
         try:
-            if writer is not None:
-                if self.head_only:
-                    body = b""
-                elif type(body) is not bytes:
-                    body = bytes(body)
-                if not more_body and not writer.chunked and writer.remaining != len(body):
-                    # The body contradicts Content-Length: what fits still goes out,
-                    # then end() raises (below, the head and that data are written).
-                    chunks.append(writer.data(body))
-                    writer.end()
-                data = writer.body(body, more_body)
+            if body and not self.head_only:
+                payload = body if type(body) is bytes else bytes(body)
+                data = conn.send(h11.Data(data=payload))
                 if data:
                     chunks.append(data)
                 self.sent += len(body)
-                if not more_body:
-                    self.must_close = not self.keep_alive
-            else:
-                if body and not self.head_only:
-                    payload = body if type(body) is bytes else bytes(body)
-                    data = conn.send(h11.Data(data=payload))  # type: ignore[union-attr]
-                    if data:
-                        chunks.append(data)
-                    self.sent += len(body)
-                if not more_body:
-                    end = conn.send(h11.EndOfMessage())  # type: ignore[union-attr]
-                    self.must_close = conn.our_state is h11.MUST_CLOSE  # type: ignore[union-attr]
-                    if end:
-                        chunks.append(end)
+            if not more_body:
+                end = conn.send(h11.EndOfMessage())
+                self.must_close = conn.our_state is h11.MUST_CLOSE
+                if end:
+                    chunks.append(end)
         except h11.LocalProtocolError:
             # The body contradicts the head (Content-Length): what was valid still goes
             # out, so the client sees the status (and the data) before the close.
@@ -980,8 +1001,6 @@ class RequestCycle:
             self.response_complete = True
             if self._waiter is not None:
                 self.wake()
-            # The connection moves on now, not when the app returns: work the app
-            # does after its response (background tasks) must not hold the next request.
             connection.on_response_complete(self)
 
     # -- running the app -------------------------------------------------------
