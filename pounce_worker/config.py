@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import compression as _compression
@@ -178,6 +178,13 @@ class ServerConfig:
     ws_max_size: int = 16 * 1024 * 1024
     compression: _compression.CompressionPolicy | None = None
     server_timing: bool = False
+    #: A request head of at most this many bytes cannot break any limit_request_* limit
+    #: (derived: its request line is shorter, and it has room for fewer field lines of 4+ bytes).
+    head_within_limits: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        bounds = [self.limit_request_line, 4 * self.limit_request_fields, self.limit_request_field_size]
+        object.__setattr__(self, "head_within_limits", min((bound for bound in bounds if bound > 0), default=1 << 62))
 
     @property
     def max_head_size(self) -> int:

@@ -394,6 +394,26 @@ class HTTPConnection(asyncio.Protocol):
         if len(pending) > limit + 2 and b"\n" not in pending[: limit + 2]:
             self.reject(414, f"Request line is longer than limit_request_line={limit}")
 
+    def _check_limits(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], head_size: int) -> None:
+        """Gunicorn's limit_request_line, _fields and _field_size, for a head that may break one."""
+        config = self.config
+        limit = config.limit_request_line
+        if limit and len(method) + len(target) + 10 > limit:  # "M T HTTP/x.y"
+            raise Rejection(414, f"Request line is longer than limit_request_line={limit}")
+        limit = config.limit_request_fields
+        if limit and len(headers) > limit:
+            raise Rejection(431, f"More header fields than limit_request_fields={limit}")
+        limit = config.limit_request_field_size
+        if limit and not 0 < head_size <= limit:
+            # No field can be longer than a head that fits the limit; only check the others.
+            for name, value in headers:
+                # Gunicorn counts the raw line "Name: value\r\n".
+                if len(name) + len(value) + 4 > limit:
+                    raise Rejection(
+                        431,
+                        f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
+                    )
+
     def start_request(
         self,
         method: bytes,
@@ -412,22 +432,8 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline = 0.0  # _cancel_timers(), inlined
         self.idle = False
         config = self.config
-        limit = config.limit_request_line
-        if limit and len(method) + len(target) + 10 > limit:  # "M T HTTP/x.y"
-            raise Rejection(414, f"Request line is longer than limit_request_line={limit}")
-        limit = config.limit_request_fields
-        if limit and len(headers) > limit:
-            raise Rejection(431, f"More header fields than limit_request_fields={limit}")
-        limit = config.limit_request_field_size
-        if limit and not 0 < head_size <= limit:
-            # No field can be longer than a head that fits the limit; only check the others.
-            for name, value in headers:
-                # Gunicorn counts the raw line "Name: value\r\n".
-                if len(name) + len(value) + 4 > limit:
-                    raise Rejection(
-                        431,
-                        f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
-                    )
+        if not 0 < head_size <= config.head_within_limits:
+            self._check_limits(method, target, headers, head_size)
         if target[:1] == b"/" and target.find(b"#") < 0:  # origin-form: split_target's usual case
             raw_path, _, query = target.partition(b"?")
         else:

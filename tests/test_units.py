@@ -17,7 +17,7 @@ from gunicorn.config import Config
 from pounce_worker import asgi, budget, config, mode
 from pounce_worker.log import LoopLog
 from pounce_worker.worker import ThreadWorker, resolve_loop_kind
-from tests.hypothesis_compat import given, st
+from tests.hypothesis_compat import example, given, settings, st
 
 
 @pytest.fixture
@@ -468,3 +468,35 @@ def test_protocol_uwsgi_fails_the_boot():
     )
     assert result.returncode != 0
     assert "protocol='uwsgi' is not supported" in result.stderr
+
+
+@given(
+    st.integers(min_value=0, max_value=60),  # limit_request_line (0: unlimited)
+    st.integers(min_value=0, max_value=30),  # limit_request_fields
+    st.integers(min_value=0, max_value=40),  # limit_request_field_size
+    st.integers(min_value=1, max_value=30),  # target length
+    st.lists(st.tuples(st.integers(min_value=1, max_value=4), st.integers(min_value=0, max_value=30)), max_size=40),
+)
+@example(0, 30, 0, 1, [(1, 0)] * 31)  # the most fields a head of 4 x 30 bytes can hold
+@example(0, 3, 0, 1, [(1, 0)] * 4)
+@settings(max_examples=1000, deadline=None)
+def test_a_head_within_limits_never_breaks_a_limit(line, fields, field_size, target_length, field_shapes):
+    """The fast path skips the limit_request_* checks for heads of at most head_within_limits
+    bytes: any such head must pass them all (protocol.HTTPConnection._check_limits)."""
+    from pounce_worker.protocol import HTTPConnection
+    from pounce_worker.validate import Rejection
+
+    cfg = gunicorn_cfg()
+    cfg.set("limit_request_line", line)
+    cfg.set("limit_request_fields", fields)
+    cfg.set("limit_request_field_size", field_size)
+    server = config.ServerConfig.from_gunicorn(cfg, env={mode.MODE_ENV: "threads"})
+    method, target = b"GET", b"/" + b"t" * (target_length - 1)
+    headers = [(b"n" * name, b"v" * value) for name, value in field_shapes]
+    head = b"%s %s HTTP/1.1\r\n" % (method, target) + b"".join(b"%s:%s\r\n" % pair for pair in headers) + b"\r\n"
+    if len(head) <= server.head_within_limits:
+        connection = types.SimpleNamespace(config=server)
+        try:
+            HTTPConnection._check_limits(connection, method, target, headers, 0)  # 0: check every field
+        except Rejection as exc:
+            raise AssertionError(f"{head!r} ({len(head)} bytes) is within {server.head_within_limits}") from exc
