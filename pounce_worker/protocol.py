@@ -1014,6 +1014,18 @@ class RequestCycle:
     async def run(self) -> None:
         connection = self.connection
         server = connection.server
+        if server.bare_requests:
+            app: Any = server.app
+            try:
+                result = await app(self.scope, self.receive, self.send)
+                if result is not None or not self.response_complete:
+                    await self._app_returned(result)
+            except BaseException as exc:
+                await self._app_failed(exc)
+            finally:
+                if not self.response_complete:
+                    self._finish(None)
+            return
         log = connection.log
         hooks = server.hooks
         request_view = None
@@ -1025,7 +1037,7 @@ class RequestCycle:
                     log.debug("%s %s", self.scope["method"], self.scope["path"])  # Gunicorn's default hook
                 else:
                     hooks.pre_request(server.worker, request_view)
-            app: Any = server.app
+            app = server.app
             send: Any = self.send
             compression = connection.config.compression
             if compression is not None:  # the app's messages pass through compression.py first
@@ -1033,44 +1045,57 @@ class RequestCycle:
             if self.timing is not None:
                 self.timing.called = time.monotonic()
             result = await app(self.scope, self.receive, send)
-            if result is not None:
-                log.error("ASGI callable should return None, but returned %r", result)
-            if not self.response_started:
-                if not self.disconnected:
-                    log.error("ASGI callable returned without starting a response")
-                    await self._send_500()
-            elif not self.response_complete and not self.disconnected:
-                log.error("ASGI callable returned without completing the response; closing the connection")
-                connection.close()
+            if result is not None or not self.response_complete:
+                await self._app_returned(result)
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            if isinstance(exc, (asyncio.CancelledError, ClientDisconnected)) or self.disconnected:
-                # Frameworks re-raise our ClientDisconnected as their own (Starlette's
-                # ClientDisconnect): after a disconnect, the exception is its echo.
-                log.debug(
-                    "Request ended by the client disconnecting (%s): %s %s",
-                    type(exc).__name__, self.scope["method"], self.scope["path"],
-                )
-                if not self.response_complete:
-                    connection.close()
-            else:
-                log.exception(
-                    "Exception in ASGI application while handling %s %s", self.scope["method"], self.scope["path"]
-                )
-                if self.response_complete:
-                    # After the response (a background task, or a framework re-raising after its
-                    # own 500): close the connection as uvicorn does, unless it already serves a
-                    # newer request, which this failure must not break.
-                    if connection.cycle is None:
-                        connection.close()
-                elif not self.response_started and not connection.closed:
-                    await self._send_500()
-                else:
-                    connection.close()
+            await self._app_failed(exc)
         finally:
             if request_view is not None or log.access_wanted or not self.response_complete:
                 self._finish(request_view)
+
+    async def _app_returned(self, result: object) -> None:
+        """The app returned without completing its response, or returned a value."""
+        connection = self.connection
+        log = connection.log
+        if result is not None:
+            log.error("ASGI callable should return None, but returned %r", result)
+        if not self.response_started:
+            if not self.disconnected:
+                log.error("ASGI callable returned without starting a response")
+                await self._send_500()
+        elif not self.response_complete and not self.disconnected:
+            log.error("ASGI callable returned without completing the response; closing the connection")
+            connection.close()
+
+    async def _app_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        connection = self.connection
+        log = connection.log
+        if isinstance(exc, (asyncio.CancelledError, ClientDisconnected)) or self.disconnected:
+            # Frameworks re-raise our ClientDisconnected as their own (Starlette's
+            # ClientDisconnect): after a disconnect, the exception is its echo.
+            log.debug(
+                "Request ended by the client disconnecting (%s): %s %s",
+                type(exc).__name__, self.scope["method"], self.scope["path"],
+            )
+            if not self.response_complete:
+                connection.close()
+            return
+        log.exception(
+            "Exception in ASGI application while handling %s %s",
+            self.scope["method"], self.scope["path"], exc_info=exc,
+        )
+        if self.response_complete:
+            # After the response (a background task, or a framework re-raising after its
+            # own 500): close the connection as uvicorn does, unless it already serves a
+            # newer request, which this failure must not break.
+            if connection.cycle is None:
+                connection.close()
+        elif not self.response_started and not connection.closed:
+            await self._send_500()
+        else:
+            connection.close()
 
     async def _send_500(self) -> None:
         self.keep_alive = False

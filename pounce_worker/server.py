@@ -121,6 +121,12 @@ class LoopServer:
         self.deadline_base = self.last_tick + config.tick
         # Whether requests need their start time read (RequestCycle.start_time).
         self.clock_requests = bool(log.access_wanted or hooks.post_request is not None or config.server_timing)
+        # Whether nothing wraps a request's app call (no hooks, access log, compression or
+        # Server-Timing): RequestCycle.run then keeps to the call and its checks.
+        self.bare_requests = (
+            hooks.pre_request is None and hooks.post_request is None and not log.access_wanted
+            and config.compression is None and not config.server_timing
+        )
         # Tick lateness for the status view (status.py reads these without a lock).
         self.ticks = 0
         self.lag = 0.0
