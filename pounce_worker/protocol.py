@@ -172,8 +172,8 @@ class HTTPConnection(asyncio.Protocol):
             # The idle deadline ends on arrival, not when a task next runs, so a
             # request whose first byte beat it is always served.
             self.idle = False
-            self.deadline = 0.0
-            self._arm_header_timer()
+            timeout = self.config.header_timeout  # _arm_header_timer(), inlined
+            self.deadline = self.server.deadline_base + timeout if timeout else 0.0
         if self.proxy_buffer is not None:
             data = self._strip_proxy_header(data)
             if not data:
@@ -220,75 +220,72 @@ class HTTPConnection(asyncio.Protocol):
         self.processing = True
         buf = self.buffer
         try:
-            self._fast_loop(buf)
+            while buf and not self.closed:
+                cycle = self.cycle
+                if self.body_remaining:
+                    take = min(len(buf), self.body_remaining)
+                    chunk = bytes(buf[:take])
+                    del buf[:take]
+                    self.body_remaining -= take
+                    if cycle is None or cycle.response_complete:
+                        # Body the app chose not to read: discard it; once it is all
+                        # gone the connection is idle between requests.
+                        if not self.body_remaining and cycle is None:
+                            self._became_idle()
+                        continue
+                    try:
+                        cycle.feed(chunk, more_body=self.body_remaining > 0)
+                    except Rejection as exc:
+                        self.reject(exc.status, str(exc))
+                        return
+                    continue
+                if cycle is not None:
+                    # A pipelined request: wait until the current response is complete.
+                    self.pause_reading()
+                    return
+                if buf[0] == 13 and buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
+                    # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
+                    # request; one, as Gunicorn does (two are answered 400 by h11).
+                    del buf[:2]
+                    continue
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    # h11 rejects some heads before they are complete (a first byte below
+                    # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
+                    if buf[0] < 0x21 or b"\n\n" in buf or len(buf) > self.config.max_head_size:
+                        self._switch_to_h11()
+                    else:
+                        self._check_incomplete_head(buf)
+                    return
+                if end + 4 == len(buf):  # the usual case: exactly one head buffered
+                    head = bytes(buf)
+                else:
+                    head = bytes(buf[: end + 4])
+                server = self.server
+                parsed = parse_head(head, server.known_fields)
+                if parsed is None:
+                    self._switch_to_h11()  # h11, and the full stricter checks, decide
+                    return
+                if end + 4 == len(buf):
+                    buf.clear()
+                else:
+                    del buf[: end + 4]
+                method, target, headers, length, close, host, content_types = parsed
+                self.body_remaining = length
+                try:
+                    # What parse_head accepts already passed h11's grammar; only these
+                    # stricter-than-h11 rules can still apply to it (check_parsed: a Host
+                    # value not seen valid before, a repeated Content-Type).
+                    if content_types > 1 or host not in server.known_hosts:
+                        check_parsed(host, content_types, server.known_hosts)
+                    self.start_request(method, target, b"1.1", headers, close, length > 0, end + 4)
+                except Rejection as exc:
+                    self.reject(exc.status, str(exc))
+                    return
         finally:
             self.processing = False
             if len(buf) > HIGH_WATER:
                 self.pause_reading()
-
-    def _fast_loop(self, buf: bytearray) -> None:
-        while buf and not self.closed:
-            cycle = self.cycle
-            if self.body_remaining:
-                take = min(len(buf), self.body_remaining)
-                chunk = bytes(buf[:take])
-                del buf[:take]
-                self.body_remaining -= take
-                if cycle is None or cycle.response_complete:
-                    # Body the app chose not to read: discard it; once it is all
-                    # gone the connection is idle between requests.
-                    if not self.body_remaining and cycle is None:
-                        self._became_idle()
-                    continue
-                try:
-                    cycle.feed(chunk, more_body=self.body_remaining > 0)
-                except Rejection as exc:
-                    self.reject(exc.status, str(exc))
-                    return
-                continue
-            if cycle is not None:
-                # A pipelined request: wait until the current response is complete.
-                self.pause_reading()
-                return
-            if buf[0] == 13 and buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
-                # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
-                # request; one, as Gunicorn does (two are answered 400 by h11).
-                del buf[:2]
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                # h11 rejects some heads before they are complete (a first byte below
-                # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
-                if buf[0] < 0x21 or b"\n\n" in buf or len(buf) > self.config.max_head_size:
-                    self._switch_to_h11()
-                else:
-                    self._check_incomplete_head(buf)
-                return
-            if end + 4 == len(buf):  # the usual case: exactly one head buffered
-                head = bytes(buf)
-            else:
-                head = bytes(buf[: end + 4])
-            server = self.server
-            parsed = parse_head(head, server.known_fields)
-            if parsed is None:
-                self._switch_to_h11()  # h11, and the full stricter checks, decide
-                return
-            if end + 4 == len(buf):
-                buf.clear()
-            else:
-                del buf[: end + 4]
-            method, target, headers, length, close, host, content_types = parsed
-            self.body_remaining = length
-            try:
-                # What parse_head accepts already passed h11's grammar; only these
-                # stricter-than-h11 rules can still apply to it (check_parsed: a Host
-                # value not seen valid before, a repeated Content-Type).
-                if content_types > 1 or host not in server.known_hosts:
-                    check_parsed(host, content_types, server.known_hosts)
-                self.start_request(method, target, b"1.1", headers, close, length > 0, end + 4)
-            except Rejection as exc:
-                self.reject(exc.status, str(exc))
-                return
 
     def _switch_to_h11(self) -> None:
         """Hand the buffer to h11 at a request boundary; the connection stays on h11."""
