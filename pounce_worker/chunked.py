@@ -60,13 +60,16 @@ _SIZE_LINE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 class ChunkedScanner:
     """Follows one chunked request body through the bytes it is fed; refuses a malformed one."""
 
-    __slots__ = ("_content_type", "_line", "_max_line", "_max_trailers", "_permit_obs_fold", "_remaining",
-                 "_state", "_trailer_size")
+    __slots__ = ("_content_type", "_line", "_max_fields", "_max_line", "_max_trailers", "_permit_obs_fold",
+                 "_remaining", "_state", "_trailer_fields", "_trailer_size")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_trailers: int = 65536,
-                 permit_obs_fold: bool = False) -> None:
+                 permit_obs_fold: bool = False, max_fields: int = 0) -> None:
         self._max_line = max_line
         self._max_trailers = max_trailers
+        # Gunicorn applies limit_request_fields to a trailer section too (0: no limit here).
+        self._max_fields = max_fields
+        self._trailer_fields = 0
         self._permit_obs_fold = permit_obs_fold
         self._state = _SIZE_LINE
         self._line = bytearray()  # the chunk-size or trailer line being received
@@ -174,6 +177,9 @@ class ChunkedScanner:
             if not self._permit_obs_fold:
                 raise Rejection(400, "Obsolete line folding in chunked trailer section")
             return
+        self._trailer_fields += 1
+        if self._max_fields and self._trailer_fields > self._max_fields:
+            raise Rejection(431, f"More trailer fields than limit_request_fields={self._max_fields}")
         # The field syntax is h11's to check; the name is all the rules here need.
         name = content.partition(b":")[0].lower()
         if name in FORBIDDEN_TRAILERS:
@@ -190,12 +196,13 @@ def scanner_for(headers: Iterable[tuple[bytes, bytes]], config: ServerConfig) ->
     h11 refuses every Transfer-Encoding but ``chunked`` (501), so the field's
     presence in an accepted request (``headers``: h11's, names lower-cased) is
     the test. The bounds are Gunicorn's: a chunk-size line is held to
-    ``limit_request_field_size``, a trailer section to the head's size.
+    ``limit_request_field_size``, a trailer section to the head's size and
+    its field count to ``limit_request_fields``.
     """
     for name, _value in headers:
         if name == b"transfer-encoding":
             return ChunkedScanner(
                 config.limit_request_field_size or DEFAULT_MAX_LINE, config.max_head_size,
-                config.permit_obsolete_folding,
+                config.permit_obsolete_folding, config.limit_request_fields,
             )
     return None

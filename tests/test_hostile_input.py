@@ -459,6 +459,18 @@ def test_limit_request_fields_boundary(limited_pair: tuple[Gunicorn, Gunicorn], 
     assert _status(ours.port, data) == status
 
 
+@pytest.mark.parametrize("fields", [1, 4, 5, 6, 7, 50])
+def test_limit_request_fields_applies_to_trailers(limited_pair: tuple[Gunicorn, Gunicorn], fields: int) -> None:
+    """Gunicorn counts a chunked body's trailer fields against limit_request_fields too."""
+    ours, theirs = limited_pair
+    trailers = b"".join(b"X-T%d: y\r\n" % i for i in range(fields))
+    data = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n")
+    expected = _status(theirs.port, data)
+    assert expected in (200, 431)
+    assert _status(ours.port, data) == expected, f"Gunicorn's sync worker answers {expected}"
+
+
 @pytest.mark.parametrize("data", [
     pytest.param(b"GET /" + b"a" * 300, id="endless_request_line"),
     pytest.param(b"GET /a HTTP/1.1\r\nX: " + b"a" * 3000, id="endless_header"),
