@@ -339,7 +339,10 @@ def test_slowloris_connections_are_reaped_and_their_slots_freed(started: list[Gu
     assert response_statuses(data) == [200] and how == "eof", data
     assert b'"/patient"' in data
     print(f"\n[measure] slowloris with every slot taken ({mode}): the real client waited {waited:.2f}s")
-    assert 0.5 <= waited <= 3.0, waited  # it did wait for the reaping, and not much longer
+    # It did wait for the reaping (1 s and a tick: about 1.3 s on a quiet machine), and was served
+    # well before its own 10 s read deadline: nothing but the reaping frees a slot here. The upper
+    # bound leaves room for a loaded machine (the free-threaded leg once took just over 3 s).
+    assert 0.5 <= waited <= 8.0, waited
     # One 408 line per hog; each loop reaps on its own tick, so the last ones may come a tick later.
     deadline = time.monotonic() + 3.0
     while len(invalid_lines(server)) < 16 and time.monotonic() < deadline:
