@@ -223,7 +223,7 @@ _new_tuple = tuple.__new__
 SERVER_DEFAULT_FIELDS = frozenset({b"server", b"date"})
 #: Bounds of a loop's cache of rendered response header blocks (ResponseHeaderCache).
 HEADER_BLOCK_ENTRIES = 256
-HEADER_BLOCK_SIZE = 4096
+HEADER_BLOCK_SIZE = 2048
 
 
 def normalize(raw: Iterable[tuple[Any, Any]]) -> tuple[list[tuple[bytes, bytes]], bool]:
@@ -291,8 +291,10 @@ class ResponseHeaderCache:
     same list object): one dictionary lookup on them replaces normalising,
     checking and formatting every header of every response. The key is the
     app's own sequence as a tuple, compared by value, so an app mutating its
-    list between responses gets a fresh block; unhashable pairs (lists,
-    bytearrays) are rendered every time. Owned by one loop and bounded.
+    list between responses gets a fresh block. Only sets made of ``bytes``
+    pairs are kept (bounded in count and in bytes): other bytes-likes (a
+    bytearray, a memoryview, an object with ``__bytes__``) may change behind an
+    equal key, so they are rendered every time. Owned by one loop.
     """
 
     __slots__ = ("blocks", "names", "values")
@@ -306,15 +308,25 @@ class ResponseHeaderCache:
         items = raw if type(raw) is tuple else tuple(raw)
         try:
             block = self.blocks.get(items)
-        except TypeError:  # an unhashable pair
+        except (TypeError, ValueError):  # unhashable: a list pair, a bytearray, a writable memoryview...
             return render(items, self.names, self.values)
         if block is None:
             block = render(items, self.names, self.values)
-            if len(block.lines) <= HEADER_BLOCK_SIZE:
+            if _cacheable_size(items) <= HEADER_BLOCK_SIZE:
                 if len(self.blocks) >= HEADER_BLOCK_ENTRIES:
                     self.blocks.clear()  # bounded, and a flood of one-off header sets cannot pin it
                 self.blocks[items] = block
         return block
+
+
+def _cacheable_size(items: tuple[Any, ...]) -> int:
+    """The bytes a header set would pin in the cache, or a size over any bound if it holds anything but bytes pairs."""
+    size = 0
+    for pair in items:
+        if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            return HEADER_BLOCK_SIZE + 1
+        size += len(pair[0]) + len(pair[1])
+    return size
 
 
 #: What follows the header lines, by (chunked framing, Connection: close).

@@ -28,6 +28,7 @@ from pounce_worker.fastpath import (
     FIELD_CACHE_ENTRIES,
     FIELD_CACHE_LINE,
     HEADER_BLOCK_ENTRIES,
+    HEADER_BLOCK_SIZE,
     FastResponse,
     FieldCache,
     ResponseHeaderCache,
@@ -300,6 +301,38 @@ def test_header_blocks_render_unhashable_pairs_every_time():
     block = cache.get(pairs)
     assert block == render(pairs, set(), set())
     assert block.lines == b"x-a: 1\r\nx-b: 2\r\n"
+    # Unhashable with a ValueError rather than a TypeError: a writable or non-byte memoryview.
+    for value in (memoryview(bytearray(b"v")), memoryview(b"vv").cast("H")):
+        assert cache.get([(b"x-a", value)]).lines == b"x-a: " + bytes(value) + b"\r\n"
+    assert cache.blocks == {}
+
+
+class Counter:
+    """A header value whose bytes change while it stays equal (by identity) to itself."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __bytes__(self) -> bytes:
+        self.n += 1
+        return b"%d" % self.n
+
+
+def test_header_blocks_keep_only_bytes_so_a_hit_is_what_rendering_gives():
+    cache = ResponseHeaderCache()
+    value = Counter()
+    assert [cache.get([(b"x-n", value)]).lines for _ in range(3)] == [b"x-n: 1\r\n", b"x-n: 2\r\n", b"x-n: 3\r\n"]
+    assert cache.blocks == {}
+    cache.get([(b"x-n", b"1")])
+    assert list(cache.blocks) == [((b"x-n", b"1"),)]
+
+
+def test_header_blocks_bound_counts_every_header_even_after_a_slow_one():
+    """A set h11 must frame stops rendering at its Connection header: the bound still counts it all."""
+    cache = ResponseHeaderCache()
+    for n in range(20):
+        block = cache.get([(b"connection", b"keep-alive"), (b"x-big", b"%d" % n + b"b" * HEADER_BLOCK_SIZE)])
+        assert not block.fast
     assert cache.blocks == {}
 
 
