@@ -55,6 +55,7 @@ async def send_path(cycle: RequestCycle, message: Message) -> None:
     """Send the file named by a pathsend message as the response body, then complete the response."""
     from .protocol import ClientDisconnected
 
+    cycle.connection.release()  # what an earlier response left held goes before this file
     path = message.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         _fail_unsent(cycle)

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 #: Buffered request body above which we stop reading the socket until the app consumes it.
 HIGH_WATER = 65536
 CLOSE_HEADER = (b"connection", b"close")
+#: Complete responses up to this size wait for the end of the loop iteration (HTTPConnection.hold).
+HOLD_LIMIT = 64 * 1024
 #: Our own error pages use RFC 9110's names, whatever this Python's http.HTTPStatus says
 #: (3.11 has "Request-URI Too Long"; Gunicorn and 3.13 say "URI Too Long").
 REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
@@ -85,6 +87,9 @@ class HTTPConnection(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
+        # Complete responses written this loop iteration, sent at its end (see hold()).
+        self.held: list[bytes] | None = None
+        self.held_size = 0
         self.requests = 0
         self.trusted = False
         # Bytes received before the PROXY header is complete; None once past it (or when off).
@@ -122,6 +127,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.held = None
         self._cancel_timers()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -623,7 +629,38 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.idle = False
 
+    def hold(self, data: bytes) -> None:
+        """Send a complete response at the end of this loop iteration, with the others.
+
+        Each send to a peer on this host (a proxy, a client) wakes it on its CPU:
+        one wake-up per response when each leaves at once, fewer when all the
+        responses of an iteration leave together, and the peer is then reading
+        while the last ones go. What this costs a response is the rest of the
+        iteration it was made in (under light load, one more pass of the loop).
+        Every other write on this connection releases what is held first, so
+        bytes never leave out of order.
+        """
+        held = self.held
+        if held is None:
+            self.held = [data]
+            self.held_size = len(data)
+            self.server.hold(self)
+        else:  # pipelined requests: bounded, since the client may not be reading
+            held.append(data)
+            self.held_size += len(data)
+            if self.held_size > HOLD_LIMIT:
+                self.release()
+
+    def release(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if not self.closed:
+                self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
     def close(self) -> None:
+        if self.held is not None:
+            self.release()
         cycle = self.cycle
         if cycle is not None and cycle.pending_head is not None:
             cycle.flush_head()  # a started response shows at least its status
@@ -647,6 +684,7 @@ class HTTPConnection(asyncio.Protocol):
         if not self.transport.can_write_eof():
             self.close()
             return
+        self.release()
         self.lingering = True
         self.idle = False
         self.deadline = time.monotonic() + LINGER
@@ -684,6 +722,7 @@ class HTTPConnection(asyncio.Protocol):
             head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
             head += b"content-length: %d\r\n\r\n" % len(body)
             if not self.closed:
+                self.release()
                 self.transport.write(head + body)
         self.close()
         self.server.request_rejected()
@@ -810,6 +849,7 @@ class RequestCycle:
             if not self.response_started and not connection.closed:
                 data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 if data:
+                    connection.release()
                     connection.transport.write(data)
         if self.request_complete:
             # The whole body was delivered: the next event is the client leaving.
@@ -931,8 +971,10 @@ class RequestCycle:
         head = self.pending_head
         if head is not None:
             self.pending_head = None
-            if not self.connection.closed:
-                self.connection.transport.write(head)
+            connection = self.connection
+            if not connection.closed:
+                connection.release()
+                connection.transport.write(head)
 
     def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
         writer = self.fast_writer
@@ -956,13 +998,18 @@ class RequestCycle:
         except h11.LocalProtocolError:
             # The client sees the status (and the valid data) before the close.
             if head and not connection.closed:
+                connection.release()
                 connection.transport.write(head)
             raise
         self.sent += len(body)
         if head is not None:
             data = head + data
         if data and not connection.closed:
-            connection.transport.write(data)
+            if not more_body and len(data) <= HOLD_LIMIT:
+                connection.hold(data)
+            else:
+                connection.release()
+                connection.transport.write(data)
         if not more_body:
             self.must_close = not self.keep_alive
             self.response_complete = True
@@ -995,10 +1042,12 @@ class RequestCycle:
             # out, so the client sees the status (and the data) before the close.
             self.pending_head = None
             if chunks and not connection.closed:
+                connection.release()
                 connection.transport.write(b"".join(chunks))
             raise
         self.pending_head = None
         if chunks and not connection.closed:
+            connection.release()
             connection.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if not more_body:
             self.response_complete = True

@@ -106,6 +106,8 @@ class LoopServer:
         self.eager_cycle: RequestCycle | None = None
         # Responses whose head waits for the next loop iteration (flush_head_soon).
         self._pending_heads: list[RequestCycle] = []
+        # Connections holding complete responses until the iteration ends (HTTPConnection.hold).
+        self._holding: list[HTTPConnection] = []
         # Accepted sockets whose transport is still being set up (TLS handshake...).
         self.setups: set[asyncio.Task[None]] = set()
         # Accepted sockets, counted from accept() until the connection closes.
@@ -425,6 +427,18 @@ class LoopServer:
         pending.append(cycle)
         if len(pending) == 1:
             self.loop.call_soon(self._flush_heads)
+
+    def hold(self, connection: HTTPConnection) -> None:
+        """Release ``connection``'s held responses with all the others, in one callback."""
+        holding = self._holding
+        holding.append(connection)
+        if len(holding) == 1:
+            self.loop.call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        holding, self._holding = self._holding, []
+        for connection in holding:
+            connection.release()
 
     def _flush_heads(self) -> None:
         pending, self._pending_heads = self._pending_heads, []

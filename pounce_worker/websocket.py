@@ -117,6 +117,7 @@ def upgrade(connection: HTTPConnection, scope: dict[str, Any], target: bytes,
     """
     if not AVAILABLE or not wants_upgrade(scope["headers"]):
         return False
+    connection.release()  # responses to requests pipelined before the handshake go first
     session = WebSocketSession(connection, scope, target)
     # HTTP is over on this connection: its methods become no-ops (h11 is left mid-request,
     # and its pause/resume must not touch the transport the session now drives).

@@ -130,6 +130,26 @@ def test_pipelined_requests_are_answered_in_order(echo):
     assert (answers[2]["body"], answers[3]["body"]) == ("hello", "abc")
 
 
+def test_held_responses_stay_in_order_with_streams_and_close(echo):
+    """Small complete responses wait for the end of the loop iteration (HTTPConnection.hold);
+    a streamed response, a 204 and the close that follows must still come in request order,
+    every byte before the FIN."""
+    batch = b"".join([
+        http_request("GET", "/a"),
+        http_request("GET", "/stream/3"),
+        http_request("GET", "/b"),
+        http_request("GET", "/status/204"),
+        http_request("GET", "/c", [("Connection", "close")]),
+    ])
+    with RawConnection(echo.port) as conn:
+        conn.send(batch)
+        responses = [conn.read_response() for _ in range(5)]
+        assert conn.closed_by_server(5.0)
+    assert [r.status for r in responses] == [200, 200, 200, 204, 200]
+    assert [_json(responses[i].body)["path"] for i in (0, 2, 4)] == ["/a", "/b", "/c"]
+    assert responses[1].body == b"chunk 0\nchunk 1\nchunk 2\n"
+
+
 # -- bodies both ways ----------------------------------------------------------------------------
 
 

@@ -372,6 +372,24 @@ def test_denial_response_without_length_is_chunked(server: Gunicorn) -> None:
     assert how == "eof"
 
 
+def test_a_response_held_before_a_pipelined_handshake_goes_first(server: Gunicorn) -> None:
+    """A plain request and a handshake in one packet: the plain response (held until the loop
+    iteration ends, see HTTPConnection.hold) leaves before the 101, never after it."""
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data.partition(b"HTTP/1.1 101")[2] and len(data) < 65536:
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    first, _, rest = data.partition(b"HTTP/1.1 101")
+    assert first.startswith(b"HTTP/1.1 200 ") and b'"path": "/plain"' in first, data
+    assert rest, data
+
+
 def test_close_before_accept_is_403(server: Gunicorn) -> None:
     with pytest.raises(InvalidStatus) as caught:
         run(connect(url(server, "/refuse")).__aenter__())
