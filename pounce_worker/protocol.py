@@ -142,8 +142,11 @@ class HTTPConnection(asyncio.Protocol):
 
         A TCP FIN cannot be told apart from a full close until a write fails,
         and a streaming app waiting for http.disconnect must learn it now.
-        Returning None lets asyncio close the transport.
+        Returning None lets asyncio close the transport, after what it has buffered:
+        held responses join that buffer first (uvloop can deliver a request and the
+        FIN after it in one read callback, before the iteration ends).
         """
+        self.release()
         self.eof = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:

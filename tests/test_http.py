@@ -150,6 +150,24 @@ def test_held_responses_stay_in_order_with_streams_and_close(echo):
     assert responses[1].body == b"chunk 0\nchunk 1\nchunk 2\n"
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_request_followed_by_the_clients_fin_is_answered(loop):
+    """A client that half-closes right after its request (HTTP/1.0 tools, ``nc -N``) gets the
+    whole response: a held response joins the transport's buffer before the FIN closes it
+    (uvloop can hand over the request and the FIN in one read callback)."""
+    pytest.importorskip(loop)
+    with Gunicorn("tests.apps:echo", "--asgi-loop", loop, mode="processes", workers=1).start() as server:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(http_request("GET", "/fin"))
+                sock.shutdown(socket.SHUT_WR)
+                data = b""
+                while part := sock.recv(65536):
+                    data += part
+            assert data.startswith(b"HTTP/1.1 200 "), data
+            assert b'"path": "/fin"' in data, data
+
+
 # -- bodies both ways ----------------------------------------------------------------------------
 
 
