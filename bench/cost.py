@@ -1,9 +1,10 @@
 """The server's own cost per request, without sockets: what bench/run.py cannot isolate.
 
 wrk numbers mix the server with the kernel, the client and the machine's noise.
-This drives keep-alive requests straight into one ``HTTPConnection`` (a fake
-transport counts the bytes written), so what is measured is pounce_worker's
-Python path alone (and the app's), the same way every time:
+This drives requests straight into 64 keep-alive HTTPConnection objects of one
+loop, one request each per loop iteration (a fake transport counts the bytes
+written), so what is measured is pounce_worker's Python path and the loop's
+(and the app's), the same way every time:
 
     python bench/cost.py                      # µs per request, plain response
     python bench/cost.py --path /json         # another bench/apps.py route
@@ -38,6 +39,8 @@ from gunicorn.glogging import Logger  # noqa: E402
 
 from bench.apps import app as bench_app  # noqa: E402
 
+#: Keep-alive connections driven at once, as bench/run.py's wrk runs.
+CONNECTIONS = 64
 HEAD = b"GET %s HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 
 
@@ -82,8 +85,8 @@ class QuietLogger(Logger):
     debug = info = warning = error = exception = critical = _drop
 
 
-def pounce_connection(app: Any) -> Any:
-    """One HTTPConnection on a LoopServer for the running loop, as the worker builds them."""
+def pounce_connections(app: Any) -> Any:
+    """A factory of HTTPConnections on one LoopServer for the running loop, as a worker's loop has."""
     from pounce_worker.budget import RequestBudget
     from pounce_worker.config import ServerConfig
     from pounce_worker.hooks import Hooks
@@ -101,49 +104,54 @@ def pounce_connection(app: Any) -> Any:
     server = LoopServer(0, config, app, [], None, Worker(), Hooks.from_gunicorn(cfg),
                         LoopLog(QuietLogger(), os.getpid(), 0), RequestBudget(0), "asyncio")
     server.loop = asyncio.get_running_loop()
-    return HTTPConnection(server)
+    return lambda: HTTPConnection(server)
 
 
-def floor_connection(app: Any) -> Any:
+def floor_connections(app: Any) -> Any:
     from bench.floor import Floor
 
     loop = asyncio.get_running_loop()
     loop.set_task_factory(getattr(asyncio, "eager_task_factory", None))  # as fair as it gets
-    return Floor(app, loop)
+    return lambda: Floor(app, loop)
 
 
 async def drive(server: str, path: bytes, requests: int, counting: Any = None) -> tuple[float, int]:
-    """Send ``requests`` requests into one connection; (seconds per request, bytes written)."""
-    connection = (floor_connection if server == "floor" else pounce_connection)(bench_app)
-    transport = CountingTransport()
-    connection.connection_made(transport)
+    """``requests`` requests over 64 keep-alive connections, one request each per loop iteration,
+    as wrk's 64 connections arrive under load; (seconds per request, bytes written)."""
+    make = (floor_connections if server == "floor" else pounce_connections)(bench_app)
+    pairs = []
+    for _ in range(CONNECTIONS):
+        connection = make()
+        transport = CountingTransport()
+        connection.connection_made(transport)
+        pairs.append((connection, transport))
     request = HEAD % path
 
-    async def one() -> None:
-        before = transport.written
-        connection.data_received(request)
-        # Answered at once when the app ran eagerly (3.12+); else its task runs at the
-        # loop's next iterations, as it would in a server.
+    async def round_trip() -> None:
+        before = [transport.written for _, transport in pairs]
+        for connection, _ in pairs:
+            connection.data_received(request)
+        # Responses leave at once, at the end of the iteration, or from the app's task
+        # (no eager tasks before 3.12): let the loop run until every connection answered.
         for _ in range(1000):
-            if transport.written > before:
+            if all(transport.written > old for (_, transport), old in zip(pairs, before, strict=True)):
                 return
             await asyncio.sleep(0)
         raise RuntimeError(f"no response to {request!r}")
 
-    for _ in range(200):  # warm the caches (and the specialising interpreter)
-        await one()
+    for _ in range(10):  # warm the caches (and the specialising interpreter)
+        await round_trip()
+    rounds = max(1, requests // CONNECTIONS)
     if counting is not None:
         counting.start()
     start = time.perf_counter()
-    for i in range(requests):
-        if i % 64 == 0:
-            await asyncio.sleep(0)  # let what a request scheduled run, as a loop would
-        await one()
-    await asyncio.sleep(0)
+    for _ in range(rounds):
+        await round_trip()
     elapsed = time.perf_counter() - start
     if counting is not None:
         counting.stop()
-    return elapsed / requests, transport.written
+    written = sum(transport.written for _, transport in pairs)
+    return elapsed / (rounds * CONNECTIONS), written // ((rounds + 10) * CONNECTIONS)
 
 
 class BytecodeCount:
@@ -175,7 +183,7 @@ def callgrind(args: argparse.Namespace) -> int:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     totals = []
-    for requests in (args.requests // 10, args.requests):
+    for requests in (args.requests // 10, args.requests):  # whole rounds of CONNECTIONS requests
         command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
                    "--requests", str(requests), "--path", args.path, *(["--floor"] if args.floor else [])]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds, written = asyncio.run(drive(server, args.path.encode(), args.requests, counting))
     name = "floor.py" if args.floor else "pounce_worker"
     print(f"{name} {args.path} on {sys.implementation.name} {sys.version.split()[0]}: "
-          f"{seconds * 1e6:.1f} µs/request, {written // (args.requests + 200)} bytes/response")
+          f"{seconds * 1e6:.1f} µs/request, {written} bytes/response")
     if counting is not None:
         total = sum(counting.counts.values())
         print(f"{total / args.requests:,.0f} bytecodes/request; the functions that ran the most:")
