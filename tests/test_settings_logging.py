@@ -100,9 +100,11 @@ def test_access_log_atoms_match_gunicorn(mode):
         "{remote_port}e": str(ports[0]), "p": f"<{pids[0]}>",
     }
     assert {k: get[k] for k in expected} == expected
-    # The duration atoms all measure the same request, which slept 0.2 s in the app.
+    # The duration atoms all measure the same request, which slept 0.2 s in the app. A loop's
+    # timer may fire a little early by time.monotonic (uvloop counts in whole milliseconds
+    # from a clock read at the start of its iteration): 199,983 µs was seen once.
     micros = int(get["D"])
-    assert 200_000 <= micros < 5_000_000
+    assert 195_000 <= micros < 5_000_000
     assert int(get["M"]) == micros // 1000
     assert get["T"] == str(micros // 1_000_000)
     assert get["L"] == f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
@@ -215,7 +217,7 @@ def test_logger_class_gets_every_request_and_error():
         ("GET", "/fixed", "200", 10, "127.0.0.1"),
         ("GET", "/crash", "500", 21, "127.0.0.1"),
     ]
-    assert calls[0]["seconds"] >= 0.1
+    assert calls[0]["seconds"] >= 0.095  # slept 0.1 s; a loop's timer may fire a little early (above)
 
 
 LOGCONFIG_DICT_CONF = '''
