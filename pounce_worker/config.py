@@ -33,6 +33,20 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         15.0,
         "seconds a client may take to send a complete request head (slowloris guard)",
     ),
+    "POUNCE_BODY_TIMEOUT": (
+        30.0,
+        "seconds a client may pause while sending a request body the server is reading; "
+        "also how far behind POUNCE_BODY_MIN_RATE it may fall (0: no limit)",
+    ),
+    "POUNCE_BODY_MIN_RATE": (
+        500,
+        "bytes per second a request body must average once POUNCE_BODY_TIMEOUT's allowance "
+        "is used up (0: only pauses are limited)",
+    ),
+    "POUNCE_SEND_TIMEOUT": (
+        60.0,
+        "seconds a client may leave our send buffer full without reading from it (0: no limit)",
+    ),
     "POUNCE_MAX_BODY_SIZE": (
         0,
         "largest request body in bytes; larger gets 413 (0: unlimited)",
@@ -156,6 +170,9 @@ class ServerConfig:
     max_body_size: int
     tick: float
     fast_path: bool
+    body_timeout: float = 30.0
+    body_min_rate: float = 500.0
+    send_timeout: float = 60.0
     forwarded_allow_all: bool = False
     forwarded_allow_nets: tuple[Any, ...] = ()
     secure_scheme_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -260,6 +277,9 @@ class ServerConfig:
             is_ssl=bool(cfg.is_ssl),
             header_timeout=_env_number(env, "POUNCE_HEADER_TIMEOUT"),
             max_body_size=int(_env_number(env, "POUNCE_MAX_BODY_SIZE")),
+            body_timeout=_env_number(env, "POUNCE_BODY_TIMEOUT"),
+            body_min_rate=_env_number(env, "POUNCE_BODY_MIN_RATE"),
+            send_timeout=_env_number(env, "POUNCE_SEND_TIMEOUT"),
             tick=_env_number(env, "POUNCE_SHUTDOWN_TICK") or 0.5,
             fast_path=bool(_env_number(env, "POUNCE_FAST_PATH")),
             forwarded_allow_all=fwd_all,

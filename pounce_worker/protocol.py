@@ -47,9 +47,13 @@ HOLD_LIMIT = 64 * 1024
 REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
-#: Seconds an idle connection we close may take to acknowledge our FIN (see ``linger``).
+#: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
 LINGER = 2.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
+#: HTTPConnection.body_phase: whether a request body is being read, and for whom.
+#: Each phase has its deadline (see HTTPConnection.on_deadline): a body the app waits for
+#: is held to POUNCE_BODY_TIMEOUT/_MIN_RATE; one left unread after the response, to keepalive.
+NO_BODY, BODY, UNREAD_BODY = 0, 1, 2
 
 
 class ClientDisconnected(OSError):
@@ -79,9 +83,14 @@ class HTTPConnection(asyncio.Protocol):
         self.scheme = "http"
         self.cycle: RequestCycle | None = None
         # One deadline at a time, checked by the loop's tick (LoopServer.sweep) rather
-        # than a TimerHandle per request: 0 means none; `idle` tells the kind.
+        # than a TimerHandle per request: 0 means none. Its kind follows from the state
+        # (on_deadline): lingering, idle, body_phase, else the request head.
         self.deadline = 0.0
         self.idle = False
+        self.body_phase = NO_BODY
+        # For the body deadline's rate rule: when the body's clock started, and bytes since.
+        self.body_started = 0.0
+        self.body_received = 0
         self.processing = False
         self.read_paused = False
         self.write_paused = False
@@ -168,11 +177,34 @@ class HTTPConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its low-water mark."""
+        """Wait until the transport's write buffer is below its low-water mark.
+
+        A client that stops reading would keep the app waiting here, and its
+        connection slot, forever: after POUNCE_SEND_TIMEOUT the connection is aborted
+        (its buffer is full, so nothing more could reach the client anyway).
+        """
         if self.write_paused and not self.closed:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            await waiter
+            timeout = self.config.send_timeout
+            if not timeout:
+                await waiter
+                return
+            timer = self.loop.call_later(timeout, self._send_stalled, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+
+    def _send_stalled(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done() and not self.closed:
+            self.log.info(
+                "Closing connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
+                self.client[0] if self.client else "-", self.config.send_timeout,
+            )
+            self.closed = True
+            self.held = None
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -236,6 +268,10 @@ class HTTPConnection(asyncio.Protocol):
                     chunk = bytes(buf[:take])
                     del buf[:take]
                     self.body_remaining -= take
+                    if self.body_remaining:
+                        self.body_progress(take)
+                    else:
+                        self.body_done()
                     if cycle is None or cycle.response_complete:
                         # Body the app chose not to read: discard it; once it is all
                         # gone the connection is idle between requests.
@@ -353,6 +389,7 @@ class HTTPConnection(asyncio.Protocol):
                     self.reject(exc.status, str(exc))
                     return
             elif event_type is h11.Data:
+                self.body_progress(len(event.data))  # type: ignore[union-attr]
                 cycle = self.cycle
                 if cycle is None or cycle.response_complete:
                     continue  # body the app chose not to read; discard it
@@ -362,6 +399,7 @@ class HTTPConnection(asyncio.Protocol):
                     self.reject(exc.status, str(exc))
                     return
             elif event_type is h11.EndOfMessage:
+                self.body_done()
                 cycle = self.cycle
                 if cycle is not None and not cycle.response_complete:
                     cycle.more_body = False
@@ -496,6 +534,9 @@ class HTTPConnection(asyncio.Protocol):
         keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
         cycle = RequestCycle(self, scope, method, target, keep_alive, body_expected)
         self.cycle = cycle
+        if body_expected and not cycle.expect_100:
+            # (An Expect: 100-continue body starts its clock when the 100 is sent.)
+            self.expect_body()
         server.spawn_request(cycle)
 
     def _upgrade_to_websocket(self, scope: dict[str, Any], target: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
@@ -523,7 +564,7 @@ class HTTPConnection(asyncio.Protocol):
         applies instead and the request is served.
         """
         if self.server.stopping:
-            self.linger()
+            self.close()
         elif self.closed:
             return
         elif self._backlog():
@@ -546,7 +587,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.fast:
             self.cycle = None
             if server.stopping:
-                self.linger()
+                self.close()
                 return
             if not self.body_remaining:
                 if self.buffer:
@@ -554,6 +595,8 @@ class HTTPConnection(asyncio.Protocol):
                 else:  # _became_idle's usual outcome, inlined: this runs once per request
                     self.idle = True
                     self.deadline = server.deadline_base + self.config.keepalive
+            else:
+                self._await_unread_body()
             if self.read_paused:
                 self.resume_reading()
             if not self.processing and self.buffer:
@@ -570,6 +613,7 @@ class HTTPConnection(asyncio.Protocol):
         else:
             # The app answered without reading the whole body: keep reading so
             # h11 can skip to the end of it, then start the next cycle.
+            self._await_unread_body()
             self.resume_reading()
 
     # -- flow control and closing ---------------------------------------------
@@ -578,6 +622,8 @@ class HTTPConnection(asyncio.Protocol):
         if not self.read_paused and not self.closed:
             self.read_paused = True
             self.transport.pause_reading()
+            if self.body_phase == BODY:
+                self.deadline = 0.0  # we stopped reading, not the client: its clock stops
 
     def resume_reading(self) -> None:
         """Read again, unless unparsed requests are already buffered (a pipelining
@@ -585,6 +631,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.read_paused and not self.closed and self._backlog() <= HIGH_WATER:
             self.read_paused = False
             self.transport.resume_reading()
+            if self.body_phase == BODY:
+                self.expect_body()
 
     def _backlog(self) -> int:
         if self.fast:
@@ -605,16 +653,86 @@ class HTTPConnection(asyncio.Protocol):
         self.idle = True
         self.deadline = self.server.deadline_base + timeout
 
+    def expect_body(self) -> None:
+        """Start the body's clock: the client owes us body bytes from now on.
+
+        Two rules, in the manner of Apache's mod_reqtimeout: no pause longer than
+        POUNCE_BODY_TIMEOUT between reads, and, past that first allowance, an
+        average of POUNCE_BODY_MIN_RATE bytes/s. A pause rule alone lets a body
+        trickled a byte every few seconds hold a connection slot forever.
+        """
+        self.body_phase = BODY
+        timeout = self.config.body_timeout
+        if timeout:
+            base = self.server.deadline_base
+            self.body_started = base
+            self.body_received = 0
+            self.deadline = base + timeout
+
+    def body_progress(self, size: int) -> None:
+        """``size`` body bytes arrived: move the body deadline by both rules."""
+        if self.body_phase == BODY and self.deadline:
+            config = self.config
+            deadline = self.server.deadline_base + config.body_timeout
+            rate = config.body_min_rate
+            if rate:
+                self.body_received += size
+                deadline = min(deadline, self.body_started + config.body_timeout + self.body_received / rate)
+            self.deadline = deadline
+
+    def body_done(self) -> None:
+        """The request body ended: no deadline while the app works on the request."""
+        if self.body_phase:
+            self.body_phase = NO_BODY
+            if not self.idle and not self.lingering:
+                self.deadline = 0.0
+
+    def _await_unread_body(self) -> None:
+        """The response is complete but the body is not: read (and drop) the rest for keepalive seconds.
+
+        The connection stays open only for the next request's sake, so keep-alive's
+        bound applies; a client that stops sending is closed then (uvicorn re-arms
+        its keep-alive timer here; Gunicorn's ``-k asgi`` closes at once).
+        """
+        self.body_phase = UNREAD_BODY
+        self.deadline = self.server.deadline_base + self.config.keepalive
+
     def on_deadline(self) -> None:
-        """Called by the loop's tick once ``deadline`` has passed."""
+        """Called by the loop's tick once ``deadline`` has passed: the state tells which one."""
         self.deadline = 0.0
         if self.lingering:
-            self.close()
+            self.transport.close()  # lingering is over: whatever the client still sends is its loss
         elif self.idle:
             self.idle = False
             self._idle_timeout()
+        elif self.body_phase == BODY:
+            self._body_timeout()
+        elif self.body_phase == UNREAD_BODY:
+            self.body_phase = NO_BODY
+            self._close_logged(
+                f"the rest of the request body did not arrive within keepalive={self.config.keepalive:g}s "
+                "of the response"
+            )
         else:
             self._header_timeout()
+
+    def _body_timeout(self) -> None:
+        config = self.config
+        self.body_phase = NO_BODY
+        message = (
+            f"Request body not received in time (POUNCE_BODY_TIMEOUT={config.body_timeout:g}s, "
+            f"POUNCE_BODY_MIN_RATE={config.body_min_rate:g} bytes/s)"
+        )
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self.reject(408, message)
+        else:
+            self._close_logged(message)
+
+    def _close_logged(self, why: str) -> None:
+        """Close a connection a deadline ended, with the one log line that says which."""
+        self.log.info("Closing connection from ip=%s: %s", self.client[0] if self.client else "-", why)
+        self.close()
 
     def _header_timeout(self) -> None:
         if self.closed or self.cycle is not None or (not self.fast and self.conn.their_state is not h11.IDLE):
@@ -626,7 +744,7 @@ class HTTPConnection(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         if self.cycle is None and not self.closed:
-            self.linger()
+            self.close()
 
     def _cancel_timers(self) -> None:
         self.deadline = 0.0
@@ -662,39 +780,42 @@ class HTTPConnection(asyncio.Protocol):
                 self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
+        """Close once what was written has gone, without a reset: a lingering close.
+
+        Closing a socket that holds unread bytes makes the kernel answer with RST,
+        and a reset can destroy the response the client has not read yet: a
+        refusal followed by the rest of a body, a Connection: close response
+        followed by a pipelined request, or an idle connection closed just as the
+        client sent its next request (it then sees a clean close at a request
+        boundary and retries, RFC 9112 §9.3.1, instead of a reset it cannot tell
+        from a lost request). So: FIN now, read and drop what arrives, close on the
+        client's FIN or after LINGER seconds. The app sees http.disconnect at once.
+        TLS transports cannot half-close and close at once.
+        """
         if self.held is not None:
             self.release()
         cycle = self.cycle
         if cycle is not None and cycle.pending_head is not None:
             cycle.flush_head()  # a started response shows at least its status
-        if not self.closed:
-            self.closed = True
-            self._cancel_timers()
-            self.transport.close()
-
-    def linger(self) -> None:
-        """Close an idle connection without a reset: FIN now, drop what arrives, close on
-        the client's FIN (or after LINGER seconds).
-
-        Closing a socket that holds unread bytes makes the kernel answer with RST. A
-        client that sent its next request just as we closed the idle connection would
-        then see a reset, which it cannot tell from a request lost in processing; with
-        our FIN first and its bytes read and dropped, it sees a clean close at a request
-        boundary and retries (RFC 9112 §9.3.1). TLS transports cannot half-close.
-        """
-        if self.closed or self.lingering:
+        if self.closed:
             return
-        if not self.transport.can_write_eof():
-            self.close()
-            return
-        self.release()
-        self.lingering = True
+        self.closed = True
         self.idle = False
+        self.body_phase = NO_BODY
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.wake()
+        transport = self.transport
+        if self.eof or transport.is_closing() or not transport.can_write_eof():
+            self.deadline = 0.0
+            transport.close()
+            return
+        self.lingering = True
         self.deadline = time.monotonic() + LINGER
-        self.transport.write_eof()
+        transport.write_eof()
         if self.read_paused:
             self.read_paused = False
-            self.transport.resume_reading()
+            transport.resume_reading()
 
     def shutdown(self) -> None:
         """Graceful stop: close idle connections, finish in-flight ones.
@@ -710,7 +831,7 @@ class HTTPConnection(asyncio.Protocol):
         elif self.requests == 0 and not self.closed:
             self._arm_idle_timer(FIRST_REQUEST_GRACE)
         else:
-            self.linger()
+            self.close()
 
     def reject(self, status: int, message: str) -> None:
         """Answer a request we cannot serve with ``status``, log one line, close."""
@@ -850,6 +971,8 @@ class RequestCycle:
             # Only now that the app asks for the body do we invite the client to send it.
             self.expect_100 = False
             if not self.response_started and not connection.closed:
+                if not self.request_complete and connection.body_phase == NO_BODY:
+                    connection.expect_body()
                 data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 if data:
                     connection.release()
