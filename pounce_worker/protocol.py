@@ -50,10 +50,13 @@ FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
 LINGER = 2.0
 NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
-#: HTTPConnection.body_phase: whether a request body is being read, and for whom.
-#: Each phase has its deadline (see HTTPConnection.on_deadline): a body the app waits for
-#: is held to POUNCE_BODY_TIMEOUT/_MIN_RATE; one left unread after the response, to keepalive.
-NO_BODY, BODY, UNREAD_BODY = 0, 1, 2
+#: HTTPConnection.phase: what the connection waits for, which names its deadline (on_deadline).
+#: ACTIVE: a request head (POUNCE_HEADER_TIMEOUT, when armed) or the app (no deadline);
+#: BODY: a body the app waits for (POUNCE_BODY_TIMEOUT/_MIN_RATE); UNREAD_BODY: the rest of
+#: a body after the response (keepalive); IDLE: the next request (keepalive); LINGER: the
+#: client's FIN after ours (LINGER). One attribute, not a flag each: CPython keeps an
+#: object's attributes inline only up to 30 of them, and this object is on every request's path.
+ACTIVE, BODY, UNREAD_BODY, IDLE, LINGERING = 0, 1, 2, 3, 4
 
 
 class ClientDisconnected(OSError):
@@ -84,13 +87,11 @@ class HTTPConnection(asyncio.Protocol):
         self.cycle: RequestCycle | None = None
         # One deadline at a time, checked by the loop's tick (LoopServer.sweep) rather
         # than a TimerHandle per request: 0 means none. Its kind follows from the state
-        # (on_deadline): lingering, idle, body_phase, else the request head.
+        # (on_deadline): the phase.
         self.deadline = 0.0
-        self.idle = False
-        self.body_phase = NO_BODY
-        # For the body deadline's rate rule: when the body's clock started, and bytes since.
-        self.body_started = 0.0
-        self.body_received = 0
+        self.phase = ACTIVE
+        # The body deadline's rate rule (expect_body): when the body is behind POUNCE_BODY_MIN_RATE.
+        self.body_clock = 0.0
         self.processing = False
         self.read_paused = False
         self.write_paused = False
@@ -109,7 +110,6 @@ class HTTPConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.body_remaining = 0
         self.eof = False
-        self.lingering = False
         # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
         self.chunked: ChunkedScanner | None = None
         # Server-Timing (timing.py): when on, parsing entry points stamp this; off, nothing reads a clock.
@@ -207,12 +207,13 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
+        phase = self.phase
+        if phase == LINGERING:
             return  # a request sent as we closed: dropped unread, the client sees our FIN
-        if self.idle:
+        if phase == IDLE:
             # The idle deadline ends on arrival, not when a task next runs, so a
             # request whose first byte beat it is always served.
-            self.idle = False
+            self.phase = ACTIVE
             timeout = self.config.header_timeout  # _arm_header_timer(), inlined
             self.deadline = self.server.deadline_base + timeout if timeout else 0.0
         if self.proxy_buffer is not None:
@@ -474,7 +475,7 @@ class HTTPConnection(asyncio.Protocol):
         ``head_size`` is the head's length in bytes when known, else 0.
         """
         self.deadline = 0.0  # _cancel_timers(), inlined
-        self.idle = False
+        self.phase = ACTIVE
         config = self.config
         if not 0 < head_size <= config.head_within_limits:
             self._check_limits(method, target, headers, head_size)
@@ -593,7 +594,7 @@ class HTTPConnection(asyncio.Protocol):
                 if self.buffer:
                     self._became_idle()
                 else:  # _became_idle's usual outcome, inlined: this runs once per request
-                    self.idle = True
+                    self.phase = IDLE
                     self.deadline = server.deadline_base + self.config.keepalive
             else:
                 self._await_unread_body()
@@ -622,7 +623,7 @@ class HTTPConnection(asyncio.Protocol):
         if not self.read_paused and not self.closed:
             self.read_paused = True
             self.transport.pause_reading()
-            if self.body_phase == BODY:
+            if self.phase == BODY:
                 self.deadline = 0.0  # we stopped reading, not the client: its clock stops
 
     def resume_reading(self) -> None:
@@ -631,7 +632,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.read_paused and not self.closed and self._backlog() <= HIGH_WATER:
             self.read_paused = False
             self.transport.resume_reading()
-            if self.body_phase == BODY:
+            if self.phase == BODY:
                 self.expect_body()
 
     def _backlog(self) -> int:
@@ -650,7 +651,7 @@ class HTTPConnection(asyncio.Protocol):
             self.deadline = self.server.deadline_base + timeout
 
     def _arm_idle_timer(self, timeout: float) -> None:
-        self.idle = True
+        self.phase = IDLE
         self.deadline = self.server.deadline_base + timeout
 
     def expect_body(self) -> None:
@@ -661,31 +662,32 @@ class HTTPConnection(asyncio.Protocol):
         average of POUNCE_BODY_MIN_RATE bytes/s. A pause rule alone lets a body
         trickled a byte every few seconds hold a connection slot forever.
         """
-        self.body_phase = BODY
+        self.phase = BODY
         timeout = self.config.body_timeout
         if timeout:
-            base = self.server.deadline_base
-            self.body_started = base
-            self.body_received = 0
-            self.deadline = base + timeout
+            self.deadline = self.body_clock = self.server.deadline_base + timeout
 
     def body_progress(self, size: int) -> None:
-        """``size`` body bytes arrived: move the body deadline by both rules."""
-        if self.body_phase == BODY and self.deadline:
+        """``size`` body bytes arrived: move the body deadline by both rules.
+
+        ``body_clock`` starts at the first allowance and gains 1/rate seconds per
+        byte, so it is where the deadline stands for a body exactly at the rate.
+        """
+        if self.phase == BODY and self.deadline:
             config = self.config
             deadline = self.server.deadline_base + config.body_timeout
             rate = config.body_min_rate
             if rate:
-                self.body_received += size
-                deadline = min(deadline, self.body_started + config.body_timeout + self.body_received / rate)
+                self.body_clock += size / rate
+                if self.body_clock < deadline:
+                    deadline = self.body_clock
             self.deadline = deadline
 
     def body_done(self) -> None:
         """The request body ended: no deadline while the app works on the request."""
-        if self.body_phase:
-            self.body_phase = NO_BODY
-            if not self.idle and not self.lingering:
-                self.deadline = 0.0
+        if self.phase == BODY or self.phase == UNREAD_BODY:
+            self.phase = ACTIVE
+            self.deadline = 0.0
 
     def _await_unread_body(self) -> None:
         """The response is complete but the body is not: read (and drop) the rest for keepalive seconds.
@@ -694,21 +696,21 @@ class HTTPConnection(asyncio.Protocol):
         bound applies; a client that stops sending is closed then (uvicorn re-arms
         its keep-alive timer here; Gunicorn's ``-k asgi`` closes at once).
         """
-        self.body_phase = UNREAD_BODY
+        self.phase = UNREAD_BODY
         self.deadline = self.server.deadline_base + self.config.keepalive
 
     def on_deadline(self) -> None:
         """Called by the loop's tick once ``deadline`` has passed: the state tells which one."""
         self.deadline = 0.0
-        if self.lingering:
+        phase, self.phase = self.phase, ACTIVE
+        if phase == LINGERING:
+            self.phase = LINGERING
             self.transport.close()  # lingering is over: whatever the client still sends is its loss
-        elif self.idle:
-            self.idle = False
+        elif phase == IDLE:
             self._idle_timeout()
-        elif self.body_phase == BODY:
+        elif phase == BODY:
             self._body_timeout()
-        elif self.body_phase == UNREAD_BODY:
-            self.body_phase = NO_BODY
+        elif phase == UNREAD_BODY:
             self._close_logged(
                 f"the rest of the request body did not arrive within keepalive={self.config.keepalive:g}s "
                 "of the response"
@@ -718,7 +720,6 @@ class HTTPConnection(asyncio.Protocol):
 
     def _body_timeout(self) -> None:
         config = self.config
-        self.body_phase = NO_BODY
         message = (
             f"Request body not received in time (POUNCE_BODY_TIMEOUT={config.body_timeout:g}s, "
             f"POUNCE_BODY_MIN_RATE={config.body_min_rate:g} bytes/s)"
@@ -748,7 +749,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def _cancel_timers(self) -> None:
         self.deadline = 0.0
-        self.idle = False
+        if self.phase != LINGERING:
+            self.phase = ACTIVE
 
     def hold(self, data: bytes) -> None:
         """Send a complete response at the end of this loop iteration, with the others.
@@ -800,8 +802,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.idle = False
-        self.body_phase = NO_BODY
+        self.phase = ACTIVE
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.wake()
@@ -810,7 +811,7 @@ class HTTPConnection(asyncio.Protocol):
             self.deadline = 0.0
             transport.close()
             return
-        self.lingering = True
+        self.phase = LINGERING
         self.deadline = time.monotonic() + LINGER
         transport.write_eof()
         if self.read_paused:
@@ -971,7 +972,7 @@ class RequestCycle:
             # Only now that the app asks for the body do we invite the client to send it.
             self.expect_100 = False
             if not self.response_started and not connection.closed:
-                if not self.request_complete and connection.body_phase == NO_BODY:
+                if not self.request_complete and connection.phase == ACTIVE:
                     connection.expect_body()
                 data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 if data:
