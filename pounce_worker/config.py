@@ -60,6 +60,11 @@ ENV_SETTINGS: Mapping[str, tuple[float, str]] = {
         0.5,
         "seconds between loop ticks (heartbeat, Date header, shutdown checks)",
     ),
+    "POUNCE_LIFESPAN_STARTUP_TIMEOUT": (
+        30.0,
+        "seconds each event loop's ASGI lifespan startup may take; beyond it the worker exits "
+        "with Gunicorn's boot-error code (0: no limit)",
+    ),
     "POUNCE_STATUS_ALLOW_REMOTE": (
         0,
         "1: let POUNCE_STATUS_BIND name a non-loopback address",
@@ -188,6 +193,8 @@ class ServerConfig:
     #: Request header names ``proxy.forwarded`` acts on for a trusted peer.
     forwarded_names: frozenset[bytes] = frozenset()
     status_bind: StatusBind | None = None
+    #: POUNCE_LIFESPAN_STARTUP_TIMEOUT: seconds a loop's lifespan startup may take (0: no limit).
+    lifespan_startup_timeout: float = 30.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
@@ -297,6 +304,7 @@ class ServerConfig:
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
             status_bind=status_bind,
+            lifespan_startup_timeout=_env_number(env, "POUNCE_LIFESPAN_STARTUP_TIMEOUT"),
             ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
             ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),
             ws_per_message_deflate=bool(_env_number(env, "POUNCE_WS_PER_MESSAGE_DEFLATE")),

@@ -98,3 +98,28 @@ class Lifespan:
             self.log.error("ASGI lifespan shutdown raised", exc_info=answer)
         elif answer is None:
             self.log.error("ASGI lifespan task returned without answering lifespan.shutdown")
+
+    async def close(self, grace: float, wait: float) -> None:
+        """End the lifespan task before its loop closes, so nothing is left pending.
+
+        An app that answered (startup failed, shutdown complete) normally returns by
+        itself and gets ``grace`` seconds to do so. What still runs after that (a
+        startup or shutdown that never answered, or the wait for shutdown that a fast
+        stop skips) is cancelled, which runs the app's ``finally`` blocks, and gets
+        ``wait`` seconds to end. An app that ignores the cancellation is abandoned with
+        one error line instead of asyncio's "Task was destroyed but it is pending!"
+        when the closed loop's task is collected.
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        if grace > 0:
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=wait)
+        if not task.done():
+            self.log.error("ASGI lifespan task ignored cancellation for %gs; abandoning it", wait)
+            # asyncio's own switch for "this pending task is known; do not warn when collected"
+            # (run_until_complete sets it the same way).
+            task._log_destroy_pending = False  # type: ignore[attr-defined]

@@ -52,6 +52,8 @@ ACCEPT_BATCH = 16
 FAIRNESS_PAUSE = 0.005
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds a cancelled lifespan task gets to end (its ``finally`` blocks) before it is abandoned.
+LIFESPAN_CANCEL_WAIT = 1.0
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -145,6 +147,12 @@ class LoopServer:
         self.finished = False
         self.startup_error: BaseException | None = None
         self._stop_requested: asyncio.Future[None] | None = None
+        # A stop asked for before this loop existed (None: none; True: graceful; False: fast).
+        # Written by the main thread (request_stop) and read by the loop thread (run) while it
+        # publishes ``loop``; the lock makes "record the stop" and "is the loop there?" one
+        # step on each side, so a stop racing the loop's creation is delivered exactly once.
+        self._stop_lock = threading.Lock()
+        self._early_stop: bool | None = None
         self._backoff: asyncio.TimerHandle | None = None
 
     # -- thread body -----------------------------------------------------------
@@ -162,9 +170,15 @@ class LoopServer:
             # The stop future exists before the loop is published, so a stop the main
             # thread sends at once (call_soon_threadsafe) always finds it.
             self._stop_requested = loop.create_future()
-            self.loop = loop
+            with self._stop_lock:
+                self.loop = loop
+                early = self._early_stop
             loop.set_exception_handler(self._loop_exception)
             asyncio.set_event_loop(loop)
+            if early is not None:
+                # TERM/INT/QUIT came while the loop was being created (uvloop's import
+                # takes a while): request_stop found no loop and left it here.
+                self._begin_stop(early)
             loop.run_until_complete(self._main())
         except BaseException as exc:
             if not self.started.is_set():
@@ -192,25 +206,77 @@ class LoopServer:
         assert self._stop_requested is not None
         self._tick()
         lifespan = Lifespan(self.app, self.config.lifespan, self.log, self.state)
-        try:
-            await lifespan.startup()
-        except LifespanFailure as exc:
-            self.log.error("ASGI lifespan startup failed: %s", exc)
-            self.startup_error = exc
+        if not await self._startup(lifespan):
+            self.finished = True
             self.started.set()
             return
         self._start_accepting()
         self.started.set()
         await self._stop_requested
-        deadline = self.loop.time() + self.config.graceful_timeout
+        graceful_timeout = self.config.graceful_timeout
+        deadline = self.loop.time() + graceful_timeout
         await self._drain(deadline)
-        if not self.fast_stop:
-            # Whatever graceful_timeout has left (the arbiter kills after it), at least a second.
+        if self.fast_stop:
+            # QUIT/INT skip lifespan shutdown (as Gunicorn's -k asgi); the app's lifespan
+            # task, still waiting for that message, is cancelled instead of left pending.
+            await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
+        else:
+            # What graceful_timeout has left, at least a second, minus a moment to end the
+            # task and exit before the arbiter's SIGKILL (it counts graceful_timeout from TERM).
+            margin = min(1.0, graceful_timeout * 0.1)
             try:
-                await asyncio.wait_for(lifespan.shutdown(), max(1.0, deadline - self.loop.time()))
+                await asyncio.wait_for(lifespan.shutdown(), max(1.0, deadline - margin - self.loop.time()))
             except asyncio.TimeoutError:
-                self.log.error("ASGI lifespan shutdown did not finish within graceful_timeout")
+                self.log.error(
+                    "ASGI lifespan shutdown did not complete within graceful_timeout=%gs; cancelling it",
+                    graceful_timeout,
+                )
+                await lifespan.close(0.0, margin / 2)
+            else:
+                await lifespan.close(margin / 2, margin / 2)
         self.finished = True
+
+    #: When this loop's lifespan startup began (time.monotonic(); 0: not yet). Written once by
+    #: the loop thread, read by the main thread (ThreadWorker._wait_started): a plain float.
+    startup_began = 0.0
+
+    async def _startup(self, lifespan: Lifespan) -> bool:
+        """Lifespan startup, bounded by POUNCE_LIFESPAN_STARTUP_TIMEOUT and cut short by a stop.
+
+        True when the loop may serve. False when it must not: startup failed or did
+        not complete in time (``startup_error`` is set and the worker exits with the
+        boot-error code), or a stop signal came first (the worker exits normally).
+        A stop during startup, graceful or not, cancels it: nothing is served yet, so
+        there is nothing to finish, and Gunicorn's workers also exit on TERM during boot.
+        """
+        assert self._stop_requested is not None
+        if self._stop_requested.done():
+            self.log.info("Stop requested before ASGI lifespan startup; not starting")
+            return False
+        limit = self.config.lifespan_startup_timeout
+        self.startup_began = time.monotonic()
+        startup = self.loop.create_task(lifespan.startup())
+        await asyncio.wait(
+            {startup, self._stop_requested}, timeout=limit or None, return_when=asyncio.FIRST_COMPLETED
+        )
+        if startup.done():
+            try:
+                startup.result()
+            except LifespanFailure as exc:
+                self.log.error("ASGI lifespan startup failed: %s", exc)
+                self.startup_error = exc
+                await lifespan.close(LIFESPAN_CANCEL_WAIT, LIFESPAN_CANCEL_WAIT)
+                return False
+            return True
+        startup.cancel()
+        await asyncio.wait({startup})  # our own coroutine, waiting on a queue: ends at once
+        if self._stop_requested.done():
+            self.log.info("Stop requested during ASGI lifespan startup; cancelling it")
+        else:
+            self.log.error("ASGI lifespan startup did not complete within POUNCE_LIFESPAN_STARTUP_TIMEOUT=%gs", limit)
+            self.startup_error = LifespanFailure(f"startup did not complete within {limit:g}s")
+        await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
+        return False
 
     def _tick(self) -> None:
         """Heartbeat for the main thread, the Date header, and connection deadlines.
@@ -510,7 +576,10 @@ class LoopServer:
     # -- thread-safe entry points (called from the worker's main thread) ----------
 
     def request_stop(self, graceful: bool) -> None:
-        loop = self.loop
+        with self._stop_lock:
+            # Kept for run() in case the loop does not exist yet; fast wins over graceful.
+            self._early_stop = graceful and self._early_stop is not False
+            loop = self.loop
         if loop is None or loop.is_closed():
             return
         try:

@@ -42,6 +42,10 @@ from .status import StatusServer, WorkerFacts
 
 #: Gunicorn's exit code for "the worker cannot boot": the arbiter halts instead of respawning.
 WORKER_BOOT_ERROR = 3
+#: Seconds past POUNCE_LIFESPAN_STARTUP_TIMEOUT the main thread waits for a loop to report its
+#: own timeout (it cancels the lifespan task, up to server.LIFESPAN_CANCEL_WAIT) before it
+#: concludes that the loop is blocked and exits with the boot-error code itself.
+STARTUP_GRACE = 2.0
 
 
 def resolve_loop_kind(requested: str, log: Any) -> str:
@@ -229,6 +233,8 @@ class ThreadWorker(base.Worker):
         ]
         for server in self.servers:
             server.siblings = tuple(self.servers)
+        if not self.alive:
+            return  # a stop signal arrived while the app was being imported: nothing to start
         if config.status_bind is not None:
             facts = WorkerFacts(self.pid, chosen.value, config.loops, config.tick,
                                 self.max_requests if self.max_requests < sys.maxsize else 0,
@@ -247,9 +253,23 @@ class ThreadWorker(base.Worker):
         return max(0.05, min(1.0, self.timeout / 2 if self.timeout else 1.0))
 
     def _wait_started(self) -> bool:
-        """Heartbeat while every loop runs lifespan startup; exit on a failure."""
+        """Heartbeat while every loop runs lifespan startup; exit on a failure.
+
+        With POUNCE_LIFESPAN_STARTUP_TIMEOUT set (the default), the heartbeat goes on
+        up to that bound even while a loop does not tick (a synchronous startup step such
+        as loading a model is allowed that long); a loop that has not finished startup
+        by then is blocked, since it would have reported its own timeout, and the worker
+        exits with the boot-error code. With 0 (no bound) the heartbeat follows the
+        loops' ticks, as after boot, so a loop blocked in startup meets the arbiter's timeout.
+        """
+        limit = self.config.lifespan_startup_timeout
+        threads_started = time.monotonic()
         while not all(server.started.is_set() for server in self.servers):
-            self.notify()
+            if limit:
+                self._startup_overdue(limit, threads_started)
+                self.notify()
+            elif self._loops_responsive():
+                self.notify()
             self._sleep(0.05)
             if not self.alive:
                 self._stop()
@@ -264,6 +284,32 @@ class ThreadWorker(base.Worker):
             self._stop()
             sys.exit(WORKER_BOOT_ERROR)
         return True
+
+    def _startup_overdue(self, limit: float, threads_started: float) -> None:
+        """Exit with the boot-error code when a loop's startup outlived its bound without ending."""
+        now = time.monotonic()
+        overdue = [
+            s for s in self.servers
+            if not s.started.is_set() and now - (s.startup_began or threads_started) > limit + STARTUP_GRACE
+        ]
+        if not overdue:
+            return
+        for server in overdue:
+            lag = now - server.last_tick
+            self.log.error(
+                "Loop %d: ASGI lifespan startup did not complete within POUNCE_LIFESPAN_STARTUP_TIMEOUT=%gs "
+                "and the loop has not run for %.1fs%s",
+                server.index, limit, lag,
+                " (a synchronous call in the app's startup blocks it)" if lag > self.config.tick + 1.0 else "",
+            )
+        self.log.error(
+            "Worker failed to boot: %d of %d loops did not finish lifespan startup",
+            len(overdue), len(self.servers),
+        )
+        self._stale_reported.update(s.index for s in overdue)  # said above; _stop need not repeat it
+        self.fast_exit = True
+        self._stop()
+        sys.exit(WORKER_BOOT_ERROR)
 
     def _serve(self) -> None:
         interval = self._interval()
@@ -294,6 +340,8 @@ class ThreadWorker(base.Worker):
         for server in self.servers:
             if server.finished or (server.thread is not None and not server.thread.is_alive()):
                 continue  # drained and stopped: no ticks expected
+            if server.loop is None:
+                continue  # still creating its loop (importing uvloop): it ticks from its start
             lag = now - server.last_tick
             if lag > limit:
                 healthy = False

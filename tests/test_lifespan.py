@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 import signal
+import socket
+import sys
 import threading
 import time
 from collections import defaultdict
 
 import httpx
 import pytest
+from gunicorn.glogging import Logger
 
 from tests.harness import Gunicorn, serve
 
@@ -146,3 +152,293 @@ def test_lifespan_state_reaches_requests(mode, lifespan):
         data = httpx.get(server.url + "/").json()
     assert data["state_loop_id"] == data["loop_id"]
     assert data["state_thread"] == data["thread"]
+
+
+# -- bounded lifespan, and stops that arrive during startup (issue 11, item 2) ---------------------
+# Apps: tests/lifespan_apps.py; each logs what it does, and the tests wait for those lines.
+
+PENDING_WARNINGS = ("Task was destroyed but it is pending", "exception was never retrieved")
+
+
+def _loops(mode: str) -> int:
+    return 2 if mode == "threads" else 1
+
+
+def _no_pending_task_warnings(output: str) -> None:
+    for warning in PENDING_WARNINGS:
+        assert warning not in output, output
+
+
+def test_startup_that_never_answers_fails_the_boot_after_the_timeout(mode):
+    """The loop's own bound: it logs the setting, cancels the app's startup, and the master halts."""
+    returncode, output = _boot_failure(
+        "tests.lifespan_apps:startup_hangs", mode=mode,
+        env={"POUNCE_LIFESPAN_STARTUP_TIMEOUT": "1", "POUNCE_TEST_STARTUP": "await"},
+    )
+    assert returncode == WORKER_BOOT_ERROR, output
+    # Reported by each loop itself (its tag), not by the main thread's fallback for blocked loops.
+    reported = re.findall(r"\[worker \d+ loop \d\] ASGI lifespan startup did not complete within "
+                          r"POUNCE_LIFESPAN_STARTUP_TIMEOUT=1s", output)
+    assert len(reported) == _loops(mode), output
+    assert output.count("lifespan app: startup cancelled") == _loops(mode), output
+    assert "Worker failed to boot" in output
+    _no_pending_task_warnings(output)
+
+
+def test_startup_that_blocks_its_loop_fails_the_boot_after_the_timeout(mode):
+    """A synchronous startup cannot see its own timeout: the main thread stops heartbeating for it."""
+    returncode, output = _boot_failure(
+        "tests.lifespan_apps:startup_hangs", mode=mode,
+        env={"POUNCE_LIFESPAN_STARTUP_TIMEOUT": "1", "POUNCE_TEST_STARTUP": "block",
+             "POUNCE_TEST_BLOCK_SECONDS": "120"},
+    )
+    assert returncode == WORKER_BOOT_ERROR, output
+    assert output.count("ASGI lifespan startup did not complete within POUNCE_LIFESPAN_STARTUP_TIMEOUT=1s") \
+        == _loops(mode), output
+    assert "a synchronous call in the app's startup blocks it" in output
+    assert "lifespan app: startup unblocked" not in output
+
+
+def test_unbounded_startup_that_blocks_its_loop_meets_the_arbiter_timeout(mode, started):
+    """POUNCE_LIFESPAN_STARTUP_TIMEOUT=0: no bound, so the heartbeat follows the loops' ticks."""
+    server = Gunicorn("tests.lifespan_apps:startup_hangs", "--timeout", "3", mode=mode, threads=2,
+                      env={"POUNCE_LIFESPAN_STARTUP_TIMEOUT": "0", "POUNCE_TEST_STARTUP": "block",
+                           "POUNCE_TEST_BLOCK_SECONDS": "120"})
+    started.append(server)
+    server.start(wait=False)
+    server.wait_for_log(r"WORKER TIMEOUT", timeout=60)
+
+
+@pytest.mark.parametrize("how", ["hang", "stubborn"])
+def test_shutdown_that_never_answers_is_bounded_by_graceful_timeout(mode, how, started):
+    """TERM to the worker: shutdown gets graceful_timeout, one line says it expired, the task is ended."""
+    server = Gunicorn("tests.lifespan_apps:shutdown_hangs", "--graceful-timeout", "3", mode=mode, threads=2,
+                      env={"POUNCE_TEST_SHUTDOWN": how})
+    started.append(server)
+    server.start()
+    assert httpx.get(server.url + "/").text == "served"
+    [pid] = server.worker_pids()
+    sent = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    server.wait_for_log(rf"Worker exiting \(pid: {pid}\)", timeout=30)
+    elapsed = time.monotonic() - sent
+    log = server.log()
+    loops = _loops(mode)
+    assert log.count("lifespan app: shutdown began") == loops, server.output()
+    assert log.count("ASGI lifespan shutdown did not complete within graceful_timeout=3s; cancelling it") \
+        == loops, server.output()
+    if how == "hang":
+        assert log.count("lifespan app: shutdown cancelled") == loops, server.output()
+    else:
+        assert log.count("ASGI lifespan task ignored cancellation") == loops, server.output()
+    assert elapsed < 3 + 10, "a generous bound: graceful_timeout plus the cancellation's wait"
+    _no_pending_task_warnings(server.output())
+
+
+def test_shutdown_that_raises_is_logged_once_per_loop(mode, started):
+    server = Gunicorn("tests.lifespan_apps:shutdown_hangs", mode=mode, threads=2,
+                      env={"POUNCE_TEST_SHUTDOWN": "raise"})
+    started.append(server)
+    server.start()
+    [pid] = server.worker_pids()
+    os.kill(pid, signal.SIGTERM)
+    server.wait_for_log(rf"Worker exiting \(pid: {pid}\)", timeout=30)
+    log = server.log()
+    assert log.count("ASGI lifespan shutdown raised") == _loops(mode), server.output()
+    assert "RuntimeError: shutdown exploded" in log
+    _no_pending_task_warnings(server.output())
+
+
+def test_fast_stop_skips_shutdown_and_cancels_the_lifespan_task(mode, started):
+    """QUIT: no lifespan.shutdown (as -k asgi), and the app's lifespan task is cancelled, not left pending."""
+    server = Gunicorn("tests.lifespan_apps:shutdown_hangs", mode=mode, threads=2)
+    started.append(server)
+    server.start()
+    [pid] = server.worker_pids()
+    os.kill(pid, signal.SIGQUIT)
+    server.wait_for_log(rf"Worker exiting \(pid: {pid}\)", timeout=30)
+    log = server.log()
+    assert "lifespan app: shutdown began" not in log
+    assert log.count("lifespan app: waiting for shutdown cancelled") == _loops(mode), server.output()
+    _no_pending_task_warnings(server.output())
+
+
+def test_term_during_slow_startup_stops_the_worker_without_serving(mode):
+    """TERM while every loop is in lifespan startup: startup is cancelled and the master exits at once,
+    long before graceful_timeout (30 s here) would have it SIGKILL the worker."""
+    server = Gunicorn("tests.lifespan_apps:startup_hangs", "--graceful-timeout", "30", mode=mode, threads=2,
+                      env={"POUNCE_LIFESPAN_STARTUP_TIMEOUT": "120", "POUNCE_TEST_STARTUP": "await"})
+    server.start(wait=False)
+    try:
+        server.wait_for_log(r"lifespan app: startup began", timeout=30, count=_loops(mode))
+        # A request waiting in the backlog for the startup to end: it must never be served.
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        server.signal(signal.SIGTERM)
+        assert server.wait(20) == 0, server.output()
+    finally:
+        server.stop()  # also closes the listening socket: the queued connection is reset
+    try:
+        answer = client.recv(65536)
+    except ConnectionResetError:
+        answer = b""
+    finally:
+        client.close()
+    output = server.output()
+    assert answer == b"", answer
+    assert output.count("Stop requested during ASGI lifespan startup; cancelling it") == _loops(mode), output
+    assert output.count("lifespan app: startup cancelled") == _loops(mode), output
+    assert "lifespan app: served a request" not in output
+    assert "SIGKILL" not in output
+    assert "Worker failed to boot" not in output
+    _no_pending_task_warnings(output)
+
+
+# -- the early-stop race, in process: a LoopServer driven from the test thread ----------------------
+
+
+class _Log:
+    """Gunicorn's logger, as far as LoopLog uses it: keeps the formatted lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def _add(self, msg: object, *args: object, **_kw: object) -> None:
+        self.lines.append(str(msg) % args if args else str(msg))
+
+    debug = info = warning = error = exception = _add
+    access = Logger.access  # not overridden, and no access log: LoopLog makes no access calls
+    access_log_enabled = False
+
+
+def _loop_server(app, env: dict[str, str] | None = None):
+    from gunicorn.config import Config
+
+    from pounce_worker.budget import RequestBudget
+    from pounce_worker.config import ServerConfig
+    from pounce_worker.hooks import Hooks
+    from pounce_worker.log import LoopLog
+    from pounce_worker.server import LoopServer
+
+    cfg = Config()
+    config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "threads", **(env or {})})
+    log = _Log()
+    server = LoopServer(0, config, app, [], None, None, Hooks.from_gunicorn(cfg),
+                        LoopLog(log, os.getpid(), 0), RequestBudget(sys.maxsize), "asyncio")
+    return server, log
+
+
+def _run_in_thread(server) -> threading.Thread:
+    thread = threading.Thread(target=server.run, name="test-loop", daemon=True)
+    server.thread = thread
+    thread.start()
+    return thread
+
+
+def test_stop_requested_before_the_loop_exists_is_not_lost():
+    """request_stop before the loop thread even started (the loop is None): the loop must
+    still see it, skip lifespan startup and end, instead of serving until a second stop."""
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["type"])
+        await send({"type": "lifespan.startup.complete"})
+        seen.append((await receive())["type"])
+        await send({"type": "lifespan.shutdown.complete"})
+
+    server, log = _loop_server(app)
+    assert server.loop is None
+    server.request_stop(True)
+    thread = _run_in_thread(server)
+    try:
+        thread.join(30)
+        assert not thread.is_alive(), f"the stop was lost; log: {log.lines}"
+    finally:
+        server.request_stop(False)  # unblocks a loop that lost the first stop
+    assert server.started.is_set() and server.finished
+    assert server.startup_error is None
+    assert seen == [], "lifespan startup ran although the stop came first"
+    assert not server.accepting
+    assert any("Stop requested before ASGI lifespan startup" in line for line in log.lines), log.lines
+
+
+def test_stop_requested_while_the_loop_is_created_is_not_lost(monkeypatch):
+    """The stop lands between the loop's creation and its publication (``self.loop``): the
+    window where request_stop once saw no loop and returned. Forced here, not left to timing."""
+    import pounce_worker.server as server_module
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    server, log = _loop_server(app)
+    create = server_module.new_event_loop
+
+    def new_event_loop(kind: str):
+        loop = create(kind)
+        stopper = threading.Thread(target=server.request_stop, args=(False,))
+        stopper.start()  # the main thread's QUIT, while this thread has a loop it has not published
+        stopper.join()
+        return loop
+
+    monkeypatch.setattr(server_module, "new_event_loop", new_event_loop)
+    thread = _run_in_thread(server)
+    try:
+        thread.join(30)
+        assert not thread.is_alive(), f"the stop was lost; log: {log.lines}"
+    finally:
+        server.request_stop(False)
+    assert server.fast_stop and server.finished and server.startup_error is None
+
+
+def test_stop_requested_during_lifespan_startup_cancels_it():
+    """A graceful stop while the app's startup awaits: startup is cancelled, the loop ends, no error."""
+    began = threading.Event()
+    cancelled = threading.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server, log = _loop_server(app)
+    thread = _run_in_thread(server)
+    try:
+        assert began.wait(30)
+        server.request_stop(True)
+        thread.join(30)
+        assert not thread.is_alive(), f"startup was not cancelled; log: {log.lines}"
+    finally:
+        server.request_stop(False)
+    assert cancelled.is_set()
+    assert server.startup_error is None and server.finished
+    assert not any("Task was destroyed" in line for line in log.lines), log.lines
+
+
+def test_startup_timeout_in_process_cancels_the_app_and_reports_the_setting():
+    cancelled = threading.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server, log = _loop_server(app, env={"POUNCE_LIFESPAN_STARTUP_TIMEOUT": "0.2"})
+    thread = _run_in_thread(server)
+    try:
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        server.request_stop(False)
+    assert cancelled.is_set()
+    assert server.startup_error is not None
+    assert any("did not complete within POUNCE_LIFESPAN_STARTUP_TIMEOUT=0.2s" in line for line in log.lines)
