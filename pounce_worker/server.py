@@ -50,6 +50,10 @@ if hasattr(asyncio, "eager_task_factory"):
 ACCEPT_BATCH = 16
 #: Seconds a loop steps aside so a less loaded sibling accepts a new connection.
 FAIRNESS_PAUSE = 0.005
+#: Seconds a fast stop (QUIT, INT) gives request tasks to see the disconnect before cancelling them.
+FAST_SETTLE = 0.1
+#: Seconds the app's own tasks left at the end of a stop get to finish once cancelled.
+LEFTOVER_GRACE = 1.0
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Seconds a cancelled lifespan task gets to end (its ``finally`` blocks) before it is abandoned.
@@ -234,6 +238,7 @@ class LoopServer:
                 await lifespan.close(0.0, margin / 2)
             else:
                 await lifespan.close(margin / 2, margin / 2)
+        await self._cancel_leftovers()
         self.finished = True
 
     #: When this loop's lifespan startup began (time.monotonic(); 0: not yet). Written once by
@@ -277,6 +282,29 @@ class LoopServer:
             self.startup_error = LifespanFailure(f"startup did not complete within {limit:g}s")
         await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
         return False
+
+    async def _cancel_leftovers(self) -> None:
+        """Cancel the tasks still pending on this loop (the app's own) and let them finish.
+
+        asyncio.run() does this before closing its loop (so uvicorn does): a task left
+        pending when the loop closes never runs its cleanup, and is reported as "Task
+        was destroyed but it is pending!" when collected. Exceptions other than the
+        cancellation are reported as asyncio.run() reports them.
+        """
+        current = asyncio.current_task()
+        leftovers = [task for task in asyncio.all_tasks(self.loop) if task is not current]
+        if not leftovers:
+            return
+        for task in leftovers:
+            task.cancel()
+        await asyncio.wait(leftovers, timeout=LEFTOVER_GRACE)
+        for task in leftovers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.loop.call_exception_handler({
+                    "message": "unhandled exception during shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                })
 
     def _tick(self) -> None:
         """Heartbeat for the main thread, the Date header, and connection deadlines.
@@ -544,17 +572,18 @@ class LoopServer:
             # (cancelling would close the socket on unread data: a reset). Let them
             # become connections, which shutdown() gives a moment for a first request.
             await asyncio.wait(list(self.setups), timeout=max(0.0, deadline - self.loop.time()))
+        reserve = 0.0
         if self.fast_stop:
             for connection in list(self.connections):
                 connection.transport.abort()
         else:
             for connection in list(self.connections):
                 connection.shutdown()
+            # Leave lifespan shutdown a moment of graceful_timeout.
+            reserve = min(1.0, self.config.graceful_timeout * 0.2)
             if self.connections:
                 self._drained = self.loop.create_future()
                 try:
-                    # Leave lifespan shutdown a moment of graceful_timeout.
-                    reserve = min(1.0, self.config.graceful_timeout * 0.2)
                     await asyncio.wait_for(
                         asyncio.shield(self._drained), max(0.0, deadline - reserve - self.loop.time())
                     )
@@ -568,6 +597,18 @@ class LoopServer:
                     connection.transport.abort()
         current = asyncio.current_task()
         pending = [task for task in self.tasks if task is not current]
+        if pending:
+            # A request's app call outlives its connection: after the response (Django closes
+            # the response and sends request_finished in a thread) and after a disconnect
+            # (Django cancels its own view task and waits for it). Cancelled halfway, an app
+            # that awaits its own tasks with asyncio.wait (Django 5.2's ASGIHandler) leaves
+            # them orphaned: "Task exception was never retrieved", "Task was destroyed but it
+            # is pending!". So they get until half the reserve to end by themselves, as
+            # under uvicorn, which waits for its tasks; a fast stop gives them FAST_SETTLE,
+            # time to see the disconnect of the abort above.
+            settle = deadline - reserve / 2 - self.loop.time()
+            await asyncio.wait(pending, timeout=max(0.0, min(settle, FAST_SETTLE) if self.fast_stop else settle))
+            pending = [task for task in pending if not task.done()]
         for task in pending:
             task.cancel()
         if pending:
