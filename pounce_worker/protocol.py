@@ -890,6 +890,7 @@ class RequestCycle:
         "fast_writer",
         "h11",
         "head_only",
+        "heard_disconnect",
         "keep_alive",
         "method",
         "more_body",
@@ -921,6 +922,7 @@ class RequestCycle:
         self.scope = scope
         self.keep_alive = keep_alive
         self.disconnected = False
+        self.heard_disconnect = False
         # h11 knows only on its own path; the fast path hands Expect requests to h11.
         self.expect_100 = not connection.fast and connection.conn.they_are_waiting_for_100_continue
         self.method = method
@@ -981,10 +983,12 @@ class RequestCycle:
         if self.request_complete:
             # The whole body was delivered: the next event is the client leaving.
             await self._wait(lambda: self.disconnected or self.response_complete)
+            self.heard_disconnect = True
             return {"type": "http.disconnect"}
         await self._wait(lambda: bool(self.body) or not self.more_body or self.disconnected
                          or self.response_complete)
         if self.disconnected or self.response_complete:
+            self.heard_disconnect = True
             return {"type": "http.disconnect"}
         body = bytes(self.body)
         self.body.clear()
@@ -1010,6 +1014,12 @@ class RequestCycle:
         if connection.write_paused:
             await connection.drain()
         if self.disconnected:
+            if self.heard_disconnect or self._waiter is not None:
+                # The app listens for http.disconnect and learns it there (Django races a
+                # listener against its view, then cancels the view): raising here too
+                # would skip Django's response.close() and its request_finished signal.
+                return
+            # Spec 2.4: an app that does not listen (a streaming response) must stop.
             raise ClientDisconnected("the client disconnected")
         message_type = message.get("type")
         if not self.response_started:

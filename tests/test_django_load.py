@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from tests.harness import HOST, Gunicorn, require_tool
+from tests.harness import HOST, Gunicorn, poll_until, require_tool
 from tests.load_client import run_load
 
 APP = "tests.django_site.asgi:application"
@@ -69,9 +69,12 @@ def test_django_under_load_disconnects_and_stop_logs_nothing(mode: str, started:
     subprocess.run([wrk, "-c32", "-t2", "-d2s", server.url + "/plain/"], capture_output=True, timeout=60, check=True)
 
     # The stop: long responses in flight, a few more requests whose clients leave during the drain.
+    stdout = server.tmp / "stdout.log"
+    seen = stdout.read_text(errors="replace").count("request_started")
     long_running = start_long_requests(server.port, 8)
     leaving = start_long_requests(server.port, 4)
-    time.sleep(0.5)
+    poll_until(lambda: stdout.read_text(errors="replace").count("request_started") >= seen + 12, timeout=30,
+               what="the 12 long requests reaching Django")
     server.signal(signal.SIGTERM)
     time.sleep(0.3)
     for sock in leaving:
@@ -88,6 +91,9 @@ def test_django_under_load_disconnects_and_stop_logs_nothing(mode: str, started:
     # and the long requests were still running when the stop came.
     assert result.completed >= LOAD_REQUESTS // 2, (result, server.output())
     assert app_output.count("request_started") >= result.completed + len(long_running), app_output[-2000:]
+    # Every request Django began, it finished: request_finished closes its database connections,
+    # and it is skipped when send() raises into a handler that listens for http.disconnect.
+    assert app_output.count("request_finished") == app_output.count("request_started"), app_output[-2000:]
     assert re.search(r"graceful_timeout=[\d.]+s expired with \d+ connections open", log), server.output()
     found = {text: log.count(text) for text in FORBIDDEN}
     assert not any(found.values()), f"{found}\n{server.output()}"
