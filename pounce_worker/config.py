@@ -148,6 +148,18 @@ def _allowed_networks(
     return False, tuple(nets)
 
 
+def _disconnect_grace(cfg: Any) -> float:
+    """Gunicorn's ``asgi_disconnect_grace_period`` (default 3; 0 cancels at once)."""
+    grace = getattr(cfg, "asgi_disconnect_grace_period", 3)
+    try:
+        value = float(grace)
+    except (TypeError, ValueError):
+        raise ConfigError(f"asgi_disconnect_grace_period={grace!r} is not a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"asgi_disconnect_grace_period={grace!r} must not be negative")
+    return value
+
+
 def share(total: int, loops: int, index: int) -> int:
     """Loop ``index``'s share of ``total`` connections; the shares add up to ``total``."""
     base, extra = divmod(total, loops)
@@ -175,6 +187,8 @@ class ServerConfig:
     max_body_size: int
     tick: float
     fast_path: bool
+    #: Gunicorn's asgi_disconnect_grace_period: seconds an app whose client left may run on (0: cancelled at once).
+    disconnect_grace: float = 3.0
     body_timeout: float = 30.0
     body_min_rate: float = 500.0
     send_timeout: float = 60.0
@@ -284,6 +298,7 @@ class ServerConfig:
             is_ssl=bool(cfg.is_ssl),
             header_timeout=_env_number(env, "POUNCE_HEADER_TIMEOUT"),
             max_body_size=int(_env_number(env, "POUNCE_MAX_BODY_SIZE")),
+            disconnect_grace=_disconnect_grace(cfg),
             body_timeout=_env_number(env, "POUNCE_BODY_TIMEOUT"),
             body_min_rate=_env_number(env, "POUNCE_BODY_MIN_RATE"),
             send_timeout=_env_number(env, "POUNCE_SEND_TIMEOUT"),

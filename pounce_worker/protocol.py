@@ -139,9 +139,9 @@ class HTTPConnection(asyncio.Protocol):
         self.held = None
         self._cancel_timers()
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
         if cycle is not None:
+            if not cycle.response_complete:
+                cycle.client_gone()
             cycle.wake()
         self._release_drain_waiters()
         self.server.connection_closed(self)
@@ -159,8 +159,7 @@ class HTTPConnection(asyncio.Protocol):
         self.eof = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.wake()
+            cycle.client_gone()
         return None
 
     def pause_writing(self) -> None:
@@ -804,8 +803,7 @@ class HTTPConnection(asyncio.Protocol):
         self.closed = True
         self.phase = ACTIVE
         if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.wake()
+            cycle.client_gone()
         transport = self.transport
         if self.eof or transport.is_closing() or not transport.can_write_eof():
             self.deadline = 0.0
@@ -906,6 +904,7 @@ class RequestCycle:
         "start_time",
         "status",
         "target",
+        "task",
         "timing",
     )
 
@@ -923,6 +922,8 @@ class RequestCycle:
         self.keep_alive = keep_alive
         self.disconnected = False
         self.heard_disconnect = False
+        # The task running the app, once it outlives its eager first step (LoopServer.spawn_request).
+        self.task: asyncio.Task[None] | None = None
         # h11 knows only on its own path; the fast path hands Expect requests to h11.
         self.expect_100 = not connection.fast and connection.conn.they_are_waiting_for_100_continue
         self.method = method
@@ -962,6 +963,31 @@ class RequestCycle:
         if len(self.body) > HIGH_WATER:
             self.connection.pause_reading()
         self.wake()
+
+    def client_gone(self) -> None:
+        """The client left before the response was complete: tell the app, and bound its wind-down.
+
+        Gunicorn's ``asgi_disconnect_grace_period``: the app sees ``http.disconnect``
+        and has that many seconds to finish (release a database connection...) before
+        its request task is cancelled. Only for a response left incomplete: work an app
+        does after a complete response (a background task) is not cut short because the
+        client then closed, as it is under ``-k asgi``.
+        """
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.wake()
+        connection = self.connection
+        connection.loop.call_later(connection.config.disconnect_grace, self._cancel_after_grace)
+
+    def _cancel_after_grace(self) -> None:
+        task = self.task
+        if task is not None and not task.done():
+            self.connection.log.info(
+                "Cancelling %s %s: still running %gs after its client left (asgi_disconnect_grace_period)",
+                self.scope["method"], self.scope["path"], self.connection.config.disconnect_grace,
+            )
+            task.cancel()
 
     def wake(self) -> None:
         waiter = self._waiter

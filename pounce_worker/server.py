@@ -508,6 +508,7 @@ class LoopServer:
             cycle.flush_head()
         else:
             task = self.loop.create_task(coro)
+        cycle.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

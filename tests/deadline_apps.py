@@ -70,3 +70,31 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             _note(f"/firehose ended by {type(exc).__name__}")
     else:
         await _answer(send, 404, b"")
+
+
+async def grace_app(scope: Scope, receive: Any, send: Any) -> None:
+    """For ``asgi_disconnect_grace_period``: ``/deaf`` ignores its client leaving, ``/background``
+    works on after a complete response; both write down how they ended."""
+    if scope["type"] == "lifespan":
+        return await app(scope, receive, send)
+    path = scope["path"]
+    if path == "/deaf":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started\n", "more_body": True})
+        _note("/deaf started")
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        _note("/deaf heard http.disconnect")
+        try:
+            await asyncio.sleep(30)  # keeps working on, as an app that ignores it would
+            _note("/deaf finished its work")
+        except asyncio.CancelledError:
+            _note("/deaf cancelled")
+            raise
+    elif path == "/background":
+        await _answer(send, 200, b"done\n")
+        _note("/background answered")
+        await asyncio.sleep(2.0)
+        _note("/background finished its work")
+    else:
+        await _answer(send, 404, b"")

@@ -195,3 +195,58 @@ def test_refusal_is_read_whole_then_a_clean_close(started: list[Gunicorn], mode:
         outcomes.append((response_statuses(data), how))
     assert outcomes == [([status], "eof")] * 25, outcomes
     assert len(re.findall(r"Invalid request from", server.log())) == 25
+
+
+# -- asgi_disconnect_grace_period: how long an app whose client left may run on ------------------------
+
+
+def grace_server(started: list[Gunicorn], worker: str, *args: str) -> tuple[Gunicorn, Path]:
+    """pounce_worker in a forced mode, or Gunicorn's own ``-k asgi`` for the same input."""
+    if worker == "gunicorn-asgi":
+        server = Gunicorn("tests.deadline_apps:grace_app", *args, mode=None, worker_class="asgi",
+                          loops_expected=False, threads=1)
+    else:
+        server = Gunicorn("tests.deadline_apps:grace_app", *args, mode=worker)
+    notes = server.tmp / "notes.txt"
+    notes.touch()
+    server.extra_env = {"POUNCE_TEST_DEADLINE_FILE": str(notes)}
+    started.append(server)
+    server.start()
+    return server, notes
+
+
+def leave_mid_response(server: Gunicorn, notes: Path) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /deaf HTTP/1.1\r\nHost: x\r\n\r\n")
+        poll_until(lambda: "/deaf started" in notes.read_text(), what="the app started")
+        sock.settimeout(10)
+        assert b"started" in sock.recv(65536)
+    poll_until(lambda: "/deaf heard http.disconnect" in notes.read_text(), what="the app told")
+
+
+@pytest.mark.parametrize("worker", ["threads", "processes", "gunicorn-asgi"])
+def test_app_that_ignores_its_client_leaving_is_cancelled_after_the_grace_period(
+    started: list[Gunicorn], worker: str
+) -> None:
+    server, notes = grace_server(started, worker, "--asgi-disconnect-grace-period", "1")
+    leave_mid_response(server, notes)
+    poll_until(lambda: "/deaf cancelled" in notes.read_text(), timeout=20, what="the app cancelled")
+    assert "/deaf finished its work" not in notes.read_text()
+    if worker != "gunicorn-asgi":
+        assert len(lines(server, "still running 1s after its client left (asgi_disconnect_grace_period)")) == 1
+
+
+def test_grace_period_0_cancels_at_once(started: list[Gunicorn], mode: str) -> None:
+    server, notes = grace_server(started, mode, "--asgi-disconnect-grace-period", "0")
+    leave_mid_response(server, notes)
+    poll_until(lambda: "/deaf cancelled" in notes.read_text(), timeout=10, what="the app cancelled")
+
+
+def test_work_after_a_complete_response_is_not_cancelled(started: list[Gunicorn], mode: str) -> None:
+    """A background task after the response is not a client leaving: it runs to its end (-k asgi cuts it)."""
+    server, notes = grace_server(started, mode, "--asgi-disconnect-grace-period", "0")
+    with connect(server) as sock:
+        sock.sendall(b"GET /background HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, how = read_until_close(sock, 10.0)
+    assert response_statuses(data) == [200], (data, how)
+    poll_until(lambda: "/background finished its work" in notes.read_text(), timeout=20, what="the work done")
