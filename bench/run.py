@@ -231,6 +231,9 @@ class Peer:
     log_kind: str = "gunicorn"  # how to read its log for restarts and errors
     #: An extra reason to skip it on this interpreter, or None.
     unfit: Callable[[Interpreter], str | None] = lambda _i: None
+    #: A run that was asked for it and cannot start it fails (listed under "Problems seen",
+    #: exit status 1) instead of skipping it: the README's ratios depend on it.
+    required: bool = False
 
 
 def _gasgi_loop(interp: Interpreter) -> str:
@@ -247,9 +250,20 @@ PEERS: tuple[Peer, ...] = (
         lambda i: pounce_launch(i.path, "uvloop"),
         unfit=lambda i: None if i.gil else "free-threaded build: pounce_worker never imports uvloop there",
     ),
+    # -k asgi twice: on Gunicorn's pure-Python parser (what the README's ratios first compared
+    # with), and at its strongest, as a user who picks it for speed runs it: its C parser
+    # (gunicorn_h1c, "gunicorn[fast]") and uvloop. --http-parser names the parser in both, so a
+    # machine with gunicorn_h1c installed still measures the pure-Python row as such.
     Peer(
         "gunicorn-asgi", "gunicorn -k asgi", ("gunicorn", "gunicorn.workers.gasgi"),
-        lambda i: Launch(gunicorn_cmd(i.path, "asgi", "--asgi-loop", _gasgi_loop(i))),
+        lambda i: Launch(gunicorn_cmd(i.path, "asgi", "--http-parser", "python", "--asgi-loop", _gasgi_loop(i))),
+    ),
+    Peer(
+        "gunicorn-asgi-fast", "gunicorn -k asgi (h1c+uvloop)",
+        ("gunicorn", "gunicorn.workers.gasgi", "gunicorn_h1c", "uvloop"),
+        lambda i: Launch(gunicorn_cmd(i.path, "asgi", "--http-parser", "fast", "--asgi-loop", "uvloop")),
+        unfit=lambda i: None if i.gil else "free-threaded build: uvloop would switch the GIL back on",
+        required=True,
     ),
     Peer(
         "uvicorn", "uvicorn (httptools+uvloop)", ("gunicorn", "uvicorn", "uvicorn_worker", "httptools", "uvloop"),
@@ -289,9 +303,20 @@ FLOORS: tuple[Peer, ...] = tuple(
 PEER_KEYS = tuple(p.key for p in PEERS)
 
 
+#: How to install what a peer lacks, when the module's name does not say it.
+INSTALL_HINTS = {
+    "gunicorn_h1c": "Gunicorn's C parser: pip install gunicorn_h1c, or the bench extra",
+    "gunicorn.workers.gasgi": "gunicorn >= 24 has -k asgi",
+}
+
+
 def gunicorn_label(interp: Interpreter) -> str:
-    parser = "h1c" if interp.modules.get("gunicorn_h1c") else "py parser"
-    return f"gunicorn -k asgi ({parser}+{_gasgi_loop(interp)})"
+    return f"gunicorn -k asgi (py parser+{_gasgi_loop(interp)})"
+
+
+def not_installed(interp: Interpreter, missing: Sequence[str]) -> str:
+    hints = [INSTALL_HINTS[m] for m in missing if m in INSTALL_HINTS]
+    return f"not installed in {interp.path}: {', '.join(missing)}" + (f" ({'; '.join(hints)})" if hints else "")
 
 
 # -- /proc --------------------------------------------------------------------------------------
@@ -1372,16 +1397,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for peer in selected:
         missing = interp.missing(peer.needs)
         if missing:
-            skipped[peer.key] = f"not installed in {args.python}: {', '.join(missing)}"
+            skipped[peer.key] = not_installed(interp, missing)
         elif (why := peer.unfit(interp)) is not None:
             skipped[peer.key] = why
+    missing_required = [p.key for p in selected if p.required and p.key in skipped]
     if args.list:
         print(f"servers run with {interp.python}{'' if interp.gil else ' (free-threaded)'} ({args.python})")
         for peer in PEERS:
             state = skipped.get(peer.key) or "available"
-            print(f"  {peer.key:<16} {state}")
+            print(f"  {peer.key:<19} {'CANNOT RUN: ' if peer.required and peer.key in skipped else ''}{state}")
         print(f"wrk: {wrk or 'NOT FOUND (apt-get install wrk)'}")
-        return 0
+        return 1 if missing_required else 0
     if wrk is None:
         print("wrk not found. Install it: apt-get install wrk (Debian/Ubuntu), brew install wrk (macOS), "
               "or build it from https://github.com/wg/wrk and put it on PATH.", file=sys.stderr)
@@ -1420,6 +1446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(interp, load, server_cpu, args.boot_timeout, log_dir, app_dir, args.quiet_wait)
     if warning:
         bench.problem(warning)
+    for key in missing_required:
+        bench.problem(f"{key} cannot run, {skipped[key]}: the comparison with it is missing from this run")
     origin = imported_from(interp, app_dir) if interp.modules.get("pounce_worker") else None
     if origin is not None and not Path(origin).resolve().is_relative_to(app_dir.resolve()):
         bench.problem(f"the servers import pounce_worker from {origin}, not from {app_dir}")
@@ -1559,7 +1587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         why = chart(results, png)
         print(f", {png.name}" if why is None else f" (no chart: {why})", end="")
     print(f"; server logs in {log_dir}; took {results['meta']['elapsed_s'] / 60:.1f} min")
-    return 130 if interrupted else 0
+    return 130 if interrupted else 1 if missing_required else 0
 
 
 if __name__ == "__main__":
