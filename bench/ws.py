@@ -311,7 +311,7 @@ def client(port: int, cell: Cell, nconns: int, index: int, counts: Any, status: 
                 sock.close()
             except OSError:
                 pass
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+    except BaseException as exc:
         sys.stderr.write(f"client {index}: {type(exc).__name__}: {exc}\n")
         status[2 * index] = -1
 
@@ -336,7 +336,7 @@ class Server:
         self.cmd = cmd
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.pid = self.proc.pid
@@ -409,7 +409,7 @@ def check(server: Server, cell: Cell) -> str | None:
                      max_size=None, open_timeout=5) as ws:
             ws.send(data)
             got = ws.recv(timeout=5)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     if got != data:
         return f"echo differs: sent {type(data).__name__} of {len(data)}, got {type(got).__name__} of {len(got)}"
@@ -632,10 +632,11 @@ def main(argv: list[str] | None = None) -> int:
             if found:
                 problems[key] = found
     text = table(results, peers, cells)
+    pin = "no pinning" if args.no_pin else f"server on CPU {args.server_cpu}, clients on CPU {args.client_cpu}"
     header = (f"bench/ws.py {tag}: {started:%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
               f"{args.connections} connections in {args.client_procs} client processes, "
               f"{args.reps} x {args.duration:g} s per cell after {args.warmup:g} s warm-up, "
-              f"{'no pinning' if args.no_pin else f'server on CPU {args.server_cpu}, clients on CPU {args.client_cpu}'}")
+              f"{pin}")
     vers = versions(args.python)
     header += "\n" + ", ".join(f"{k} {v}" for k, v in vers.items())
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
