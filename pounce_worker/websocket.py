@@ -88,6 +88,25 @@ CLOSE_TIMEOUT = 10.0
 #: a slice at once, and deflate expands up to ~1000x, so a slice bounds what one step allocates
 #: before the size check runs (a 256 KiB read could otherwise inflate to 256 MiB).
 DEFLATE_SLICE = 4096
+#: XOR tables, one per mask byte: ``_XOR[k]`` maps every byte b to b ^ k (as wsproto unmasks).
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask``: one big-int XOR for small payloads (fewer
+    steps), four ``translate`` passes over the strided slices for large ones (linear in size)."""
+    n = len(payload)
+    if n <= 256:
+        if not n:
+            return b""
+        return (int.from_bytes(payload, "little")
+                ^ int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+    out = bytearray(payload)
+    out[0::4] = out[0::4].translate(_XOR[mask[0]])
+    out[1::4] = out[1::4].translate(_XOR[mask[1]])
+    out[2::4] = out[2::4].translate(_XOR[mask[2]])
+    out[3::4] = out[3::4].translate(_XOR[mask[3]])
+    return bytes(out)
 
 
 def wants_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -130,6 +149,10 @@ def upgrade(connection: HTTPConnection, scope: dict[str, Any], target: bytes,
 
 class WebSocketSession(asyncio.Protocol):
     """One WebSocket connection: wsproto state, the message queue, the app's receive/send."""
+
+    #: Whether sessions use the fast path for common frames (``_feed``, ``_send_frame``); the
+    #: differential test turns it off to compare with wsproto alone.
+    FAST_PATH = True
 
     def __init__(self, connection: HTTPConnection, http_scope: dict[str, Any], target: bytes) -> None:
         self.server: LoopServer = connection.server
@@ -184,6 +207,12 @@ class WebSocketSession(asyncio.Protocol):
         self.pong_timer: asyncio.TimerHandle | None = None
         self.ping_payload: bytes | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        # Fast path (see _feed): on until the close starts; where the stream is between frames.
+        self.fast = self.FAST_PATH
+        self._fp_head = b""  # a frame header split over reads (already given to wsproto)
+        self._fp_owed = 0  # bytes of a frame wsproto has started that are still to come
+        self._fp_fragmented = False  # wsproto is inside a fragmented message
+        self.fast_out = False  # our messages framed here: set at the accept, when no deflate was agreed
 
     # -- start -----------------------------------------------------------------------
 
@@ -274,6 +303,103 @@ class WebSocketSession(asyncio.Protocol):
     # -- incoming frames ---------------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        """Frames the fast path handles are handled here; every other byte goes to wsproto, whole frames.
+
+        The fast path takes an unfragmented, masked text or binary frame with
+        no RSV bit and a minimal length, complete in this chunk, while the
+        connection is open and wsproto is not inside a fragmented message: it
+        unmasks it and delivers the message as wsproto would have. Anything
+        else (control frames, fragments, compressed or malformed frames, a frame
+        that is not all here) is passed to wsproto from its first byte, with the
+        same chunk boundaries it would have had, so wsproto sees a stream of
+        whole frames and decides everything it decides today.
+        ``tests/test_ws_fastpath.py`` proves the two paths equal.
+        """
+        if not self.fast:
+            self._feed_wsproto(data)
+            return
+        pending = self._fp_head
+        if pending:
+            # A frame header split over reads: its first bytes already went to wsproto.
+            data = pending + data
+            self._fp_head = b""
+        pos = len(pending)  # bytes of data wsproto has already been given
+        start = 0  # the frame being looked at starts here
+        n = len(data)
+        ws = self.ws
+        while start < n or pending:
+            if self.close_sent or ws.state is not ConnectionState.OPEN or self.transport.is_closing():
+                self.fast = False  # closing: wsproto alone from here, to the end
+                if pos < n:
+                    self._feed_wsproto(data[pos:])
+                return
+            owed = self._fp_owed
+            if owed:  # the rest of a frame wsproto has started
+                end = n if n - pos < owed else pos + owed
+                self._fp_owed = owed - (end - pos)
+                chunk = data[pos:end]
+                pos = start = end
+                self._feed_wsproto(chunk)
+                continue
+            pending = b""
+            avail = n - start
+            if avail < 2:
+                self._fp_head = data[start:]
+                if pos < n:
+                    self._feed_wsproto(data[pos:])
+                return
+            b0 = data[start]
+            b1 = data[start + 1]
+            length = b1 & 0x7F
+            head = 2 if length < 126 else 4 if length == 126 else 10
+            if b1 & 0x80:
+                head += 4
+            if avail < head:
+                self._fp_head = data[start:]
+                if pos < n:
+                    self._feed_wsproto(data[pos:])
+                return
+            minimal = True
+            if length == 126:
+                length = int.from_bytes(data[start + 2:start + 4], "big")
+                minimal = length > 125
+            elif length == 127:
+                length = int.from_bytes(data[start + 2:start + 10], "big")
+                minimal = 0xFFFF < length < 1 << 63
+            total = head + length
+            opcode = b0 & 0x0F
+            if (b0 & 0xF0) == 0x80 and b1 & 0x80 and (opcode == 1 or opcode == 2) and minimal \
+                    and not self._fp_fragmented and total <= avail and pos == start:
+                end = start + total
+                mask = data[end - length - 4:end - length]
+                payload = _unmask(data[end - length:end], mask)
+                if opcode == 1:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        text = None
+                    if text is not None:
+                        pos = start = end
+                        self._on_fast_data(text, length)
+                        continue
+                else:
+                    pos = start = end
+                    self._on_fast_data(payload, length)
+                    continue
+            # wsproto's frame: from its first byte (pos may be past it when its header was split).
+            if opcode == 0 and b0 & 0x80:
+                self._fp_fragmented = False
+            elif opcode in (1, 2):
+                self._fp_fragmented = not b0 & 0x80
+            end = start + total
+            if end > n:
+                self._fp_owed = end - n
+                end = n
+            chunk = data[pos:end]
+            pos = start = end
+            self._feed_wsproto(chunk)
+
+    def _feed_wsproto(self, data: bytes) -> None:
         ws = self.ws
         step = DEFLATE_SLICE if self.deflate is not None and self.deflate.enabled() else len(data)
         for start in range(0, len(data), max(step, 1)):
@@ -281,6 +407,23 @@ class WebSocketSession(asyncio.Protocol):
                 return  # after the close handshake, anything more is ignored
             ws.receive_data(data[start:start + step] if step < len(data) else data)
             self._handle_events()
+
+    def _on_fast_data(self, data: str | bytes, size: int) -> None:
+        """A whole message from the fast path: ``_on_data`` for a message in one frame."""
+        limit = self.config.ws_max_size
+        if limit and size > limit:
+            self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
+            return
+        if isinstance(data, str):
+            message: Message = {"type": "websocket.receive", "text": data}
+        else:
+            message = {"type": "websocket.receive", "bytes": data}
+        self.queue.append((message, size))
+        self.queued_bytes += size
+        self.server.request_done()
+        if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
+            self._pause_reading()
+        self._wake()
 
     def _handle_events(self) -> None:
         for event in self.ws.events():
@@ -520,9 +663,21 @@ class WebSocketSession(asyncio.Protocol):
                 text = message.get("text")
                 if not isinstance(text, str):
                     raise TypeError("ASGI: 'websocket.send' needs 'bytes' or 'text'")
+                if self.fast_out and self.ws.state is ConnectionState.OPEN:
+                    payload = text.encode("utf-8")
+                    self.sent += len(payload)
+                    self._send_frame(0x81, payload)
+                    self.server.request_done()
+                    return
                 event: WSMessage[Any] = TextMessage(data=text)
                 self.sent += len(text) if text.isascii() else len(text.encode("utf-8"))
             elif isinstance(data, (bytes, bytearray, memoryview)):
+                if self.fast_out and self.ws.state is ConnectionState.OPEN:
+                    payload = bytes(data)
+                    self.sent += len(payload)
+                    self._send_frame(0x82, payload)
+                    self.server.request_done()
+                    return
                 event = BytesMessage(data=bytes(data))
                 self.sent += len(event.data)
             else:
@@ -536,6 +691,21 @@ class WebSocketSession(asyncio.Protocol):
             self._close(1000 if code is None else int(code), str(reason))
         else:
             raise RuntimeError(f"ASGI: expected 'websocket.send' or 'websocket.close', got {kind!r}")
+
+    def _send_frame(self, first: int, payload: bytes) -> None:
+        """One unfragmented frame of ours, unmasked and uncompressed: what wsproto's send writes for it.
+
+        Only while the connection is open (``fast``: our close frame is not out, so wsproto
+        would accept the message) and without permessage-deflate.
+        """
+        n = len(payload)
+        if n < 126:
+            head = bytes((first, n))
+        elif n < 65536:
+            head = bytes((first, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((first, 127)) + n.to_bytes(8, "big")
+        self._write(head + payload)
 
     def _default_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The app's headers, lower-cased, after Server and Date unless the app set them."""
@@ -564,6 +734,7 @@ class WebSocketSession(asyncio.Protocol):
             AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=headers)  # type: ignore[arg-type]
         )
         self.handshake_done = self.accepted = True
+        self.fast_out = self.fast and not (self.deflate is not None and self.deflate.enabled())
         self.status = 101
         self.response_headers = headers
         self.server.request_done()
