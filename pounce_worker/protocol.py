@@ -32,7 +32,7 @@ from .hooks import RequestView, ResponseView, access_environ
 from .pathsend import EXTENSION as PATHSEND
 from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
-from .validate import Rejection, check_head, check_parsed, head_end, split_target
+from .validate import HeadScan, Rejection, check_head, check_parsed, split_target
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -101,6 +101,11 @@ class HTTPConnection(asyncio.Protocol):
         self.body_remaining = 0
         self.eof = False
         self.lingering = False
+        # A request head that is not complete yet (either path): where the search for its
+        # end resumes, and what its lines showed so far (validate.HeadScan); 0 and None
+        # while no partial head is buffered.
+        self.head_from = 0
+        self.head_scan: HeadScan | None = None
         # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
         self.chunked: ChunkedScanner | None = None
         # Server-Timing (timing.py): when on, parsing entry points stamp this; off, nothing reads a clock.
@@ -256,16 +261,22 @@ class HTTPConnection(asyncio.Protocol):
                     # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
                     # request; one, as Gunicorn does (two are answered 400 by h11).
                     del buf[:2]
+                    self._head_scanned()
                     continue
-                end = buf.find(b"\r\n\r\n")
+                end = buf.find(b"\r\n\r\n", self.head_from)  # from where the last read's search stopped
                 if end < 0:
                     # h11 rejects some heads before they are complete (a first byte below
                     # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
-                    if buf[0] < 0x21 or b"\n\n" in buf or len(buf) > self.config.max_head_size:
+                    if buf[0] < 0x21 or len(buf) > self.config.max_head_size:
                         self._switch_to_h11()
-                    else:
+                        return
+                    try:
                         self._check_incomplete_head(buf)
+                    except Rejection as exc:
+                        self.reject(exc.status, str(exc))
                     return
+                if self.head_scan is not None:  # it came in pieces: the next head starts afresh
+                    self._head_scanned()
                 if end + 4 == len(buf):  # the usual case: exactly one head buffered
                     head = bytes(buf)
                 else:
@@ -293,7 +304,9 @@ class HTTPConnection(asyncio.Protocol):
                     return
         finally:
             self.processing = False
-            if len(buf) > HIGH_WATER:
+            if len(buf) > HIGH_WATER and self.cycle is not None:
+                # Requests pipelined behind the one being served; never a head still
+                # arriving (its size is bounded by max_head_size): it would never end.
                 self.pause_reading()
 
     def _switch_to_h11(self) -> None:
@@ -330,8 +343,6 @@ class HTTPConnection(asyncio.Protocol):
                 self.reject(exc.error_status_hint, f"Invalid HTTP request: {exc}")
                 return
             if event is h11.NEED_DATA:
-                if conn.their_state is h11.IDLE:
-                    self._check_incomplete_head(conn.trailing_data[0])
                 break
             if event is h11.PAUSED:
                 # Pipelined request waiting for the current response: stop reading
@@ -386,19 +397,49 @@ class HTTPConnection(asyncio.Protocol):
         return True
 
     def _check_head(self) -> None:
-        """Stricter-than-h11 checks on a request head, once it is all buffered."""
-        pending = self.conn.trailing_data[0]
-        end = head_end(pending)
-        if end > 0:
-            config = self.config
-            check_head(pending[:end], config.permit_obsolete_folding, config.permit_unconventional_http_method)
+        """Stricter-than-h11 checks on the request head in h11's buffer, before h11 parses it.
+
+        A complete head gets ``check_head``; an incomplete one the checks on what
+        arrived since the last read (``_check_incomplete_head``), which also refuse
+        a bare LF that h11 would take as a line end. h11's buffer is read in place
+        (h11 is pinned below 0.17): ``trailing_data`` copies all of it, and did so
+        on every read of a head trickled in.
+        """
+        pending = self.conn._receive_buffer._data
+        if not pending:
+            return
+        end = pending.find(b"\r\n\r\n", self.head_from)
+        if end < 0:
+            self._check_incomplete_head(pending)
+            return
+        if self.head_scan is not None:
+            self._head_scanned()
+        config = self.config
+        check_head(bytes(pending[: end + 4]), config.permit_obsolete_folding, config.permit_unconventional_http_method)
 
     def _check_incomplete_head(self, pending: bytes | bytearray) -> None:
-        limit = self.config.limit_request_line
-        if not limit:
-            return
-        if len(pending) > limit + 2 and b"\n" not in pending[: limit + 2]:
-            self.reject(414, f"Request line is longer than limit_request_line={limit}")
+        """A head still arriving (``pending`` starts with it): refuse it once it breaks a limit.
+
+        Gunicorn's ``limit_request_*`` and the bare-LF rule, on the bytes new since
+        the last read (validate.HeadScan), so a head of 10,000 field lines gets its
+        431 at line 101 however it is cut into reads, and a head trickled in costs
+        linear time. Raises ``Rejection``. Reading goes on even past HIGH_WATER: the
+        head's size is bounded by max_head_size, and it must be read to be answered.
+        """
+        scan = self.head_scan
+        if scan is None:
+            scan = self.head_scan = HeadScan()
+        config = self.config
+        scan.scan(pending, config.limit_request_line, config.limit_request_fields, config.limit_request_field_size)
+        self.head_from = max(len(pending) - 3, 0)  # a CRLFCRLF may straddle this read and the next
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _head_scanned(self) -> None:
+        """The head the scan state describes is complete (or its offsets moved): forget it."""
+        self.head_from = 0
+        self.head_scan = None
 
     def _check_limits(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], head_size: int) -> None:
         """Gunicorn's limit_request_line, _fields and _field_size, for a head that may break one."""
