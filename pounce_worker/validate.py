@@ -15,7 +15,8 @@ follows what Gunicorn's own parser rejects, with the same status codes:
 * Transfer-Encoding on an HTTP/1.0 request (RFC 9112 §6.1: faulty framing);
 * bare LF line endings and obs-fold line continuations in the head, and
   control characters in field values (RFC 9112 §2.2, §5.2; RFC 9110 §5.5);
-* an HTTP version with another major number on an HTTP/1 connection (505);
+* a well-formed HTTP version (``HTTP/DIGIT.DIGIT``) with another major number
+  on an HTTP/1 connection (505; a malformed one is h11's 400);
 * a method with lower-case letters or of unusual length, unless Gunicorn's
   ``permit_unconventional_http_method`` is on;
 * an Expect other than 100-continue (417);
@@ -42,6 +43,8 @@ _FRAMING = re.compile(
 #: reg-name (unreserved, pct-encoded, sub-delims; "," left out: a list gets its own message).
 #: Empty is valid (a target without authority).
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z._~%!$&'()*+,;=:-]+\]|[0-9A-Za-z._~%!$&'()*+;=-]*)(?::[0-9]*)?")
+#: RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT (h11's grammar too).
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 #: Bound of a loop's cache of valid Host values (check_parsed).
 KNOWN_HOSTS_MAX = 256
 #: absolute-form: scheme "://" authority, then the path the app sees (RFC 9112 §3.2.2).
@@ -174,11 +177,11 @@ def check_head(head: bytes, permit_obs_fold: bool = False, permit_unconventional
         method, _target, version = parts
         if not permit_unconventional_method and not _METHOD_OK.fullmatch(method):
             raise Rejection(400, f"Invalid method {method.decode('latin-1')!r}")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") and version.startswith(b"HTTP/"):
-            number = version[5:].decode("latin-1")
-            # HTTP/1.2+ is served as HTTP/1.x (RFC 9110 §2.5), as Gunicorn does.
-            if not number.startswith("1."):
-                raise Rejection(505, f"HTTP version {number} is not supported")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") and _VERSION.fullmatch(version) and version[5] != 0x31:
+            # A well-formed version of another major number: HTTP/1.2+ is served as HTTP/1.x
+            # (RFC 9110 §2.5), as Gunicorn does. A malformed one (HTTP/1, HTTP/01.01) is left
+            # to h11, whose grammar is RFC 9112 §2.3's: 400, as Gunicorn answers.
+            raise Rejection(505, f"HTTP version {version[5:].decode('latin-1')} is not supported")
     content_lengths = 0
     content_types = 0
     transfer_encoding = False

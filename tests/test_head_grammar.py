@@ -328,3 +328,31 @@ def test_incomplete_head_check_refuses_only_what_the_complete_head_check_refuses
     whole = ends + 3 if ends >= 0 else len(head)  # the longest prefix without CRLFCRLF
     if scan_in_pieces(head, list(range(1, whole + 1))):
         assert scan_in_pieces(head, [whole]), head
+
+
+# -- item 4: versions ----------------------------------------------------------------------------------
+
+MALFORMED_VERSIONS = [b"HTTP/1", b"HTTP/01.01", b"HTTP/2", b"HTTP/10.0", b"HTTP/1.1.1"]
+
+
+@pytest.mark.parametrize("version", MALFORMED_VERSIONS, ids=[v.decode() for v in MALFORMED_VERSIONS])
+def test_a_malformed_version_is_400_not_505(pounce: Gunicorn, sync: Gunicorn, version: bytes) -> None:
+    """RFC 9112 §2.3: HTTP-version is HTTP/DIGIT.DIGIT; anything else is malformed (400), as h11
+    and Gunicorn say. 505 stays for a well-formed other major version (HTTP/2.0, HTTP/0.9)."""
+    data = b"GET / " + version + b"\r\nHost: x\r\n\r\n"
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    with pytest.raises(h11.RemoteProtocolError) as raised:
+        conn.next_event()
+    assert raised.value.error_status_hint == 400
+    assert status_of(exchange(sync.port, data)[0]) == 400
+    before = len(pounce.log())
+    reply, how = exchange(pounce.port, data + CANARY)
+    assert response_statuses(reply) == [400] and how == "eof", (reply[:300], how)
+    assert len(invalid_lines(pounce, before)) == 1
+
+
+@pytest.mark.parametrize(("version", "status"), [(b"HTTP/2.0", 505), (b"HTTP/0.9", 505), (b"HTTP/1.2", 200)])
+def test_a_well_formed_version_keeps_its_answer(pounce: Gunicorn, version: bytes, status: int) -> None:
+    reply, _how = exchange(pounce.port, b"GET / " + version + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == status, reply[:300]
