@@ -543,9 +543,13 @@ class HTTPConnection(asyncio.Protocol):
         """Hand a WebSocket handshake to websocket.py (it swaps the transport's protocol).
 
         Only h11-path requests can be one: the fast path sends any request with
-        ``Upgrade`` or ``Connection: upgrade`` to h11. Imported here because
-        websocket.py imports this module.
+        ``Upgrade`` or ``Connection: upgrade`` to h11. An HTTP/1.0 request is never
+        one: RFC 9110 §7.8, a server MUST ignore Upgrade in it (it is served as
+        plain HTTP; uvicorn switches). Imported here because websocket.py imports
+        this module.
         """
+        if scope["http_version"] == "1.0":
+            return False
         from . import websocket
 
         return websocket.upgrade(self, scope, target, raw)

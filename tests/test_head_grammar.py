@@ -21,6 +21,7 @@ front of it.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -356,3 +357,33 @@ def test_a_malformed_version_is_400_not_505(pounce: Gunicorn, sync: Gunicorn, ve
 def test_a_well_formed_version_keeps_its_answer(pounce: Gunicorn, version: bytes, status: int) -> None:
     reply, _how = exchange(pounce.port, b"GET / " + version + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(reply) == status, reply[:300]
+
+
+# -- item 4: Upgrade in HTTP/1.0 ------------------------------------------------------------------------
+
+HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.fixture(scope="module", params=MODES)
+def ws_server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    server = Gunicorn("tests.ws_apps:app", mode=request.param)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_upgrade_in_http10_is_ignored(ws_server: Gunicorn) -> None:
+    """RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request: the app gets a plain
+    HTTP request (uvicorn switches to WebSocket; Gunicorn's sync worker serves it as HTTP)."""
+    reply, how = exchange(ws_server.port, HANDSHAKE.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    assert response_statuses(reply) == [200] and how == "eof", (reply[:300], how)
+    assert json.loads(reply.partition(b"\r\n\r\n")[2]) == {"type": "http", "path": "/ws"}
+
+
+def test_upgrade_in_http11_still_switches(ws_server: Gunicorn) -> None:
+    with socket.create_connection((HOST, ws_server.port), timeout=5) as sock:
+        sock.sendall(HANDSHAKE)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 101 ")
