@@ -45,6 +45,12 @@ HOLD_LIMIT = 64 * 1024
 #: Our own error pages use RFC 9110's names, whatever this Python's http.HTTPStatus says
 #: (3.11 has "Request-URI Too Long"; Gunicorn and 3.13 say "URI Too Long").
 REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
+#: Header lines some refusals must carry. 405 (CONNECT, see start_request) needs Allow (RFC 9110
+#: §15.5.6): the methods an origin server serving a generic ASGI app takes. The server hands every
+#: method but CONNECT to the app, which alone knows its routes; these are the ones web apps and
+#: their frameworks serve. TRACE is left out: frameworks do not implement it, and a server that
+#: advertises it is reported by security scanners (cross-site tracing).
+REJECT_FIELDS = {405: b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 #: Seconds an idle connection we close may take to acknowledge our FIN (see ``linger``).
@@ -478,6 +484,12 @@ class HTTPConnection(asyncio.Protocol):
         """
         self.deadline = 0.0  # _cancel_timers(), inlined
         self.idle = False
+        if method == b"CONNECT":
+            # RFC 9110 §9.3.6: a 2xx answer to CONNECT means a tunnel is open, and a proxy in
+            # front may take a generic app's 200 for one; an ASGI app cannot open a tunnel.
+            # Refused before the app (405 with Allow: reject(), REJECT_FIELDS), on both paths:
+            # parse_head leaves CONNECT to h11.
+            raise Rejection(405, "CONNECT is not served: an ASGI app cannot open a tunnel")
         config = self.config
         if not 0 < head_size <= config.head_within_limits:
             self._check_limits(method, target, headers, head_size)
@@ -768,6 +780,7 @@ class HTTPConnection(asyncio.Protocol):
             reason = REJECT_PHRASES.get(status) or (STATUS_PHRASES[status] if 0 <= status < 600 else b"")
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
             head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            head += REJECT_FIELDS.get(status, b"")
             head += b"content-length: %d\r\n\r\n" % len(body)
             if not self.closed:
                 self.release()

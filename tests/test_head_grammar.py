@@ -359,6 +359,43 @@ def test_a_well_formed_version_keeps_its_answer(pounce: Gunicorn, version: bytes
     assert status_of(reply) == status, reply[:300]
 
 
+# -- item 4: CONNECT --------------------------------------------------------------------------------------
+
+ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CONNECTS = {
+    "authority_form": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    "origin_form": b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "http10": b"CONNECT example.com:443 HTTP/1.0\r\n\r\n",
+    "with_body": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 3\r\n\r\nabc",
+}
+
+
+@pytest.mark.parametrize("name", CONNECTS)
+def test_connect_is_refused_before_the_app(pounce: Gunicorn, name: str) -> None:
+    """405 with Allow (RFC 9110 §15.5.6), Connection: close, one warning, the canary never
+    served: a generic app's 200 would read as an open tunnel to a proxy in front."""
+    before = len(pounce.log())
+    reply, how = exchange(pounce.port, CONNECTS[name] + CANARY)
+    assert response_statuses(reply) == [405] and how == "eof", (reply[:300], how)
+    assert header(reply, b"allow") == ALLOW
+    assert header(reply, b"connection") == b"close"
+    assert b"/canary" not in reply
+    lines = invalid_lines(pounce, before)
+    assert len(lines) == 1 and "CONNECT" in lines[0] and "[WARNING]" in lines[0], lines
+
+
+def test_connect_is_refused_as_the_second_request_of_a_connection(pounce: Gunicorn) -> None:
+    first = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply, how = exchange(pounce.port, first + CONNECTS["authority_form"] + CANARY)
+    assert response_statuses(reply) == [200, 405] and how == "eof", (reply[:400], how)
+    assert b'"/first"' in reply and b"/canary" not in reply
+
+
+def test_gunicorn_hands_connect_to_the_app(sync: Gunicorn) -> None:
+    """The reference differs on purpose: Gunicorn's sync worker calls the WSGI app (200 here)."""
+    assert status_of(exchange(sync.port, CONNECTS["authority_form"])[0]) == 200
+
+
 # -- item 4: Upgrade in HTTP/1.0 ------------------------------------------------------------------------
 
 HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
