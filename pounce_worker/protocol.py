@@ -14,6 +14,7 @@ timeout, the body size cap) are checked around it, never instead of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import operator
 import time
@@ -1136,6 +1137,7 @@ class RequestCycle:
         log = connection.log
         hooks = server.hooks
         request_view = None
+        compressing: CompressingSend | None = None
         if hooks.pre_request is not None or hooks.post_request is not None:
             request_view = RequestView(self.scope, connection.client, self.target)
         try:
@@ -1148,13 +1150,18 @@ class RequestCycle:
             send: Any = self.send
             compression = connection.config.compression
             if compression is not None:  # the app's messages pass through compression.py first
-                send = CompressingSend(send, compression, self.scope)
+                send = compressing = CompressingSend(send, compression, self.scope)
             if self.timing is not None:
                 self.timing.called = time.monotonic()
             result = await app(self.scope, self.receive, send)
+            if compressing is not None and not self.response_started:
+                await compressing.release()  # a start held for a body that never came
             if result is not None or not self.response_complete:
                 await self._app_returned(result)
         except BaseException as exc:
+            if compressing is not None and not self.response_started and not self.disconnected:
+                with contextlib.suppress(Exception):  # the app's exception is the one to report
+                    await compressing.release()
             await self._app_failed(exc)
         finally:
             if request_view is not None or log.access_wanted or not self.response_complete:

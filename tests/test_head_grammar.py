@@ -424,3 +424,25 @@ def test_upgrade_in_http11_still_switches(ws_server: Gunicorn) -> None:
     with socket.create_connection((HOST, ws_server.port), timeout=5) as sock:
         sock.sendall(HANDSHAKE)
         assert sock.recv(65536).startswith(b"HTTP/1.1 101 ")
+
+
+# -- item 6: compression and an app that returns after http.response.start --------------------------------
+
+
+@pytest.mark.parametrize("target", ["/start-only?type=text/plain", "/start-only?type=text/plain&raise=1"],
+                         ids=["returns", "raises"])
+def test_start_without_a_body_is_the_same_with_compression(mode: str, started: list[Gunicorn], target: str) -> None:
+    """The app's status, then a close, with compression on as off: the held start is sent
+    when the app returns (or raises) without a body message, not replaced by a 500."""
+    request = (b"GET %s HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % target.encode()
+               + b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n")
+    replies = []
+    for coding in ("off", "gzip"):
+        server = Gunicorn("tests.feature_apps:app", mode=mode, env={"POUNCE_COMPRESSION": coding})
+        started.append(server)
+        server.start()
+        reply, how = exchange(server.port, request)
+        head = reply.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and how == "eof", (coding, reply[:300], how)
+        replies.append(b"canary" in reply)
+    assert replies == [False, False]
