@@ -446,3 +446,22 @@ def test_start_without_a_body_is_the_same_with_compression(mode: str, started: l
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and how == "eof", (coding, reply[:300], how)
         replies.append(b"canary" in reply)
     assert replies == [False, False]
+
+
+# -- item 6: root_path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("root_path", ["/café", "/a b", "/tab\there"])
+def test_an_unusable_root_path_fails_the_boot_naming_it(mode: str, root_path: str) -> None:
+    server = Gunicorn(APP, "--root-path", root_path, mode=mode)
+    returncode = server.boot_failure(20)
+    assert returncode != 0
+    output = server.output()
+    assert f"root_path={root_path!r}" in output and "printable ASCII" in output, output[-2000:]
+
+
+def test_an_ascii_root_path_still_serves(mode: str) -> None:
+    with Gunicorn(APP, "--root-path", "/api/", mode=mode) as server:
+        reply, _how = exchange(server.port, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 200
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["raw_path"] == "/api/x"
