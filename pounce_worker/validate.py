@@ -80,10 +80,11 @@ class HeadScan:
     would be refused there: no head is refused for the way it was cut into reads.
     """
 
-    __slots__ = ("checked", "fields", "line_start", "measured")
+    __slots__ = ("checked", "fields", "line_start", "measured", "resume")
 
     def __init__(self) -> None:
         self.checked = 0  # bytes of the buffer looked at so far
+        self.resume = 0  # where the caller's search for CRLFCRLF resumes (one may straddle two reads)
         self.line_start = 0  # where the line still arriving starts; every line before it was checked
         self.fields = -1  # complete field lines (continuation lines not counted); -1: request line incomplete
         self.measured = 0  # length of the unfinished field line when it was last measured
@@ -100,6 +101,7 @@ class HeadScan:
         if data.count(b"\n", start, end) != data.count(b"\r\n", start - 1 if start else 0, end):
             raise Rejection(400, "Bare LF in request head")
         self.checked = end
+        self.resume = max(end - 3, 0)
         line_start = self.line_start
         eol = data.find(b"\r\n", max(line_start, start - 1), end)
         if eol >= 0:
