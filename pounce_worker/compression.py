@@ -253,6 +253,18 @@ class CompressingSend:
                 return
         await self._send(message)
 
+    async def release(self) -> None:
+        """Send the start message still held for a first body that never came.
+
+        The app returned (or raised) after ``http.response.start`` alone: the client
+        then gets that status and a close, as it does with compression off, not the
+        500 the cycle answers when no response was started.
+        """
+        held = self._held
+        if held is not None:
+            self._held = None
+            await self._send(held)
+
     def _start(self, message: Message) -> Message:
         headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
         if not _eligible(self._policy, message.get("status", 0), headers):

@@ -160,6 +160,23 @@ def _disconnect_grace(cfg: Any) -> float:
     return value
 
 
+def _root_path(cfg: Any) -> str:
+    """Gunicorn's ``root_path`` (``--root-path``), without a trailing slash.
+
+    It is prepended to every request's ``raw_path``, which is bytes of the
+    request target (ASCII: RFC 9112 §3.2 and RFC 3986 leave anything else
+    percent-encoded). A value that cannot be one must fail the boot, naming the
+    setting, rather than fail every request.
+    """
+    root_path = (getattr(cfg, "root_path", "") or "").rstrip("/")
+    if not root_path.isascii() or not root_path.isprintable() or " " in root_path:
+        raise ConfigError(
+            f"root_path={root_path!r} must be printable ASCII without spaces: it prefixes every "
+            "request's raw_path, the bytes of a request target"
+        )
+    return root_path
+
+
 def share(total: int, loops: int, index: int) -> int:
     """Loop ``index``'s share of ``total`` connections; the shares add up to ``total``."""
     base, extra = divmod(total, loops)
@@ -292,7 +309,7 @@ class ServerConfig:
             limit_request_line=cfg.limit_request_line,
             limit_request_fields=cfg.limit_request_fields,
             limit_request_field_size=cfg.limit_request_field_size,
-            root_path=(getattr(cfg, "root_path", "") or "").rstrip("/"),
+            root_path=_root_path(cfg),
             lifespan=lifespan,
             loop_kind=loop_kind,
             is_ssl=bool(cfg.is_ssl),

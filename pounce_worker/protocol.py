@@ -14,6 +14,7 @@ timeout, the body size cap) are checked around it, never instead of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import operator
 import time
@@ -32,7 +33,7 @@ from .hooks import RequestView, ResponseView, access_environ
 from .pathsend import EXTENSION as PATHSEND
 from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
-from .validate import Rejection, check_head, check_parsed, head_end, split_target
+from .validate import HeadScan, Rejection, check_head, check_parsed, split_target
 
 if TYPE_CHECKING:
     from .server import LoopServer
@@ -45,6 +46,12 @@ HOLD_LIMIT = 64 * 1024
 #: Our own error pages use RFC 9110's names, whatever this Python's http.HTTPStatus says
 #: (3.11 has "Request-URI Too Long"; Gunicorn and 3.13 say "URI Too Long").
 REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
+#: Header lines some refusals must carry. 405 (CONNECT, see start_request) needs Allow (RFC 9110
+#: §15.5.6): the methods an origin server serving a generic ASGI app takes. The server hands every
+#: method but CONNECT to the app, which alone knows its routes; these are the ones web apps and
+#: their frameworks serve. TRACE is left out: frameworks do not implement it, and a server that
+#: advertises it is reported by security scanners (cross-site tracing).
+REJECT_FIELDS = {405: b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
@@ -71,6 +78,10 @@ def _addr(sockaddr: Any) -> tuple[str, int] | None:
 
 class HTTPConnection(asyncio.Protocol):
     """asyncio protocol for one client connection."""
+
+    #: Server-Timing (timing.py): when on, parsing entry points stamp this on the instance; off,
+    #: nothing reads a clock, and the class default spares the instance an attribute (see __init__).
+    parse_started = 0.0
 
     def __init__(self, server: LoopServer) -> None:
         self.server = server
@@ -110,10 +121,15 @@ class HTTPConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.body_remaining = 0
         self.eof = False
+        # A request head that is not complete yet (either path): what its lines showed so
+        # far and where the search for its end resumes (validate.HeadScan); None while no
+        # partial head is buffered.
+        self.head_scan: HeadScan | None = None
         # Set while h11 reads a chunked request body: sees its bytes first (chunked.py).
         self.chunked: ChunkedScanner | None = None
-        # Server-Timing (timing.py): when on, parsing entry points stamp this; off, nothing reads a clock.
-        self.parse_started = 0.0
+        # Keep this class at 29 instance attributes or fewer: CPython 3.13 keeps an instance's
+        # attributes inline (and its attribute accesses specialized) only up to there; the 30th
+        # costs every request 4 % more instructions (bench/cost.py: 88.3k against 84.5k).
         if self.config.server_timing:
             timing.instrument(self)
 
@@ -292,16 +308,24 @@ class HTTPConnection(asyncio.Protocol):
                     # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
                     # request; one, as Gunicorn does (two are answered 400 by h11).
                     del buf[:2]
+                    self.head_scan = None  # its offsets moved
                     continue
-                end = buf.find(b"\r\n\r\n")
+                scan = self.head_scan
+                # From where the last read's search stopped, when the head came in pieces.
+                end = buf.find(b"\r\n\r\n") if scan is None else buf.find(b"\r\n\r\n", scan.resume)
                 if end < 0:
                     # h11 rejects some heads before they are complete (a first byte below
                     # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
-                    if buf[0] < 0x21 or b"\n\n" in buf or len(buf) > self.config.max_head_size:
+                    if buf[0] < 0x21 or len(buf) > self.config.max_head_size:
                         self._switch_to_h11()
-                    else:
+                        return
+                    try:
                         self._check_incomplete_head(buf)
+                    except Rejection as exc:
+                        self.reject(exc.status, str(exc))
                     return
+                if scan is not None:  # it came in pieces: the next head starts afresh
+                    self.head_scan = None
                 if end + 4 == len(buf):  # the usual case: exactly one head buffered
                     head = bytes(buf)
                 else:
@@ -329,7 +353,9 @@ class HTTPConnection(asyncio.Protocol):
                     return
         finally:
             self.processing = False
-            if len(buf) > HIGH_WATER:
+            if len(buf) > HIGH_WATER and self.cycle is not None:
+                # Requests pipelined behind the one being served; never a head still
+                # arriving (its size is bounded by max_head_size): it would never end.
                 self.pause_reading()
 
     def _switch_to_h11(self) -> None:
@@ -366,8 +392,6 @@ class HTTPConnection(asyncio.Protocol):
                 self.reject(exc.error_status_hint, f"Invalid HTTP request: {exc}")
                 return
             if event is h11.NEED_DATA:
-                if conn.their_state is h11.IDLE:
-                    self._check_incomplete_head(conn.trailing_data[0])
                 break
             if event is h11.PAUSED:
                 # Pipelined request waiting for the current response: stop reading
@@ -424,19 +448,43 @@ class HTTPConnection(asyncio.Protocol):
         return True
 
     def _check_head(self) -> None:
-        """Stricter-than-h11 checks on a request head, once it is all buffered."""
-        pending = self.conn.trailing_data[0]
-        end = head_end(pending)
-        if end > 0:
-            config = self.config
-            check_head(pending[:end], config.permit_obsolete_folding, config.permit_unconventional_http_method)
+        """Stricter-than-h11 checks on the request head in h11's buffer, before h11 parses it.
+
+        A complete head gets ``check_head``; an incomplete one the checks on what
+        arrived since the last read (``_check_incomplete_head``), which also refuse
+        a bare LF that h11 would take as a line end. h11's buffer is read in place
+        (h11 is pinned below 0.17): ``trailing_data`` copies all of it, and did so
+        on every read of a head trickled in.
+        """
+        pending = self.conn._receive_buffer._data
+        if not pending:
+            return
+        scan = self.head_scan
+        end = pending.find(b"\r\n\r\n") if scan is None else pending.find(b"\r\n\r\n", scan.resume)
+        if end < 0:
+            self._check_incomplete_head(pending)
+            return
+        self.head_scan = None
+        config = self.config
+        check_head(bytes(pending[: end + 4]), config.permit_obsolete_folding, config.permit_unconventional_http_method)
 
     def _check_incomplete_head(self, pending: bytes | bytearray) -> None:
-        limit = self.config.limit_request_line
-        if not limit:
-            return
-        if len(pending) > limit + 2 and b"\n" not in pending[: limit + 2]:
-            self.reject(414, f"Request line is longer than limit_request_line={limit}")
+        """A head still arriving (``pending`` starts with it): refuse it once it breaks a limit.
+
+        Gunicorn's ``limit_request_*`` and the bare-LF rule, on the bytes new since
+        the last read (validate.HeadScan), so a head of 10,000 field lines gets its
+        431 at line 101 however it is cut into reads, and a head trickled in costs
+        linear time. Raises ``Rejection``. Reading goes on even past HIGH_WATER: the
+        head's size is bounded by max_head_size, and it must be read to be answered.
+        """
+        scan = self.head_scan
+        if scan is None:
+            scan = self.head_scan = HeadScan()
+        config = self.config
+        scan.scan(pending, config.limit_request_line, config.limit_request_fields, config.limit_request_field_size)
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def _check_limits(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], head_size: int) -> None:
         """Gunicorn's limit_request_line, _fields and _field_size, for a head that may break one."""
@@ -475,6 +523,12 @@ class HTTPConnection(asyncio.Protocol):
         """
         self.deadline = 0.0  # _cancel_timers(), inlined
         self.phase = ACTIVE
+        if method == b"CONNECT":
+            # RFC 9110 §9.3.6: a 2xx answer to CONNECT means a tunnel is open, and a proxy in
+            # front may take a generic app's 200 for one; an ASGI app cannot open a tunnel.
+            # Refused before the app (405 with Allow: reject(), REJECT_FIELDS), on both paths:
+            # parse_head leaves CONNECT to h11.
+            raise Rejection(405, "CONNECT is not served: an ASGI app cannot open a tunnel")
         config = self.config
         if not 0 < head_size <= config.head_within_limits:
             self._check_limits(method, target, headers, head_size)
@@ -543,9 +597,13 @@ class HTTPConnection(asyncio.Protocol):
         """Hand a WebSocket handshake to websocket.py (it swaps the transport's protocol).
 
         Only h11-path requests can be one: the fast path sends any request with
-        ``Upgrade`` or ``Connection: upgrade`` to h11. Imported here because
-        websocket.py imports this module.
+        ``Upgrade`` or ``Connection: upgrade`` to h11. An HTTP/1.0 request is never
+        one: RFC 9110 §7.8, a server MUST ignore Upgrade in it (it is served as
+        plain HTTP; uvicorn switches). Imported here because websocket.py imports
+        this module.
         """
+        if scope["http_version"] == "1.0":
+            return False
         from . import websocket
 
         return websocket.upgrade(self, scope, target, raw)
@@ -843,6 +901,7 @@ class HTTPConnection(asyncio.Protocol):
             reason = REJECT_PHRASES.get(status) or (STATUS_PHRASES[status] if 0 <= status < 600 else b"")
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
             head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            head += REJECT_FIELDS.get(status, b"")
             head += b"content-length: %d\r\n\r\n" % len(body)
             if not self.closed:
                 self.release()
@@ -1238,6 +1297,7 @@ class RequestCycle:
         log = connection.log
         hooks = server.hooks
         request_view = None
+        compressing: CompressingSend | None = None
         if hooks.pre_request is not None or hooks.post_request is not None:
             request_view = RequestView(self.scope, connection.client, self.target)
         try:
@@ -1250,13 +1310,18 @@ class RequestCycle:
             send: Any = self.send
             compression = connection.config.compression
             if compression is not None:  # the app's messages pass through compression.py first
-                send = CompressingSend(send, compression, self.scope)
+                send = compressing = CompressingSend(send, compression, self.scope)
             if self.timing is not None:
                 self.timing.called = time.monotonic()
             result = await app(self.scope, self.receive, send)
+            if compressing is not None and not self.response_started:
+                await compressing.release()  # a start held for a body that never came
             if result is not None or not self.response_complete:
                 await self._app_returned(result)
         except BaseException as exc:
+            if compressing is not None and not self.response_started and not self.disconnected:
+                with contextlib.suppress(Exception):  # the app's exception is the one to report
+                    await compressing.release()
             await self._app_failed(exc)
         finally:
             if request_view is not None or log.access_wanted or not self.response_complete:

@@ -88,6 +88,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     await asyncio.sleep(0.01)
             piece = text(size)[index % 7:] + b"%d" % index
             await send({"type": "http.response.body", "body": piece, "more_body": index < chunks - 1})
+    elif path == "/start-only":
+        # http.response.start, then the app returns (?raise: raises) without a body message.
+        await send({"type": "http.response.start", "status": int(query.get("code", "200")), "headers": headers})
+        if "raise" in query:
+            raise RuntimeError("the app fails after http.response.start")
     elif path == "/release":
         _gate(query["token"]).set()
         await _respond(send, 200, [(b"content-type", b"text/plain"), (b"content-length", b"2")], b"ok")

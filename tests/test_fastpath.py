@@ -381,6 +381,12 @@ CORPUS = [
     b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Type: x/y\r\nContent-Type: x/y\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+    # checks in front of both parsers (validate.HeadScan, start_request): refused alike
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    b"GET / HTTP/1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/01.01\r\nHost: a\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n",
 ]
 _DATE = re.compile(rb"(?im)^date: [^\r\n]*\r\n")
 _PORTS = re.compile(
