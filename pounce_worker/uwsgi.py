@@ -95,7 +95,7 @@ def parse_vars(block: bytes) -> dict[bytes, bytes]:
 class Request:
     """What one packet's vars say: the HTTP head to parse, the body length, client and scheme."""
 
-    __slots__ = ("head", "length", "client", "scheme")
+    __slots__ = ("client", "head", "length", "scheme")
 
     def __init__(self, env: dict[bytes, bytes]) -> None:
         method = env.get(b"REQUEST_METHOD") or b"GET"
