@@ -218,6 +218,10 @@ class ServerConfig:
     proxy_protocol: str = "off"
     proxy_allow_all: bool = False
     proxy_allow_nets: tuple[Any, ...] = ()
+    #: Gunicorn's protocol: "http" or "uwsgi" (uwsgi.py; check_config refuses anything else).
+    protocol: str = "http"
+    uwsgi_allow_all: bool = False
+    uwsgi_allow_nets: tuple[Any, ...] = ()
     permit_obsolete_folding: bool = False
     permit_unconventional_http_method: bool = False
     server_header: bytes = b"pounce"
@@ -273,6 +277,7 @@ class ServerConfig:
             raise ConfigError(f"asgi_lifespan={lifespan!r} is not one of: auto, on, off")
         fwd_all, fwd_nets = _allowed_networks(cfg.forwarded_allow_ips)
         proxy_all, proxy_nets = _allowed_networks(cfg.proxy_allow_ips)
+        uwsgi_all, uwsgi_nets = _allowed_networks(getattr(cfg, "uwsgi_allow_ips", "127.0.0.1,::1"))
         secure = tuple(
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in (cfg.secure_scheme_headers or {}).items()
@@ -335,6 +340,9 @@ class ServerConfig:
             permit_unconventional_http_method=bool(getattr(cfg, "permit_unconventional_http_method", False)),
             proxy_allow_all=proxy_all,
             proxy_allow_nets=proxy_nets,
+            protocol=str(getattr(cfg, "protocol", "http")),
+            uwsgi_allow_all=uwsgi_all,
+            uwsgi_allow_nets=uwsgi_nets,
             status_bind=status_bind,
             lifespan_startup_timeout=_env_number(env, "POUNCE_LIFESPAN_STARTUP_TIMEOUT"),
             ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),

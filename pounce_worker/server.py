@@ -101,6 +101,12 @@ class LoopServer:
         self.state: dict[str, Any] = {}
         # HTTP connections, and WebSocket sessions (websocket.py) that took one over.
         self.connections: set[HTTPConnection | WebSocketSession] = set()
+        # What each accepted connection is: uwsgi.py's subclass speaks uwsgi (protocol = "uwsgi").
+        self.connection_class: type[HTTPConnection] = HTTPConnection
+        if config.protocol == "uwsgi":
+            from .uwsgi import UwsgiConnection
+
+            self.connection_class = UwsgiConnection
         # Response header blocks already checked and rendered (this loop only, bounded).
         self.header_blocks = ResponseHeaderCache()
         # Request fields already parsed (fastpath.parse_head; this loop only, bounded).
@@ -433,7 +439,7 @@ class LoopServer:
 
         def factory() -> HTTPConnection:
             nonlocal made
-            made = HTTPConnection(self)
+            made = self.connection_class(self)
             return made
 
         try:

@@ -109,10 +109,16 @@ class ThreadWorker(base.Worker):
             config = ServerConfig.from_gunicorn(cfg)
         except ConfigError as exc:
             raise RuntimeError(f"pounce_worker: {exc}") from None
-        if getattr(cfg, "protocol", "http") != "http":
+        if config.protocol not in ("http", "uwsgi"):
             raise RuntimeError(
-                f"pounce_worker: protocol={cfg.protocol!r} is not supported: this worker speaks HTTP "
-                "(use protocol='http', or Gunicorn's sync/gthread workers for uwsgi)"
+                f"pounce_worker: protocol={cfg.protocol!r} is not supported: this worker speaks "
+                "protocol='http' or protocol='uwsgi'"
+            )
+        if config.protocol == "uwsgi" and config.proxy_protocol != "off":
+            # Gunicorn's uwsgi parser ignores PROXY headers; here one would be read as a
+            # malformed uwsgi packet: say so at boot instead.
+            raise RuntimeError(
+                f"pounce_worker: protocol='uwsgi' cannot be combined with proxy_protocol={cfg.proxy_protocol!r}"
             )
         chosen, why = _mode.choose()
         build = _mode.interpreter_build()

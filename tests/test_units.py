@@ -454,20 +454,20 @@ def test_loop_kind_follows_asgi_loop_on_gil_build(gil, monkeypatch):
     assert resolve_loop_kind("auto", log) == "uvloop"
 
 
-def test_protocol_uwsgi_fails_the_boot():
-    """A setting this worker cannot honour fails at boot, naming it (not silently HTTP)."""
+def test_protocol_other_than_http_or_uwsgi_fails_the_boot():
+    """A protocol this worker cannot speak fails at boot, naming it (uwsgi: tests/test_uwsgi.py)."""
     import subprocess
     import sys
 
     from tests.harness import ROOT
 
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-k", "pounce_worker.ThreadWorker", "--protocol", "uwsgi",
+        [sys.executable, "-m", "gunicorn", "-k", "pounce_worker.ThreadWorker", "--protocol", "fastcgi",
          "-b", "127.0.0.1:0", "--no-control-socket", "tests.apps:echo"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
-    assert "protocol='uwsgi' is not supported" in result.stderr
+    assert "protocol='fastcgi' is not supported" in result.stderr
 
 
 @given(
