@@ -128,6 +128,13 @@ class ThreadWorker(base.Worker):
                 "pounce_worker: http_protocols=%s: this worker speaks HTTP/1.1 only; %s ignored "
                 "(TLS offers only http/1.1 in ALPN)", cfg.http_protocols, ", ".join(other),
             )
+        if getattr(cfg, "http_parser", "auto") == "fast":
+            # -k asgi's 'fast' demands the gunicorn_h1c C parser; this worker never uses it.
+            log.warning(
+                "pounce_worker: http_parser='fast' ignored: this worker parses requests with its "
+                "own fast path and h11, never gunicorn_h1c (POUNCE_FAST_PATH=0 sends every request "
+                "through h11)"
+            )
         if chosen is _mode.Mode.PROCESSES and cfg.threads > 1:
             log.warning(
                 "pounce_worker: threads=%d ignored: %s (%s), so each worker process "
