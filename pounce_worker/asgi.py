@@ -66,3 +66,12 @@ def as_asgi3(app: Any) -> ASGIApp:
 
 def asgi_info(spec_version: str = HTTP_SPEC_VERSION) -> dict[str, str]:
     return {"version": ASGI_VERSION, "spec_version": spec_version}
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the client has gone (ASGI spec 2.4), so streaming apps stop.
+
+    Here, with the ASGI types, rather than with a protocol: the HTTP cycle, the
+    WebSocket session and the file sender all raise it, and none of them may
+    import another for it (that was an import cycle).
+    """

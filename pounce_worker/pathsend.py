@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import h11
 
-from .asgi import Message
+from .asgi import ClientDisconnected, Message
 
 if TYPE_CHECKING:
     from .protocol import RequestCycle
@@ -53,7 +53,6 @@ class FileSpan:
 
 async def send_path(cycle: RequestCycle, message: Message) -> None:
     """Send the file named by a pathsend message as the response body, then complete the response."""
-    from .protocol import ClientDisconnected
 
     cycle.connection.release()  # what an earlier response left held goes before this file
     path = message.get("path")

@@ -24,8 +24,8 @@ from urllib.parse import unquote
 
 import h11
 
-from . import timing
-from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, Message
+from . import timing, websocket
+from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, ClientDisconnected, Message
 from .chunked import ChunkedScanner, scanner_for
 from .compression import CompressingSend
 from .fastpath import FastResponse, normalize, parse_head, primed_h11, render
@@ -71,10 +71,6 @@ NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 #: client's FIN after ours (LINGER). One attribute, not a flag each: CPython keeps an
 #: object's attributes inline only up to 30 of them, and this object is on every request's path.
 ACTIVE, BODY, UNREAD_BODY, IDLE, LINGERING = 0, 1, 2, 3, 4
-
-
-class ClientDisconnected(OSError):
-    """Raised by ``send`` once the client has gone (ASGI spec 2.4), so streaming apps stop."""
 
 
 def _addr(sockaddr: Any) -> tuple[str, int] | None:
@@ -608,13 +604,10 @@ class HTTPConnection(asyncio.Protocol):
         Only h11-path requests can be one: the fast path sends any request with
         ``Upgrade`` or ``Connection: upgrade`` to h11. An HTTP/1.0 request is never
         one: RFC 9110 §7.8, a server MUST ignore Upgrade in it (it is served as
-        plain HTTP; uvicorn switches). Imported here because websocket.py imports
-        this module.
+        plain HTTP; uvicorn switches).
         """
         if scope["http_version"] == "1.0":
             return False
-        from . import websocket
-
         return websocket.upgrade(self, scope, target, raw)
 
     def _next_cycle(self) -> None:

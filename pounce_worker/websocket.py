@@ -45,9 +45,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .asgi import ASGI_VERSION, Message
+from .asgi import ASGI_VERSION, ClientDisconnected, Message
 from .hooks import RequestView, ResponseView, access_environ
-from .protocol import ClientDisconnected
 
 try:
     from wsproto import ConnectionType, WSConnection
