@@ -4,9 +4,9 @@ Profiles of the h11 path show most of the per-request time in h11's generic
 machinery (event objects, state-machine transitions, header normalisation),
 not in parsing as such. Most requests are simple: HTTP/1.1, one Host, no
 Transfer-Encoding, no Expect or Upgrade, at most a plain Content-Length. For
-those this module parses the head and frames the response directly, using
-h11's *own* regular expressions, so the bytes accepted and the bytes produced
-are those h11 would accept and produce.
+those this module parses the head and frames the response directly, with
+RFC 9110's field grammar as h11 reads it, so the bytes accepted and the bytes
+produced are those h11 would accept and produce.
 
 Everything else goes to h11: ``parse_head`` returns ``None`` for a request it
 does not fully understand (the connection then hands its buffer to a real
@@ -17,19 +17,27 @@ connection primed with an equivalent request). ``tests/test_fastpath.py``
 proves the equivalence with hypothesis against h11 itself, request bytes in and
 response bytes out, including every rejection.
 
-h11 is pinned below 0.17 in setup.cfg because these regexes are its internals.
+The grammar is written here, not taken from h11's private modules, so a new
+h11 release cannot change it unseen: ``tests/test_fastpath.py`` compares it with
+the installed h11's on generated field names and values.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import h11
-from h11._headers import _field_name_re, _field_value_re
 
 from .asgi import STATUS_PHRASES
 
+#: RFC 9110 §5.1: field-name = token (§5.6.2).
+FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+#: RFC 9110 §5.5: field-value = *field-content, field-content = field-vchar [ 1*( SP / HTAB /
+#: field-vchar ) field-vchar ], field-vchar = VCHAR / obs-text; as h11 reads it (any byte but NUL
+#: and white space, which includes obs-text and excludes CR, LF and the other controls h11 lets by).
+FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 #: h11's limit on Content-Length digits (CONTENT_LENGTH_MAX_DIGITS).
 _MAX_LENGTH_DIGITS = 20
 #: Header names whose presence sends a request to h11.
@@ -265,7 +273,7 @@ def render(raw: Iterable[tuple[Any, Any]], known_names: set[bytes], known_values
     fast = True
     for name, value in headers:
         if name not in known_names:
-            if not _field_name_re.fullmatch(name):
+            if not FIELD_NAME.fullmatch(name):
                 raise h11.LocalProtocolError(f"Illegal header name {name!r}")
             if len(known_names) < _CACHE_ENTRIES:
                 known_names.add(name)
@@ -276,7 +284,7 @@ def render(raw: Iterable[tuple[Any, Any]], known_names: set[bytes], known_values
                 break
             length = int(value)
         elif value not in known_values:
-            if not _field_value_re.fullmatch(value):
+            if not FIELD_VALUE.fullmatch(value):
                 raise h11.LocalProtocolError(f"Illegal header value {value!r}")
             if len(known_values) < _CACHE_ENTRIES and len(value) <= _CACHE_VALUE_SIZE:
                 known_values.add(value)

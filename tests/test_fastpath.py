@@ -423,3 +423,24 @@ def test_a_reused_header_list_changed_in_place_is_sent_as_it_is_now():
                 response = client.get(f"/?{version}")
                 assert response.headers["x-version"] == version
                 assert response.text == version
+
+
+# -- the field grammar, against the installed h11's --------------------------------------------------
+
+#: Bytes where the grammar's edges are: separators, white space, controls, DEL, obs-text.
+_EDGE_BYTES = st.sampled_from([b"a", b"Z", b"0", b"-", b"!", b"~", b":", b" ", b"\t", b"\r", b"\n",
+                               b"\x00", b"\x01", b"\x0b", b"\x0c", b"\x7f", b"\x80", b"\xff", b'"', b"("])
+_FIELD_BYTES = st.one_of(st.binary(max_size=12), st.lists(_EDGE_BYTES, max_size=12).map(b"".join))
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_FIELD_BYTES)
+def test_field_grammar_is_h11s(data: bytes) -> None:
+    """fastpath's own RFC 9110 field grammar accepts exactly what the installed h11 accepts,
+    so a new h11 release that changes its (private) grammar fails here, not in production."""
+    from h11._headers import _field_name_re, _field_value_re
+
+    from pounce_worker.fastpath import FIELD_NAME, FIELD_VALUE
+
+    assert bool(FIELD_NAME.fullmatch(data)) == bool(_field_name_re.fullmatch(data))
+    assert bool(FIELD_VALUE.fullmatch(data)) == bool(_field_value_re.fullmatch(data))
