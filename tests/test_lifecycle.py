@@ -591,9 +591,9 @@ def test_connection_accepted_during_graceful_stop_is_served(mode):
 
 def test_master_exit_code_zero_and_no_stray_workers_after_term(mode):
     server = Gunicorn("tests.apps:echo", mode=mode, workers=2).start()
-    workers = server.worker_pids()
-    assert len(workers) == 2
     try:
+        workers = server.worker_pids()
+        assert len(workers) == 2
         server.signal(signal.SIGTERM)
         assert server.wait(15) == 0
     finally:
