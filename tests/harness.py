@@ -388,6 +388,44 @@ def raw_request(port: int, data: bytes | Sequence[bytes], timeout: float = 5.0, 
 # -- helpers for the end-to-end suite -----------------------------------------------------------
 
 
+def _accepted_peers(port: int) -> set[int]:
+    """Client ports of connections to local ``port`` that a server process has accept()ed.
+
+    A connection still in the listen backlog has no socket file yet: inode 0 in
+    /proc/net/tcp; accept() gives it one.
+    """
+    peers = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == port and inode != "0" and fields[3] == "01":  # ESTABLISHED
+                    peers.add(int(remote.rsplit(":", 1)[1], 16))
+    return peers
+
+
+def wait_accepted(sock: socket.socket, timeout: float = 10.0) -> None:
+    """Until the server end of the connection ``sock`` was accept()ed (by a worker, for Gunicorn).
+
+    What "sleep a moment, the worker has accepted it by now" means, observed instead of hoped.
+    """
+    port = sock.getpeername()[1]
+    mine = sock.getsockname()[1]
+    if not wait_until(lambda: mine in _accepted_peers(port), timeout=timeout, interval=0.01):
+        raise TimeoutError(f"connection from port {mine} to {port} not accepted in {timeout}s")
+
+
+def wait_connections(port: int, count: int = 1, timeout: float = 10.0) -> None:
+    """Until at least ``count`` connections to ``port`` were accept()ed and are still established.
+
+    For a request a thread is making: its connection is in a worker, not in the backlog.
+    """
+    if not wait_until(lambda: len(_accepted_peers(port)) >= count, timeout=timeout, interval=0.01):
+        raise TimeoutError(f"{count} accepted connection(s) to port {port} not seen in {timeout}s")
+
+
+
 def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
     """Poll ``predicate()`` until it is truthy or ``timeout`` passes; return its last verdict."""
     deadline = time.monotonic() + timeout

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import CONF, HOST, ConfGunicorn, conf_values, require_tool, reserve_port
+from tests.harness import CONF, HOST, ConfGunicorn, conf_values, require_tool, reserve_port, wait_accepted
 
 SITE = CONF / "nginx" / "pounce.conf"
 APP = "tests.apps:echo"  # reports headers, client address, scheme and pid; has /sleep/<s>
@@ -182,7 +182,7 @@ def proxied(mode: str, directory: Path) -> Iterator[tuple[ConfGunicorn, Nginx]]:
 def request_racing_graceful_stop(server: ConfGunicorn) -> bytes:
     """A connection the workers have accepted, then a graceful stop, then its first request: the reply."""
     with socket.create_connection((HOST, server.port), timeout=5) as sock:
-        time.sleep(0.3)  # accepted by a worker by now, no request yet
+        wait_accepted(sock)  # accepted by a worker, no request yet
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGTERM)  # what the arbiter sends old workers on HUP
         time.sleep(0.1)
