@@ -244,10 +244,33 @@ class Gunicorn:
                 booted = len(re.findall(r"pounce_worker: (?:threads|processes) mode \(", self.log()))
             if booted >= self.workers and self._connectable():
                 self._release_reservation()  # the server's own listener holds the port now
-                time.sleep(0.05)
+                if self.loops_expected:
+                    # The boot line comes before the loops start; with fd:// the port is
+                    # connectable (our socket's backlog) even before any worker accepts.
+                    wait_until(self.loops_accepting, timeout=max(0.0, min(10.0, deadline - time.monotonic())),
+                               interval=0.02)
                 return
             time.sleep(0.05)
         raise TimeoutError(f"gunicorn did not become ready in {timeout}s:\n{self.output()}")
+
+    def loops_accepting(self) -> bool:
+        """Whether every loop of every live worker watches the listening socket (accepts).
+
+        Each loop's selector (an epoll instance in the worker) lists the listener's fd
+        once the loop started accepting, after its lifespan startup.
+        """
+        if self.sock is None:
+            return True
+        listener = os.fstat(self.sock.fileno()).st_ino
+        loops = {int(pid): int(n) for pid, n in re.findall(
+            r"\[(\d+)\] \[INFO\] pounce_worker: \w+ mode \(.*?\), (\d+) event loop", self.log())}
+        pids = self.worker_pids()
+        if not pids:
+            return False
+        for pid in pids:
+            if pid not in loops or _epolls_watching(pid, listener) < loops[pid]:
+                return False
+        return True
 
     def _release_reservation(self) -> None:
         if self.reservation is not None:
@@ -352,6 +375,33 @@ class Gunicorn:
             if int(fields[1]) == self.proc.pid and fields[0] != "Z":
                 pids.append(int(entry.name))
         return sorted(pids)
+
+
+def _epolls_watching(pid: int, inode: int) -> int:
+    """How many epoll instances of process ``pid`` watch one of its fds open on socket ``inode``."""
+    fds: set[str] = set()
+    epolls: list[str] = []
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target == f"socket:[{inode}]":
+                fds.add(fd.name)
+            elif target == "anon_inode:[eventpoll]":
+                epolls.append(fd.name)
+        count = 0
+        for fd_name in epolls:
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/{fd_name}").read_text()
+            except OSError:
+                continue
+            watched = set(re.findall(r"^tfd:\s+(\d+)", info, re.M))
+            count += bool(watched & fds)
+        return count
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager
