@@ -395,6 +395,7 @@ def test_term_to_one_worker_lets_its_request_finish_and_the_master_replaces_it(m
     assert after["pid"] != old
 
 
+@pytest.mark.serial  # exit within 3 s
 def test_quit_is_fast(mode, tmp_path):
     record = tmp_path / "hooks.txt"
     config = _hooks_config(tmp_path, record)

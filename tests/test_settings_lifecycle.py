@@ -33,6 +33,7 @@ from tests.harness import (
     stamp_until,
     subject,
     wait_accepted,
+    wait_connections,
 )
 
 PROBE = "tests.apps:settings_probe"
@@ -118,7 +119,7 @@ def test_graceful_timeout_lets_in_flight_requests_finish(mode):
     with running(server):
         result: dict = {}
         thread = _in_flight(server.port, "/sleep?s=1.5", result)
-        time.sleep(0.5)
+        wait_connections(server.port)  # the request is in the worker
         stopped = time.monotonic()
         server.signal(signal.SIGTERM)
         thread.join(20)
@@ -134,7 +135,7 @@ def test_graceful_timeout_bounds_the_wait():
     with running(server):
         result: dict = {}
         thread = _in_flight(server.port, "/sleep?s=10", result)
-        time.sleep(0.5)
+        wait_connections(server.port)  # the request is in the worker
         stopped = time.monotonic()
         server.signal(signal.SIGTERM)
         thread.join(20)
