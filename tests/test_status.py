@@ -395,6 +395,7 @@ def test_unix_socket_per_worker_removed_at_stop(mode, tmp_path):
     assert list(tmp_path.glob("status-*.sock")) == []
 
 
+@pytest.mark.serial  # two readings must fall inside the 4 s the loop is blocked
 @pytest.mark.timeout(90)
 def test_blocked_loop_shows_growing_lag_while_another_loop_answers(mode):
     # Thread mode: 3 loops in one process. Process mode: 2 workers, one loop each.
