@@ -50,7 +50,11 @@ def log(text: str) -> None:
 
 
 def main(python: str) -> int:
-    probe = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    try:
+        probe = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        log(f"POUNCE_FREETHREADED_PYTHON={python} cannot be run: {exc}")
+        return 1
     if probe.returncode != 0:
         log(f"{python} does not run: {probe.stderr.strip()}")
         return 1
