@@ -271,6 +271,7 @@ def test_upstream_connections_are_reused(mode: str, tmp_path: Path) -> None:
         assert r.json()["client"][1] == ports[0]
 
 
+@pytest.mark.serial  # counts the requests served in 0.7 s windows
 def test_graceful_reload_under_traffic(mode: str, tmp_path: Path) -> None:
     """SIGHUP to the gunicorn master while clients hammer nginx: not one request fails."""
     with proxied(mode, tmp_path) as (server, nginx):
