@@ -1,14 +1,42 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness import Gunicorn
+from tests.harness import LIVE, SESSION_ENV, Gunicorn, kill_marked, reserve_port_run
 
 #: The two forced modes every end-to-end test runs in: thread mode with 2 loops
 #: per process, and process mode (one loop per process), on whatever build runs the tests.
 MODES = ("threads", "processes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A marker every process this pytest process starts inherits (see tests/harness.py). Each
+    # xdist worker makes its own, replacing the controller's, so each checks only its own.
+    os.environ[SESSION_ENV] = f"{uuid.uuid4().hex}-{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """At the end of the session (of each xdist worker) nothing the suite started still runs.
+
+    Servers still registered as started are stopped and their tests named; then any
+    process carrying this session's marker is killed by PID and named: the run fails.
+    """
+    yield
+    # Started and never stopped: a leak if the master still runs (one that exited by itself
+    # only left its log file open).
+    leaked = {server: test for server, test in LIVE.items() if server.proc is not None and server.proc.poll() is None}
+    for server in list(LIVE):
+        server.stop()
+    survivors = kill_marked(SESSION_ENV, os.environ[SESSION_ENV], grace=5.0)
+    problems = [f"server {server.app} started by {test} was never stopped" for server, test in leaked.items()]
+    problems += [f"pid {pid} still running at the end of the session (killed): {cmd}" for pid, cmd in survivors.items()]
+    if problems:
+        pytest.fail("the suite left processes behind:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(params=MODES)
@@ -23,3 +51,21 @@ def started() -> Iterator[list[Gunicorn]]:
     yield servers
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def reserved_ports() -> Iterator[Callable[[int], int]]:
+    """``reserve(n)``: the base of ``n`` consecutive ports held for the test (see harness.reserve_port).
+
+    For a server that takes ports by number and binds them with SO_REUSEADDR.
+    """
+    held = []
+
+    def reserve(count: int) -> int:
+        run = reserve_port_run(count)
+        held.extend(run)
+        return int(run[0].getsockname()[1])
+
+    yield reserve
+    for sock in held:
+        sock.close()

@@ -5,6 +5,19 @@ interpreter running the tests (so the same suite exercises 3.11, 3.13 or a
 free-threaded build). The listening socket is created here and handed over as
 ``fd://N``: the port is known before gunicorn starts and no other process can
 race us for it. Processes are stopped by the PID we started, never by name.
+
+No port is ever probed and then bound later (another test, or any process,
+could take it in between): a server either gets a socket made here (``fd://N``),
+or binds port 0 itself and the port is read back (uvicorn in tests/compat), or,
+when it must bind a port by number itself (``bind_fd=False``, nginx,
+systemd-socket-activate: all set SO_REUSEADDR), gets a port this process keeps
+reserved (``reserve_port``) until the server listens on it or stops.
+
+Every process the suite starts carries ``SESSION_ENV`` (set per pytest process by
+tests/conftest.py) in its environment, and every ``Gunicorn`` its own
+``SERVER_ENV``: ``stop()`` kills what is left of a master's process tree (workers
+orphaned by a SIGKILLed master), and the session ends by killing, by PID, and
+naming anything still carrying the session's marker (``marked_processes``).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,10 +49,93 @@ def listening_socket(host: str = HOST, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def reserve_port(host: str = HOST) -> socket.socket:
+    """A socket bound to a fresh port with SO_REUSEADDR, not listening: a reservation.
+
+    While it stays open no other process takes the port by accident: the kernel
+    never hands a bound port to another ``bind(port 0)`` nor to a client's
+    ``connect()``, and a ``bind`` without SO_REUSEADDR fails. A server that sets
+    SO_REUSEADDR itself (nginx, systemd-socket-activate, pounce_worker's status
+    listener) can still bind and listen on it. Close it once the server stopped.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+def reserve_port_run(length: int, host: str = HOST) -> list[socket.socket]:
+    """``length`` consecutive reserved ports (see ``reserve_port``); the first is the base."""
+    for _ in range(100):
+        first = reserve_port(host)
+        base = first.getsockname()[1]
+        held = [first]
+        try:
+            for port in range(base + 1, base + length):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # Another socket on the port (even one that also set SO_REUSEADDR but is
+                # connected or listening) is refused: SO_REUSEADDR only shares with idle binds.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                sock.bind((host, port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        except OSError:
+            for sock in held:
+                sock.close()
+            continue
+        return held
+    raise RuntimeError(f"no run of {length} free ports")
+
+
+# -- the processes the suite starts -----------------------------------------------------------------
+
+#: In every process the suite starts (through os.environ): a value unique to one pytest
+#: process (each xdist worker has its own), set by tests/conftest.py.
+SESSION_ENV = "POUNCE_TEST_SESSION"
+#: In every process of one ``Gunicorn`` (master and workers): a value unique to that server.
+SERVER_ENV = "POUNCE_TEST_SERVER"
+
+
+def marked_processes(name: str, value: str) -> dict[int, str]:
+    """``{pid: command line}`` of live processes whose environment has ``name=value`` (not this one)."""
+    needle = f"{name}={value}".encode()
+    found: dict[int, str] = {}
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read()
+            if needle not in environ.split(b"\0"):
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone, or a zombie (its environ reads empty)
+            continue
+        found[int(entry.name)] = cmdline
+    return found
+
+
+def kill_marked(name: str, value: str, grace: float = 0.0) -> dict[int, str]:
+    """Wait up to ``grace`` seconds for the marked processes to end, then SIGKILL the rest by PID.
+
+    Returns what had to be killed. Only processes carrying ``name=value`` (ours) are touched.
+    """
+    deadline = time.monotonic() + grace
+    survivors = marked_processes(name, value)
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.1)
+        survivors = marked_processes(name, value)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, _signal.SIGKILL)
+    return survivors
+
+
+#: Servers started and not yet stopped, with the test that started them (a leak's culprit).
+LIVE: dict[Gunicorn, str] = {}
 
 
 class Gunicorn:
@@ -72,6 +169,9 @@ class Gunicorn:
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.port = 0
+        #: bind_fd=False: the port Gunicorn binds by number, reserved here until it listens.
+        self.reservation: socket.socket | None = None
+        self.marker = uuid.uuid4().hex
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -81,7 +181,11 @@ class Gunicorn:
             self.port = self.sock.getsockname()[1]
             bind = f"fd://{self.sock.fileno()}"
         else:
-            self.port = free_port()
+            # Gunicorn binds the socket itself (its own options: SO_REUSEPORT, backlog...), by
+            # number: a reserved port (Gunicorn sets SO_REUSEADDR, so it can bind it). Not port 0:
+            # with --reuse-port each worker binds on its own, and would get a port of its own.
+            self.reservation = reserve_port()
+            self.port = self.reservation.getsockname()[1]
             bind = f"{HOST}:{self.port}"
         cmd = [
             self.python, "-m", "gunicorn",
@@ -108,15 +212,25 @@ class Gunicorn:
         return env
 
     def start(self, wait: bool = True) -> Gunicorn:
+        """Start the master (and wait until it serves); a master that fails to get ready is stopped."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"{self.app}: already started (pid {self.proc.pid}); stop() it first")
         cmd = self.command()
         pass_fds = (self.sock.fileno(),) if self.sock is not None else ()
+        env = self.environ()
+        env[SERVER_ENV] = self.marker
         self.stdout = open(self.tmp / "stdout.log", "wb")
         self.proc = subprocess.Popen(
-            cmd, env=self.environ(), stdout=self.stdout, stderr=subprocess.STDOUT,
+            cmd, env=env, stdout=self.stdout, stderr=subprocess.STDOUT,
             pass_fds=pass_fds, cwd=str(ROOT),
         )
+        LIVE[self] = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
@@ -129,10 +243,39 @@ class Gunicorn:
             if self.loops_expected:
                 booted = len(re.findall(r"pounce_worker: (?:threads|processes) mode \(", self.log()))
             if booted >= self.workers and self._connectable():
-                time.sleep(0.05)
+                self._release_reservation()  # the server's own listener holds the port now
+                if self.loops_expected:
+                    # The boot line comes before the loops start; with fd:// the port is
+                    # connectable (our socket's backlog) even before any worker accepts.
+                    wait_until(self.loops_accepting, timeout=max(0.0, min(10.0, deadline - time.monotonic())),
+                               interval=0.02)
                 return
             time.sleep(0.05)
         raise TimeoutError(f"gunicorn did not become ready in {timeout}s:\n{self.output()}")
+
+    def loops_accepting(self) -> bool:
+        """Whether every loop of every live worker watches the listening socket (accepts).
+
+        Each loop's selector (an epoll instance in the worker) lists the listener's fd
+        once the loop started accepting, after its lifespan startup.
+        """
+        if self.sock is None:
+            return True
+        listener = os.fstat(self.sock.fileno()).st_ino
+        loops = {int(pid): int(n) for pid, n in re.findall(
+            r"\[(\d+)\] \[INFO\] pounce_worker: \w+ mode \(.*?\), (\d+) event loop", self.log())}
+        pids = self.worker_pids()
+        if not pids:
+            return False
+        for pid in pids:
+            if pid not in loops or _epolls_watching(pid, listener) < loops[pid]:
+                return False
+        return True
+
+    def _release_reservation(self) -> None:
+        if self.reservation is not None:
+            self.reservation.close()
+            self.reservation = None
 
     def _connectable(self) -> bool:
         try:
@@ -158,22 +301,35 @@ class Gunicorn:
             self.stop()
 
     def stop(self, sig: int = _signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Stop the master (``sig``, SIGKILL after ``timeout``) and anything left of its process tree.
+
+        A master that exits normally has reaped its workers; one that was SIGKILLed (here
+        or by a test) leaves them orphaned: they carry this server's marker and are killed.
+        """
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        self.stdout.close()
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+        finally:
+            kill_marked(SERVER_ENV, self.marker)
+            LIVE.pop(self, None)
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            self._release_reservation()
+            self.stdout.close()
         return self.proc.returncode
 
     def __enter__(self) -> Gunicorn:
+        # ``with Gunicorn(...).start() as server`` must not start a second master.
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -221,6 +377,33 @@ class Gunicorn:
         return sorted(pids)
 
 
+def _epolls_watching(pid: int, inode: int) -> int:
+    """How many epoll instances of process ``pid`` watch one of its fds open on socket ``inode``."""
+    fds: set[str] = set()
+    epolls: list[str] = []
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target == f"socket:[{inode}]":
+                fds.add(fd.name)
+            elif target == "anon_inode:[eventpoll]":
+                epolls.append(fd.name)
+        count = 0
+        for fd_name in epolls:
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/{fd_name}").read_text()
+            except OSError:
+                continue
+            watched = set(re.findall(r"^tfd:\s+(\d+)", info, re.M))
+            count += bool(watched & fds)
+        return count
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
 def serve(app: str, *args: str, **kwargs: object) -> Iterator[Gunicorn]:
     server = Gunicorn(app, *args, **kwargs)  # type: ignore[arg-type]
@@ -253,6 +436,44 @@ def raw_request(port: int, data: bytes | Sequence[bytes], timeout: float = 5.0, 
 
 
 # -- helpers for the end-to-end suite -----------------------------------------------------------
+
+
+def _accepted_peers(port: int) -> set[int]:
+    """Client ports of connections to local ``port`` that a server process has accept()ed.
+
+    A connection still in the listen backlog has no socket file yet: inode 0 in
+    /proc/net/tcp; accept() gives it one.
+    """
+    peers = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == port and inode != "0" and fields[3] == "01":  # ESTABLISHED
+                    peers.add(int(remote.rsplit(":", 1)[1], 16))
+    return peers
+
+
+def wait_accepted(sock: socket.socket, timeout: float = 10.0) -> None:
+    """Until the server end of the connection ``sock`` was accept()ed (by a worker, for Gunicorn).
+
+    What "sleep a moment, the worker has accepted it by now" means, observed instead of hoped.
+    """
+    port = sock.getpeername()[1]
+    mine = sock.getsockname()[1]
+    if not wait_until(lambda: mine in _accepted_peers(port), timeout=timeout, interval=0.01):
+        raise TimeoutError(f"connection from port {mine} to {port} not accepted in {timeout}s")
+
+
+def wait_connections(port: int, count: int = 1, timeout: float = 10.0) -> None:
+    """Until at least ``count`` connections to ``port`` were accept()ed and are still established.
+
+    For a request a thread is making: its connection is in a worker, not in the backlog.
+    """
+    if not wait_until(lambda: len(_accepted_peers(port)) >= count, timeout=timeout, interval=0.01):
+        raise TimeoutError(f"{count} accepted connection(s) to port {port} not seen in {timeout}s")
+
 
 
 def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -166,6 +166,7 @@ def worker_exit(server, worker):
 # -- a blocked loop: every loop's connections in the log -----------------------------------------
 
 
+@pytest.mark.serial  # the 3 idle connections must outlive the 2 s keep-alive until the 3 s WORKER TIMEOUT
 def test_blocked_loop_log_lists_every_loops_connections() -> None:
     """Thread mode, 2 loops: 3 idle keep-alive connections and one request that blocks its loop.
     The warning while the heartbeat is withheld and the abort log after WORKER TIMEOUT both list

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import CONF, HOST, ConfGunicorn, conf_values, free_port, require_tool
+from tests.harness import CONF, HOST, ConfGunicorn, conf_values, require_tool, reserve_port, wait_accepted
 
 SITE = CONF / "nginx" / "pounce.conf"
 APP = "tests.apps:echo"  # reports headers, client address, scheme and pid; has /sleep/<s>
@@ -72,7 +72,10 @@ class Nginx:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = make_certificate(self.dir)
-        self.http_port, self.https_port = free_port(), free_port()
+        # nginx takes its ports by number: reserved here until stop() (nginx binds with
+        # SO_REUSEADDR, so it can; nothing else takes them meanwhile).
+        self.reserved = [reserve_port(), reserve_port()]
+        self.http_port, self.https_port = (sock.getsockname()[1] for sock in self.reserved)
         site = self.dir / "pounce.conf"
         site.write_text(render_site(upstream, self.http_port, self.https_port, self.cert, self.key))
         temp = self.dir / "temp"
@@ -132,6 +135,8 @@ class Nginx:
                 self.proc.kill()
                 self.proc.wait(5)
         self.stdout.close()
+        for sock in self.reserved:
+            sock.close()
 
     def logs(self) -> str:
         parts = []
@@ -177,7 +182,7 @@ def proxied(mode: str, directory: Path) -> Iterator[tuple[ConfGunicorn, Nginx]]:
 def request_racing_graceful_stop(server: ConfGunicorn) -> bytes:
     """A connection the workers have accepted, then a graceful stop, then its first request: the reply."""
     with socket.create_connection((HOST, server.port), timeout=5) as sock:
-        time.sleep(0.3)  # accepted by a worker by now, no request yet
+        wait_accepted(sock)  # accepted by a worker, no request yet
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGTERM)  # what the arbiter sends old workers on HUP
         time.sleep(0.1)
@@ -214,7 +219,7 @@ def test_site_agrees_with_gunicorn_conf_and_passes_nginx_t(tmp_path: Path) -> No
                       "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                       "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_pass http://pounce;"):
         assert directive in text, directive
-    nginx = Nginx(tmp_path, free_port())
+    nginx = Nginx(tmp_path, 8000)  # nginx -t connects nowhere: any upstream port
     done = nginx.test_config()
     assert done.returncode == 0, done.stderr
     assert "test is successful" in done.stderr
@@ -266,6 +271,7 @@ def test_upstream_connections_are_reused(mode: str, tmp_path: Path) -> None:
         assert r.json()["client"][1] == ports[0]
 
 
+@pytest.mark.serial  # counts the requests served in 0.7 s windows
 def test_graceful_reload_under_traffic(mode: str, tmp_path: Path) -> None:
     """SIGHUP to the gunicorn master while clients hammer nginx: not one request fails."""
     with proxied(mode, tmp_path) as (server, nginx):

@@ -10,6 +10,7 @@ and runs ExecReload.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -22,7 +23,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import CONF, GUNICORN_CONF, HOST, ROOT, WORKER_BOOT_LINE, conf_values, free_port, require_tool
+from tests.harness import (
+    CONF,
+    GUNICORN_CONF,
+    HOST,
+    ROOT,
+    SESSION_ENV,
+    WORKER_BOOT_LINE,
+    conf_values,
+    require_tool,
+    reserve_port,
+)
 
 SERVICE = CONF / "systemd" / "pounce.service"
 SOCKET = CONF / "systemd" / "pounce.socket"
@@ -155,9 +166,13 @@ def test_socket_activation_serves_and_reloads(mode: str, tmp_path: Path) -> None
     notify_path = tmp_path / "notify"
     env["NOTIFY_SOCKET"] = str(notify_path)  # what Type=notify gives the service
     env["RUNTIME_DIRECTORY"] = str(runtime)  # what RuntimeDirectory= gives it
-    port = free_port()
+    # systemd-socket-activate takes a port only by number: reserved until the end (it binds
+    # with SO_REUSEADDR, so it can; nothing else takes the port meanwhile).
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
     cmd = [activate, "-l", f"{HOST}:{port}"]
-    for name, value in env.items():
+    # The suite's marker (tests/harness.py), so a service left running is found and stopped.
+    for name, value in {**env, SESSION_ENV: os.environ[SESSION_ENV]}.items():
         cmd += ["-E", f"{name}={value}"]
     cmd += argv
     log = tmp_path / "journal.log"
@@ -167,7 +182,7 @@ def test_socket_activation_serves_and_reloads(mode: str, tmp_path: Path) -> None
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=local_path(one(service, "Service", "WorkingDirectory")), stdout=out, stderr=subprocess.STDOUT,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)},
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), SESSION_ENV: os.environ[SESSION_ENV]},
         )
     try:
         _wait_for(log, rf"Listening on {re.escape(HOST)}:{port}", 10)
@@ -198,6 +213,7 @@ def test_socket_activation_serves_and_reloads(mode: str, tmp_path: Path) -> None
         assert len(re.findall(r"Listening at:", _read(log))) == 1
     finally:
         notify.close()
+        reserved.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # systemctl stop: KillSignal to the main PID
             try:

@@ -15,6 +15,7 @@ path on and one with it off, gets byte-identical responses (Date aside).
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 
 import h11
@@ -36,7 +37,7 @@ from pounce_worker.fastpath import (
     primed_h11,
     render,
 )
-from tests.harness import Gunicorn, raw_request
+from tests.harness import Gunicorn, raw_request, running
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
 # -- generators -------------------------------------------------------------------------
@@ -400,17 +401,18 @@ def _normalise(raw: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def fast_and_h11():
-    servers = [
-        Gunicorn("tests.apps:echo", mode="processes", env={"POUNCE_FAST_PATH": flag}).start() for flag in ("1", "0")
-    ]
-    yield servers
-    for server in servers:
-        server.stop()
+    # Each answer is read until the server closes: a kept-alive connection closes when its
+    # idle timer (--keep-alive, 1 s: the least Gunicorn takes) runs out after the last response.
+    servers = [Gunicorn("tests.apps:echo", "--keep-alive", "1", mode="processes", env={"POUNCE_FAST_PATH": flag})
+               for flag in ("1", "0")]
+    with running(*servers):
+        yield servers
 
 
 @pytest.mark.parametrize("request_bytes", CORPUS, ids=range(len(CORPUS)))
 def test_fast_path_and_h11_answer_byte_for_byte(fast_and_h11, request_bytes):
-    fast, slow = (raw_request(server.port, request_bytes, timeout=3.0) for server in fast_and_h11)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both idle timers run at once
+        fast, slow = pool.map(lambda server: raw_request(server.port, request_bytes, timeout=5.0), fast_and_h11)
     assert fast, "no answer from the fast-path worker"
     assert _normalise(fast) == _normalise(slow)
 

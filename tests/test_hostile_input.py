@@ -476,6 +476,7 @@ def test_limit_request_fields_applies_to_trailers(limited_pair: tuple[Gunicorn, 
     pytest.param(b"GET /" + b"a" * 300, id="endless_request_line"),
     pytest.param(b"GET /a HTTP/1.1\r\nX: " + b"a" * 3000, id="endless_header"),
 ])
+@pytest.mark.serial  # answer within 2 s
 def test_limits_apply_before_the_head_ends(limited_pair: tuple[Gunicorn, Gunicorn], data: bytes) -> None:
     """A head that never ends is refused as soon as it is over the limits, not at the header timeout."""
     ours, _theirs = limited_pair

@@ -21,7 +21,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import HOST, Gunicorn, proc_status_kb, read_until_close, response_statuses
+from tests.harness import (
+    HOST,
+    Gunicorn,
+    proc_status_kb,
+    read_until_close,
+    response_statuses,
+    wait_connections,
+    wait_until,
+)
 
 APP = "tests.apps:hostile"
 MiB = 1024 * 1024
@@ -72,6 +80,7 @@ def read_one_response(sock: socket.socket, timeout: float = 5.0) -> bytes:
 # -- header timeout ------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_trickled_head_is_cut_off(started: list[Gunicorn], mode: str) -> None:
     """One byte every 0.3 s never completes a head: closed (408 or silently) about 1 s after connecting."""
     server = start(started, mode, POUNCE_HEADER_TIMEOUT="1")
@@ -106,6 +115,7 @@ def test_trickled_head_is_cut_off(started: list[Gunicorn], mode: str) -> None:
     assert_no_traceback(server)
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_silent_connection_closed_at_header_timeout(started: list[Gunicorn], mode: str) -> None:
     server = start(started, mode, POUNCE_HEADER_TIMEOUT="1")
     with connect(server) as sock:
@@ -117,6 +127,7 @@ def test_silent_connection_closed_at_header_timeout(started: list[Gunicorn], mod
     assert_no_traceback(server)
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_head_completed_in_time_is_served(started: list[Gunicorn], mode: str) -> None:
     """Four pieces 0.3 s apart, complete 0.9 s after connecting: inside a 2 s header timeout."""
     server = start(started, mode, POUNCE_HEADER_TIMEOUT="2")
@@ -143,6 +154,7 @@ def test_slow_body_is_not_cut_by_header_timeout(started: list[Gunicorn], mode: s
     assert json.loads(data.partition(b"\r\n\r\n")[2])["body_len"] == 10
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_header_timeout_applies_to_a_later_request_on_the_connection(started: list[Gunicorn], mode: str) -> None:
     """After a first request, a second head that stalls half-way is cut off by the header timeout
     (1 s), long before the keep-alive timeout (5 s) would close the connection."""
@@ -161,6 +173,7 @@ def test_header_timeout_applies_to_a_later_request_on_the_connection(started: li
 # -- keep-alive --------------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_idle_keepalive_connection_is_closed(started: list[Gunicorn], mode: str) -> None:
     server = start(started, mode, "--keep-alive", "1", POUNCE_HEADER_TIMEOUT="10")
     with connect(server) as sock:
@@ -175,6 +188,7 @@ def test_idle_keepalive_connection_is_closed(started: list[Gunicorn], mode: str)
     assert_no_traceback(server)
 
 
+@pytest.mark.serial  # wall-clock window around a 1-2 s timer
 def test_request_begun_before_keepalive_deadline_is_served(started: list[Gunicorn], mode: str) -> None:
     """First byte 1 s into a 2 s keep-alive, the rest 1.6 s later (past the deadline): served."""
     server = start(started, mode, "--keep-alive", "2", POUNCE_HEADER_TIMEOUT="10")
@@ -327,12 +341,15 @@ def test_slowloris_connections_are_reaped_and_their_slots_freed(started: list[Gu
     try:
         for hog in hogs:
             hog.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Never: ")
-        time.sleep(0.2)  # the hogs are accepted and hold every slot
+        wait_connections(server.port, 16)  # the hogs are accepted and hold every slot
         t0 = time.monotonic()
         with connect(server) as sock:
             sock.sendall(get("/patient", close=True))
             data, how = read_until_close(sock, 10.0)
         waited = time.monotonic() - t0
+        # Every hog is reaped (one 408 line each) before the hogs hang up: a hog closed
+        # first would end in EOF, not in the header timeout this test counts.
+        wait_until(lambda: len(invalid_lines(server)) >= 16, timeout=10.0)
     finally:
         for hog in hogs:
             hog.close()

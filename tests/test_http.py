@@ -91,6 +91,7 @@ def test_keepalive_serves_several_requests_on_one_connection(echo):
     assert {d["client"][1] for d in seen} == {conn.local_port}
 
 
+@pytest.mark.serial  # wall-clock window around the 1 s keep-alive
 def test_keepalive_idle_timeout_closes_connection(echo):
     with RawConnection(echo.port) as conn:
         conn.send(http_request("GET", "/"))
@@ -101,6 +102,7 @@ def test_keepalive_idle_timeout_closes_connection(echo):
         assert 0.9 <= time.monotonic() - started <= 2.6
 
 
+@pytest.mark.serial  # wall-clock window around the 1 s keep-alive
 def test_request_sent_just_before_keepalive_expires_is_served(echo):
     with RawConnection(echo.port) as conn:
         conn.send(http_request("GET", "/first"))
@@ -394,6 +396,7 @@ def test_request_line_limit_boundary_matches_gunicorn(echo):
     assert raw_request(echo.port, http_request("GET", "/" + "a" * 187)).startswith(b"HTTP/1.1 414 ")
 
 
+@pytest.mark.serial  # answer within 3 s
 def test_incomplete_request_line_over_limit_gets_414_without_waiting(echo):
     started = time.monotonic()
     answer = raw_request(echo.port, b"GET /" + b"a" * 1000, timeout=5)

@@ -22,7 +22,16 @@ import httpx
 import pytest
 
 from pounce_worker import mode as pounce_mode
-from tests.harness import Gunicorn, RawConnection, http_request, serve, stamp_until, wait_until, write_config
+from tests.harness import (
+    Gunicorn,
+    RawConnection,
+    http_request,
+    serve,
+    stamp_until,
+    wait_connections,
+    wait_until,
+    write_config,
+)
 
 BOOT_LINE = r"pounce_worker: (\w+) mode \(([^)]*)\), (\d+) event loop\(s\) with (\w+), worker_connections=(\d+), (.*)"
 
@@ -346,7 +355,7 @@ def test_term_is_graceful(mode, tmp_path):
 
         request = threading.Thread(target=slow)
         request.start()
-        time.sleep(0.3)
+        wait_connections(server.port)  # the request's connection is in the worker
         server.signal(signal.SIGTERM)
         returncode = server.wait(15)
         request.join(10)
@@ -375,7 +384,7 @@ def test_term_to_one_worker_lets_its_request_finish_and_the_master_replaces_it(m
 
         request = threading.Thread(target=slow)
         request.start()
-        time.sleep(0.3)
+        wait_connections(server.port)  # the request's connection is in the worker
         os.kill(old, signal.SIGTERM)
         request.join(10)
         assert wait_until(lambda: server.worker_pids() not in ([], [old]), timeout=10)
@@ -386,6 +395,7 @@ def test_term_to_one_worker_lets_its_request_finish_and_the_master_replaces_it(m
     assert after["pid"] != old
 
 
+@pytest.mark.serial  # exit within 3 s
 def test_quit_is_fast(mode, tmp_path):
     record = tmp_path / "hooks.txt"
     config = _hooks_config(tmp_path, record)
@@ -402,7 +412,7 @@ def test_quit_is_fast(mode, tmp_path):
 
         request = threading.Thread(target=slow)
         request.start()
-        time.sleep(0.3)
+        wait_connections(server.port)  # the request's connection is in the worker
         started = time.monotonic()
         server.signal(signal.SIGQUIT)
         returncode = server.wait(15)
@@ -591,9 +601,9 @@ def test_connection_accepted_during_graceful_stop_is_served(mode):
 
 def test_master_exit_code_zero_and_no_stray_workers_after_term(mode):
     server = Gunicorn("tests.apps:echo", mode=mode, workers=2).start()
-    workers = server.worker_pids()
-    assert len(workers) == 2
     try:
+        workers = server.worker_pids()
+        assert len(workers) == 2
         server.signal(signal.SIGTERM)
         assert server.wait(15) == 0
     finally:

@@ -45,6 +45,7 @@ def test_header_has_non_negative_parse_queue_app(server: Gunicorn) -> None:
             assert len(response.headers.get_list("server-timing")) == 1
 
 
+@pytest.mark.serial  # app durations in ms
 def test_app_time_covers_the_time_before_response_start(server: Gunicorn) -> None:
     response = httpx.get(f"{server.url}/sleep?ms=150", timeout=10)
     found = metrics(response.headers["server-timing"])
@@ -59,6 +60,7 @@ def test_apps_own_header_is_kept_and_extended(server: Gunicorn) -> None:
     assert metrics(value)["db"] == 5.5
 
 
+@pytest.mark.serial  # app durations in ms
 def test_pipelined_requests_each_get_their_own_header(server: Gunicorn) -> None:
     with RawConnection(server.port) as conn:
         conn.send(http_request("GET", "/sleep?ms=100") + http_request("GET", "/body?size=5"))
@@ -70,6 +72,7 @@ def test_pipelined_requests_each_get_their_own_header(server: Gunicorn) -> None:
     assert b["app"] < 90, "the second request's app time must not include the first's"
 
 
+@pytest.mark.serial  # app durations in ms
 def test_concurrent_requests_on_several_loops(server: Gunicorn) -> None:
     def one(ms: int) -> tuple[int, float]:
         response = httpx.get(f"{server.url}/sleep?ms={ms}", timeout=10)

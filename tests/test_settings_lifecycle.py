@@ -32,6 +32,8 @@ from tests.harness import (
     running,
     stamp_until,
     subject,
+    wait_accepted,
+    wait_connections,
 )
 
 PROBE = "tests.apps:settings_probe"
@@ -117,7 +119,7 @@ def test_graceful_timeout_lets_in_flight_requests_finish(mode):
     with running(server):
         result: dict = {}
         thread = _in_flight(server.port, "/sleep?s=1.5", result)
-        time.sleep(0.5)
+        wait_connections(server.port)  # the request is in the worker
         stopped = time.monotonic()
         server.signal(signal.SIGTERM)
         thread.join(20)
@@ -133,7 +135,7 @@ def test_graceful_timeout_bounds_the_wait():
     with running(server):
         result: dict = {}
         thread = _in_flight(server.port, "/sleep?s=10", result)
-        time.sleep(0.5)
+        wait_connections(server.port)  # the request is in the worker
         stopped = time.monotonic()
         server.signal(signal.SIGTERM)
         thread.join(20)
@@ -262,7 +264,7 @@ def test_graceful_stop_serves_a_connection_it_accepted(mode):
         for name, server in (("ours", ours), ("theirs", theirs)):
             _info(server) if name == "ours" else exchange(server.port, build_request("/fixed"))
             with socket.create_connection((HOST, server.port), timeout=10) as sock:
-                time.sleep(0.3)  # accepted by the worker
+                wait_accepted(sock)  # accepted by the worker
                 server.signal(signal.SIGTERM)
                 time.sleep(0.3)  # the stop is under way
                 try:
@@ -504,7 +506,7 @@ class LateSender:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=10)
-        time.sleep(0.3)  # accepted by a worker by now
+        wait_accepted(self.sock)  # accepted by a worker
 
     def status(self) -> int:
         try:

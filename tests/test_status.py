@@ -94,25 +94,6 @@ def _listening_tcp_inodes(pid: int) -> set[int]:
     return listening & owned
 
 
-def _free_run(length: int) -> int:
-    """A base port whose next ``length`` ports are free right now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            base = probe.getsockname()[1]
-        if base + length > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + length):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind((HOST, port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
-
-
 def _keepalive_connection(port: int) -> RawConnection:
     """A connection that has been served one request and stays open (keep-alive)."""
     conn = RawConnection(port, timeout=10)
@@ -388,8 +369,8 @@ def test_bad_bind_fails_the_boot_naming_the_setting(mode, bind, message):
 
 
 @pytest.mark.timeout(90)
-def test_two_workers_get_two_reachable_addresses_from_the_base_port(mode):
-    base = _free_run(4)  # span: 2 x workers
+def test_two_workers_get_two_reachable_addresses_from_the_base_port(mode, reserved_ports):
+    base = reserved_ports(4)  # span: 2 x workers
     with _server(mode, bind=f"127.0.0.1:{base}", workers=2) as server:
         addresses = _addresses(server, count=2)
         assert sorted(addresses) == server.worker_pids()
@@ -414,6 +395,7 @@ def test_unix_socket_per_worker_removed_at_stop(mode, tmp_path):
     assert list(tmp_path.glob("status-*.sock")) == []
 
 
+@pytest.mark.serial  # two readings must fall inside the 4 s the loop is blocked
 @pytest.mark.timeout(90)
 def test_blocked_loop_shows_growing_lag_while_another_loop_answers(mode):
     # Thread mode: 3 loops in one process. Process mode: 2 workers, one loop each.

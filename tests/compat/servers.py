@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import ROOT, Gunicorn, free_port
+from tests.harness import ROOT, Gunicorn
 
 HOST = "127.0.0.1"
 APP = "tests.compat.apps:app"
@@ -40,7 +40,11 @@ WS_MAX_SIZE = 1024 * 1024
 
 
 class Uvicorn:
-    """``python -m uvicorn`` on a free loopback port (the reference server)."""
+    """``python -m uvicorn`` on loopback port 0 (the reference server): the port is read back.
+
+    Not ``--fd``: uvicorn wraps an inherited descriptor as AF_UNIX, and the scope's
+    client and server would no longer be what they are on a TCP bind.
+    """
 
     def __init__(self, app: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.app = app
@@ -48,14 +52,23 @@ class Uvicorn:
         self.extra_env = env or {}
         self.tmp = Path(tempfile.mkdtemp(prefix="compat-uvicorn-"))
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The port uvicorn bound, once it says it is running (0 until then)."""
+        if not self._port and self.proc is not None:
+            found = re.search(rf"Uvicorn running on http://{re.escape(HOST)}:(\d+) ", self.output())
+            if found:
+                self._port = int(found.group(1))
+        return self._port
 
     def start(self, wait: bool = True) -> Uvicorn:
-        self.port = free_port()
+        self._port = 0
         cmd = [
             sys.executable, "-m", "uvicorn",
             "--http", "h11", "--loop", "asyncio", "--lifespan", "auto",
-            "--host", HOST, "--port", str(self.port),
+            "--host", HOST, "--port", "0",
             "--timeout-keep-alive", str(KEEPALIVE),
             "--timeout-graceful-shutdown", "5",
             "--no-access-log",
@@ -84,7 +97,7 @@ class Uvicorn:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.proc.returncode}:\n{self.output()}")
-            if re.search(r"Uvicorn running on", self.output()) and _connectable(self.port):
+            if self.port and _connectable(self.port):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"uvicorn did not become ready in {timeout}s:\n{self.output()}")
