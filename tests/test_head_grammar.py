@@ -133,11 +133,11 @@ MANY_HEAD = b"GET /many HTTP/1.1\r\nHost: x\r\n" + b"".join(MANY_LINES) + b"\r\n
 
 def test_ten_thousand_field_lines_at_once_get_431_at_once(pounce: Gunicorn, sync: Gunicorn) -> None:
     before = len(pounce.log())
-    start = time.monotonic()
     data, how = exchange(pounce.port, MANY_HEAD + CANARY)
-    # Refused at its first read, with the rest of the head unread: closing then resets.
-    assert status_of(data) == 431 and how in ("eof", "reset"), (data[:300], how)
-    assert time.monotonic() - start < 2.0
+    # Refused at its first read, with the rest of the head unread: the lingering close reads
+    # and drops it, so the client sees the whole 431 and a clean end, never a reset. (431,
+    # not the header timeout's 408, is what shows it was refused as the lines arrived.)
+    assert status_of(data) == 431 and how == "eof", (data[:300], how)
     assert b"/canary" not in data
     lines = invalid_lines(pounce, before)
     assert len(lines) == 1 and "limit_request_fields=100" in lines[0], lines
@@ -154,10 +154,9 @@ def test_ten_thousand_field_lines_trickled_get_431_while_arriving(pounce: Gunico
     before = len(pounce.log())
     pieces = [b"GET /many HTTP/1.1\r\nHost: x\r\n"]
     pieces += [b"".join(MANY_LINES[i:i + 5]) for i in range(0, len(MANY_LINES), 5)] + [b"\r\n"]
-    data, how, sent, answered = trickle(pounce.port, pieces, pause=0.002)
+    data, how, sent, _answered = trickle(pounce.port, pieces, pause=0.002)
     assert status_of(data) == 431 and how == "eof", (data[:300], how, sent)
     assert sent < 400, f"answered only after {sent} writes ({sent * 5} lines)"
-    assert answered < 3.0
     lines = invalid_lines(pounce, before)
     assert len(lines) == 1 and "limit_request_fields=100" in lines[0], lines
 
@@ -168,7 +167,7 @@ def test_an_endless_field_line_gets_431_before_it_ends(pounce: Gunicorn) -> None
     pieces = [b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: "] + [b"v" * 1000] * 200
     data, how, sent, answered = trickle(pounce.port, pieces, pause=0.002)
     assert status_of(data) == 431 and how == "eof", (data[:300], how, sent)
-    assert sent < 40 and answered < 3.0, (sent, answered)
+    assert sent < 40, (sent, answered)
     lines = invalid_lines(pounce, before)
     assert len(lines) == 1 and "limit_request_field_size=8190" in lines[0], lines
 
@@ -253,8 +252,7 @@ def test_a_bare_lf_ending_the_head_is_refused(pounce: Gunicorn, sync: Gunicorn) 
     for data in ([head], [head[:-2], head[-2:]]):  # nothing after it: no CRLFCRLF anywhere
         before = len(pounce.log())
         reply, how, _sent, answered = trickle(pounce.port, data, pause=0.05)
-        assert response_statuses(reply) == [400] and how == "eof", (reply[:300], how)
-        assert answered < 2.0
+        assert response_statuses(reply) == [400] and how == "eof", (reply[:300], how, answered)
         lines = invalid_lines(pounce, before)
         assert len(lines) == 1 and "Bare LF" in lines[0], lines
 
