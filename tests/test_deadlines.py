@@ -104,6 +104,7 @@ def test_body_trickled_a_byte_at_a_time_is_cut_by_the_rate_rule(started: list[Gu
     poll_until(lambda: "/upload disconnected" in notes.read_text(), what="the app's http.disconnect")
 
 
+@pytest.mark.serial  # the client's own pauses must stay under 3 s: a wall-clock window
 def test_slow_steady_body_is_served(started: list[Gunicorn], mode: str) -> None:
     """300 bytes/s for 2 s, pausing 0.1 s at a time: within both rules (3 s, 100 bytes/s)."""
     server, _ = start(started, mode, POUNCE_BODY_TIMEOUT="3", POUNCE_BODY_MIN_RATE="100")
