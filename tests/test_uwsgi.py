@@ -24,7 +24,7 @@ import pytest
 
 from tests.apps import echo
 from tests.conftest import MODES
-from tests.harness import CONF, HOST, Gunicorn, free_port, parse_response, raw_request, require_tool
+from tests.harness import CONF, HOST, Gunicorn, parse_response, raw_request, require_tool, reserve_port
 
 APP = "tests.test_uwsgi:app"
 SITE = CONF / "nginx" / "pounce-uwsgi.conf"
@@ -324,7 +324,10 @@ def render_site(upstream: int, http_port: int) -> str:
 def nginx_in_front(upstream: int, directory: Path) -> Iterator[str]:
     binary = require_tool("nginx", "nginx-light", "/usr/sbin/nginx")
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    # nginx takes its port by number: reserved here until it stopped (nginx binds with
+    # SO_REUSEADDR, so it can; nothing else takes the port meanwhile). See harness.reserve_port.
+    reservation = reserve_port()
+    port = reservation.getsockname()[1]
     (directory / "site.conf").write_text(render_site(upstream, port))
     (directory / "temp").mkdir(exist_ok=True)
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -357,6 +360,7 @@ def nginx_in_front(upstream: int, directory: Path) -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(10)
+            reservation.close()
 
 
 def test_behind_nginx_uwsgi_pass(mode: str, tmp_path: Path) -> None:
