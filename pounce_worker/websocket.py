@@ -414,9 +414,12 @@ class WebSocketSession(asyncio.Protocol):
             self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
             return
         if isinstance(data, str):
-            message: Message = {"type": "websocket.receive", "text": data}
+            self._enqueue({"type": "websocket.receive", "text": data}, size)
         else:
-            message = {"type": "websocket.receive", "bytes": data}
+            self._enqueue({"type": "websocket.receive", "bytes": data}, size)
+
+    def _enqueue(self, message: Message, size: int) -> None:
+        """A whole message for the app (either path); reading pauses while the app is behind."""
         self.queue.append((message, size))
         self.queued_bytes += size
         self.server.request_done()
@@ -457,15 +460,9 @@ class WebSocketSession(asyncio.Protocol):
         parts, size = self.parts, self.part_size
         self.parts, self.part_size = [], 0
         if isinstance(data, str):
-            message: Message = {"type": "websocket.receive", "text": parts[0] if len(parts) == 1 else "".join(parts)}
+            self._enqueue({"type": "websocket.receive", "text": parts[0] if len(parts) == 1 else "".join(parts)}, size)
         else:
-            message = {"type": "websocket.receive", "bytes": b"".join(parts)}
-        self.queue.append((message, size))
-        self.queued_bytes += size
-        self.server.request_done()
-        if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
-            self._pause_reading()
-        self._wake()
+            self._enqueue({"type": "websocket.receive", "bytes": b"".join(parts)}, size)
 
     def _on_close(self, event: CloseConnection) -> None:
         if self.close_sent:

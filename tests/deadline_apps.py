@@ -17,6 +17,8 @@ import asyncio
 import os
 from typing import Any
 
+from tests.apps import _read_body
+
 Scope = dict[str, Any]
 
 
@@ -29,17 +31,6 @@ async def _answer(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_all(receive: Any) -> tuple[bytes, bool]:
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return body, True
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body, False
 
 
 async def app(scope: Scope, receive: Any, send: Any) -> None:
@@ -55,7 +46,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     elif path in ("/upload", "/late-upload"):
         if path == "/late-upload":
             await asyncio.sleep(2.0)
-        body, disconnected = await _read_all(receive)
+        body, disconnected = await _read_body(receive)
         if disconnected:
             _note(f"{path} disconnected after {len(body)} bytes")
             return

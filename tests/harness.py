@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -881,11 +881,16 @@ def proc_status_kb(pid: int, field: str) -> int:
     raise KeyError(f"{field} not in /proc/{pid}/status")
 
 
-def read_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
-    """Everything the peer sends until it closes: ``(data, how)``, how is eof, reset or timeout."""
+def read_until_close(
+    sock: socket.socket, timeout: float, until: Callable[[bytes], bool] | None = None
+) -> tuple[bytes, str]:
+    """Everything the peer sends until it closes: ``(data, how)``, how is eof, reset or timeout
+    (or ``done``, once ``until(data)`` holds)."""
     out = b""
     deadline = time.monotonic() + timeout
     while True:
+        if until is not None and until(out):
+            return out, "done"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return out, "timeout"

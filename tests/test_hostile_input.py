@@ -591,23 +591,7 @@ def finished_responses(data: bytes) -> int:
 
 def read_responses(sock: socket.socket, wanted: int, timeout: float) -> tuple[bytes, str]:
     """Read until ``wanted`` complete responses are in (``done``), or the peer closes, or ``timeout``."""
-    out = b""
-    deadline = time.monotonic() + timeout
-    while finished_responses(out) < wanted:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return out, "timeout"
-        sock.settimeout(remaining)
-        try:
-            part = sock.recv(65536)
-        except TimeoutError:
-            return out, "timeout"
-        except ConnectionResetError:
-            return out, "reset"
-        if not part:
-            return out, "eof"
-        out += part
-    return out, "done"
+    return read_until_close(sock, timeout, until=lambda out: finished_responses(out) >= wanted)
 
 
 def _fuzz_one(server: Gunicorn, data: bytes, half_close: bool) -> None:
