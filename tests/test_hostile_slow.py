@@ -396,8 +396,13 @@ def test_pipelining_client_that_never_reads_is_throttled(
     sock.settimeout(30)
     sock.connect((HOST, server.port))
     def send_all() -> None:
+        # send() piece by piece: the socket's 30 s timeout then bounds a stall, not the whole
+        # 60 MiB upload (sendall's timeout is a total, which a loaded machine exceeds; the rest
+        # of the requests was then never sent and the reader waited for their answers).
+        data = memoryview(request * requests)
         try:
-            sock.sendall(request * requests)
+            while data:
+                data = data[sock.send(data):]
         except OSError:
             pass  # closed by the test after a failed check
 
