@@ -57,8 +57,6 @@ REJECT_FIELDS = {405: b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"
 #: are both accepted before ``http.response.start`` (RequestCycle._informational).
 EARLY_HINT = "http.response.early_hint"
 INFORMATIONAL = "http.response.informational"
-#: The Early Hints extension's value in every scope: the spec's empty dict, one for all.
-EARLY_HINT_INFO: dict[str, Any] = {}
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
@@ -585,7 +583,9 @@ class HTTPConnection(asyncio.Protocol):
             "state": server.state.copy(),
             # pathsend.py (a fresh dict: apps may write to it) and 103 Early Hints (shared:
             # a fresh one costs ~190 instructions a request, for a dict apps only test for)
-            "extensions": {PATHSEND: {}, EARLY_HINT: EARLY_HINT_INFO},
+            # Fresh dicts, as the spec has them: apps may write to them, and one shared
+            # across requests and loop threads would be shared mutable state.
+            "extensions": {PATHSEND: {}, EARLY_HINT: {}},
         }
         if not self.fast and self._upgrade_to_websocket(scope, target, headers):
             return  # WebSocket handshake: the connection is websocket.py's from here on
