@@ -87,12 +87,12 @@ class QuietLogger(Logger):
 
 def pounce_connections(app: Any) -> Any:
     """A factory of HTTPConnections on one LoopServer for the running loop, as a worker's loop has."""
+    from pounce_worker.asgi.hooks import Hooks
     from pounce_worker.budget import RequestBudget
     from pounce_worker.config import ServerConfig
-    from pounce_worker.hooks import Hooks
+    from pounce_worker.http1.connection import HTTPConnection
     from pounce_worker.log import LoopLog
-    from pounce_worker.protocol import HTTPConnection
-    from pounce_worker.server import LoopServer
+    from pounce_worker.loop.server import LoopServer
 
     cfg = Config()
     config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "processes"})

@@ -92,11 +92,11 @@ class FakeTransport:
 def make_server() -> Any:
     from gunicorn.config import Config
 
+    from pounce_worker.asgi.hooks import Hooks
     from pounce_worker.budget import RequestBudget
     from pounce_worker.config import ServerConfig
-    from pounce_worker.hooks import Hooks
     from pounce_worker.log import LoopLog
-    from pounce_worker.server import LoopServer
+    from pounce_worker.loop.server import LoopServer
 
     cfg = Config()
     config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "processes"})
@@ -112,7 +112,7 @@ def make_server() -> Any:
 
 
 async def open_session(server: Any, deflate: bool) -> tuple[Any, FakeTransport]:
-    from pounce_worker.protocol import HTTPConnection
+    from pounce_worker.http1.connection import HTTPConnection
 
     connection = HTTPConnection(server)
     transport = FakeTransport()

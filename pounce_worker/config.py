@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import compression as _compression
 from . import mode as _mode
-from .status import StatusBind, parse_bind
+from .asgi import compression as _compression
+from .status.bind import StatusBind, parse_bind
 
 
 class ConfigError(ValueError):

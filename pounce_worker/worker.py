@@ -31,14 +31,15 @@ from gunicorn import sock as gsock
 from gunicorn.workers import base
 
 from . import mode as _mode
-from . import websocket
 from .asgi import ASGIApp, Message, Receive, Scope, Send, as_asgi3
+from .asgi.hooks import Hooks
 from .budget import RequestBudget
 from .config import ConfigError, ServerConfig
-from .hooks import Hooks
 from .log import LoopLog
-from .server import LoopServer
-from .status import StatusServer, WorkerFacts
+from .loop.server import LoopServer
+from .status.readings import WorkerFacts
+from .status.server import StatusServer
+from .websocket import session as websocket
 
 #: Gunicorn's exit code for "the worker cannot boot": the arbiter halts instead of respawning.
 WORKER_BOOT_ERROR = 3

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from gunicorn.config import Config
 
-from pounce_worker.compression import SUPPORTED, CompressionPolicy, negotiate
+from pounce_worker.asgi.compression import SUPPORTED, CompressionPolicy, negotiate
 from pounce_worker.config import ConfigError, ServerConfig
 from tests.feature_apps import text
 from tests.harness import HOST, Gunicorn, RawConnection, http_request
@@ -317,7 +317,7 @@ def test_policy_unit_eligibility() -> None:
 
 def test_zstd_encoder_flushes_every_chunk() -> None:
     zstd = pytest.importorskip("compression.zstd", reason="compression.zstd is CPython 3.14+")
-    from pounce_worker.compression import _ENCODERS
+    from pounce_worker.asgi.compression import _ENCODERS
 
     encoder = _ENCODERS["zstd"]()
     decoder = zstd.ZstdDecompressor()
@@ -327,7 +327,7 @@ def test_zstd_encoder_flushes_every_chunk() -> None:
 
 
 def test_gzip_encoder_flushes_every_chunk() -> None:
-    from pounce_worker.compression import _ENCODERS
+    from pounce_worker.asgi.compression import _ENCODERS
 
     encoder = _ENCODERS["gzip"]()
     decoder = zlib.decompressobj(31)

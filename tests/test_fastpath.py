@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from pounce_worker.asgi import STATUS_PHRASES
-from pounce_worker.fastpath import (
+from pounce_worker.http1.fastpath import (
     FIELD_BLOCK_ENTRIES,
     FIELD_BLOCK_SIZE,
     FIELD_CACHE_ENTRIES,
@@ -442,7 +442,7 @@ def test_field_grammar_is_h11s(data: bytes) -> None:
     so a new h11 release that changes its (private) grammar fails here, not in production."""
     from h11._headers import _field_name_re, _field_value_re
 
-    from pounce_worker.fastpath import FIELD_NAME, FIELD_VALUE
+    from pounce_worker.http1.fastpath import FIELD_NAME, FIELD_VALUE
 
     assert bool(FIELD_NAME.fullmatch(data)) == bool(_field_name_re.fullmatch(data))
     assert bool(FIELD_VALUE.fullmatch(data)) == bool(_field_value_re.fullmatch(data))

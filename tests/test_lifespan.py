@@ -314,11 +314,11 @@ class _Log:
 def _loop_server(app, env: dict[str, str] | None = None):
     from gunicorn.config import Config
 
+    from pounce_worker.asgi.hooks import Hooks
     from pounce_worker.budget import RequestBudget
     from pounce_worker.config import ServerConfig
-    from pounce_worker.hooks import Hooks
     from pounce_worker.log import LoopLog
-    from pounce_worker.server import LoopServer
+    from pounce_worker.loop.server import LoopServer
 
     cfg = Config()
     config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "threads", **(env or {})})
@@ -365,7 +365,7 @@ def test_stop_requested_before_the_loop_exists_is_not_lost():
 def test_stop_requested_while_the_loop_is_created_is_not_lost(monkeypatch):
     """The stop lands between the loop's creation and its publication (``self.loop``): the
     window where request_stop once saw no loop and returned. Forced here, not left to timing."""
-    import pounce_worker.server as server_module
+    import pounce_worker.loop.server as server_module
 
     async def app(scope, receive, send):
         await receive()

@@ -23,8 +23,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pounce_worker import config, status
+from pounce_worker import config
 from pounce_worker.mode import gil_enabled
+from pounce_worker.status import bind as status_bind
+from pounce_worker.status import readings as status
 from tests.harness import HOST, Gunicorn, RawConnection, http_request, poll_until
 
 STATUS_LOG = r"status view of worker (\d+) on (\S+) \(POUNCE_STATUS_BIND\)"
@@ -109,15 +111,15 @@ def _keepalive_connection(port: int) -> RawConnection:
     ("text", "expected"),
     [
         ("", None),
-        ("127.0.0.1:9100", status.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
-        ("localhost:9100", status.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
-        ("[::1]:0", status.StatusBind(socket.AF_INET6, "::1", 0, span=4)),
-        ("127.0.0.2:9100", status.StatusBind(socket.AF_INET, "127.0.0.2", 9100, span=4)),
-        ("unix:/run/p/status-{pid}.sock", status.StatusBind(socket.AF_UNIX, path="/run/p/status-{pid}.sock")),
+        ("127.0.0.1:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
+        ("localhost:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
+        ("[::1]:0", status_bind.StatusBind(socket.AF_INET6, "::1", 0, span=4)),
+        ("127.0.0.2:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.2", 9100, span=4)),
+        ("unix:/run/p/status-{pid}.sock", status_bind.StatusBind(socket.AF_UNIX, path="/run/p/status-{pid}.sock")),
     ],
 )
 def test_parse_bind_accepts_loopback_and_unix(text, expected):
-    assert status.parse_bind(text, allow_remote=False, workers=2) == expected
+    assert status_bind.parse_bind(text, allow_remote=False, workers=2) == expected
 
 
 @pytest.mark.parametrize(
@@ -136,12 +138,12 @@ def test_parse_bind_accepts_loopback_and_unix(text, expected):
 )
 def test_parse_bind_refuses_naming_the_setting(text, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:
-        status.parse_bind(text, allow_remote=False, workers=1)
+        status_bind.parse_bind(text, allow_remote=False, workers=1)
     assert str(info.value).startswith(f"POUNCE_STATUS_BIND={text!r}")
 
 
 def test_non_loopback_needs_the_explicit_allowance():
-    bind = status.parse_bind("0.0.0.0:9100", allow_remote=True, workers=3)
+    bind = status_bind.parse_bind("0.0.0.0:9100", allow_remote=True, workers=3)
     assert bind is not None and bind.host == "0.0.0.0"
     assert [port for _, port in bind.candidates(1)] == list(range(9100, 9106))
 
@@ -155,7 +157,7 @@ def test_config_reads_the_setting_and_fails_with_config_error():
     )
     assert config.ServerConfig.from_gunicorn(cfg, env={}).status_bind is None
     on = config.ServerConfig.from_gunicorn(cfg, env={"POUNCE_STATUS_BIND": " 127.0.0.1:9100 "})
-    assert on.status_bind == status.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)
+    assert on.status_bind == status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)
     with pytest.raises(config.ConfigError, match=re.escape("POUNCE_STATUS_BIND='0.0.0.0:1' is not a loopback")):
         config.ServerConfig.from_gunicorn(cfg, env={"POUNCE_STATUS_BIND": "0.0.0.0:1"})
     allowed = config.ServerConfig.from_gunicorn(

@@ -129,7 +129,7 @@ def test_bad_ws_settings_name_the_variable(name: str) -> None:
     ([(b"connection", b"upgradeable"), (b"upgrade", b"websocket")], False),
 ])
 def test_wants_upgrade(headers: list[tuple[bytes, bytes]], wanted: bool) -> None:
-    from pounce_worker.websocket import wants_upgrade
+    from pounce_worker.websocket.upgrade import wants_upgrade
 
     assert wants_upgrade(headers) is wanted
 

@@ -74,11 +74,11 @@ def _server(app: Any, max_size: int) -> Any:
     from gunicorn.config import Config
 
     from bench.cost import QuietLogger
+    from pounce_worker.asgi.hooks import Hooks
     from pounce_worker.budget import RequestBudget
     from pounce_worker.config import ServerConfig
-    from pounce_worker.hooks import Hooks
     from pounce_worker.log import LoopLog
-    from pounce_worker.server import LoopServer
+    from pounce_worker.loop.server import LoopServer
 
     cfg = Config()
     config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "processes"})
@@ -96,8 +96,8 @@ def _server(app: Any, max_size: int) -> Any:
 
 
 async def _run(stream: bytes, cuts: list[int], deflate: bool, fast: bool, max_size: int) -> dict[str, Any]:
-    from pounce_worker.protocol import HTTPConnection
-    from pounce_worker.websocket import WebSocketSession
+    from pounce_worker.http1.connection import HTTPConnection
+    from pounce_worker.websocket.session import WebSocketSession
 
     seen: list[Any] = []
 
@@ -237,7 +237,7 @@ def test_fast_path_equals_wsproto(case: tuple[bytes, list[int], bool, int]) -> N
 
 def test_fast_path_is_taken() -> None:
     """The common frame never reaches wsproto (or the proof above would compare wsproto with itself)."""
-    from pounce_worker.websocket import WebSocketSession
+    from pounce_worker.websocket.session import WebSocketSession
 
     calls = []
     original = WebSocketSession._feed_wsproto

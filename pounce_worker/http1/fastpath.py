@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import h11
 
-from .asgi import STATUS_PHRASES
+from ..asgi import STATUS_PHRASES
 
 #: RFC 9110 §5.1: field-name = token (§5.6.2).
 FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")

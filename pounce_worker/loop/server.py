@@ -30,17 +30,17 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .asgi import ASGIApp
-from .config import ServerConfig
-from .fastpath import FieldCache, ResponseHeaderCache
-from .hooks import Hooks
-from .lifespan import Lifespan, LifespanFailure
-from .log import LoopLog
-from .protocol import HTTPConnection, RequestCycle
+from ..asgi import ASGIApp
+from ..asgi.hooks import Hooks
+from ..asgi.lifespan import Lifespan, LifespanFailure
+from ..config import ServerConfig
+from ..http1.connection import HTTPConnection, RequestCycle
+from ..http1.fastpath import FieldCache, ResponseHeaderCache
+from ..log import LoopLog
 
 if TYPE_CHECKING:
-    from .budget import RequestBudget
-    from .websocket import WebSocketSession
+    from ..budget import RequestBudget
+    from ..websocket.session import WebSocketSession
 
 #: asyncio's eager start of a task (3.12+: ``Task(..., eager_start=True)``), or None.
 EAGER: Any = None
@@ -104,7 +104,7 @@ class LoopServer:
         # What each accepted connection is: uwsgi.py's subclass speaks uwsgi (protocol = "uwsgi").
         self.connection_class: type[HTTPConnection] = HTTPConnection
         if config.protocol == "uwsgi":
-            from .uwsgi import UwsgiConnection
+            from ..http1.uwsgi import UwsgiConnection
 
             self.connection_class = UwsgiConnection
         # Response header blocks already checked and rendered (this loop only, bounded).

@@ -24,19 +24,19 @@ from urllib.parse import unquote
 
 import h11
 
-from . import timing, websocket
-from .asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, ClientDisconnected, Message
+from ..asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, ClientDisconnected, Message, timing
+from ..asgi.compression import CompressingSend
+from ..asgi.hooks import RequestView, ResponseView, access_environ
+from ..asgi.pathsend import EXTENSION as PATHSEND
+from ..asgi.pathsend import send_path
+from ..websocket import upgrade as websocket
 from .chunked import ChunkedScanner, scanner_for
-from .compression import CompressingSend
 from .fastpath import FastResponse, normalize, parse_head, primed_h11, render
-from .hooks import RequestView, ResponseView, access_environ
-from .pathsend import EXTENSION as PATHSEND
-from .pathsend import send_path
 from .proxy import forwarded, ip_allowed, parse_proxy_header
 from .validate import HeadScan, Rejection, check_head, check_parsed, split_target
 
 if TYPE_CHECKING:
-    from .server import LoopServer
+    from ..loop.server import LoopServer
 
 #: Buffered request body above which we stop reading the socket until the app consumes it.
 HIGH_WATER = 65536

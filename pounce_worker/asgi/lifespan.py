@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .asgi import LIFESPAN_SPEC_VERSION, ASGIApp, Message, asgi_info
-from .log import LoopLog
+from ..log import LoopLog
+from . import LIFESPAN_SPEC_VERSION, ASGIApp, Message, asgi_info
 
 
 class LifespanFailure(Exception):

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import h11
 
-from .asgi import ClientDisconnected, Message
+from . import ClientDisconnected, Message
 
 if TYPE_CHECKING:
-    from .protocol import RequestCycle
+    from ..http1.connection import RequestCycle
 
 EXTENSION = "http.response.pathsend"
 #: Bytes read per block when the kernel cannot send the file itself.

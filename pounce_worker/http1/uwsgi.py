@@ -46,12 +46,12 @@ import struct
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
-from .protocol import HTTPConnection
+from .connection import HTTPConnection
 from .proxy import ip_allowed
 from .validate import Rejection
 
 if TYPE_CHECKING:
-    from .server import LoopServer
+    from ..loop.server import LoopServer
 
 #: Gunicorn's MAX_UWSGI_VARS.
 MAX_VARS = 1000

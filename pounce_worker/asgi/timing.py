@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .protocol import HTTPConnection
+    from ..http1.connection import HTTPConnection
 
 HEADER = b"server-timing"
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from .validate import CONTROL_CHARACTERS, Rejection
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
+    from ..config import ServerConfig
 
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 # Gunicorn's CHUNK_EXT_RE (gunicorn/http/body.py): token and quoted-string from RFC 9110 §5.6.

@@ -1,0 +1,260 @@
+"""Incoming frames (the fast path for the common ones, wsproto for the rest) and our own frames.
+
+The fast path takes whole unfragmented masked text/binary frames and frames our
+unfragmented messages; everything else goes to wsproto at a frame boundary.
+``tests/test_ws_fastpath.py`` proves the two paths equal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..asgi import Message
+
+try:
+    from wsproto.connection import ConnectionState
+    from wsproto.events import (
+        BytesMessage,
+        CloseConnection,
+        Ping,
+        Pong,
+        TextMessage,
+    )
+    from wsproto.events import Message as WSMessage
+except ImportError:  # pragma: no cover - session.AVAILABLE tells the worker
+    pass
+
+if TYPE_CHECKING:
+    from .session import WebSocketSession
+
+
+#: Messages the app may leave unconsumed before the session stops reading (uvicorn's ws_max_queue).
+MAX_QUEUE = 32
+#: Bytes of unconsumed messages above which the session stops reading, whatever their number.
+QUEUE_HIGH_WATER = 65536
+#: With permessage-deflate, input is fed to wsproto in slices of this size: wsproto inflates
+#: a slice at once, and deflate expands up to ~1000x, so a slice bounds what one step allocates
+#: before the size check runs (a 256 KiB read could otherwise inflate to 256 MiB).
+DEFLATE_SLICE = 4096
+#: XOR tables, one per mask byte: ``_XOR[k]`` maps every byte b to b ^ k (as wsproto unmasks).
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask``: one big-int XOR for small payloads (fewer
+    steps), four ``translate`` passes over the strided slices for large ones (linear in size)."""
+    n = len(payload)
+    if n <= 256:
+        if not n:
+            return b""
+        return (int.from_bytes(payload, "little")
+                ^ int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+    out = bytearray(payload)
+    out[0::4] = out[0::4].translate(_XOR[mask[0]])
+    out[1::4] = out[1::4].translate(_XOR[mask[1]])
+    out[2::4] = out[2::4].translate(_XOR[mask[2]])
+    out[3::4] = out[3::4].translate(_XOR[mask[3]])
+    return bytes(out)
+
+
+
+
+def feed(self: WebSocketSession, data: bytes) -> None:
+    """Frames the fast path handles are handled here; every other byte goes to wsproto, whole frames.
+
+    The fast path takes an unfragmented, masked text or binary frame with
+    no RSV bit and a minimal length, complete in this chunk, while the
+    connection is open and wsproto is not inside a fragmented message: it
+    unmasks it and delivers the message as wsproto would have. Anything
+    else (control frames, fragments, compressed or malformed frames, a frame
+    that is not all here) is passed to wsproto from its first byte, with the
+    same chunk boundaries it would have had, so wsproto sees a stream of
+    whole frames and decides everything it decides today.
+    ``tests/test_ws_fastpath.py`` proves the two paths equal.
+    """
+    if not self.fast:
+        self._feed_wsproto(data)
+        return
+    pending = self._fp_head
+    if pending:
+        # A frame header split over reads: its first bytes already went to wsproto.
+        data = pending + data
+        self._fp_head = b""
+    pos = len(pending)  # bytes of data wsproto has already been given
+    start = 0  # the frame being looked at starts here
+    n = len(data)
+    ws = self.ws
+    while start < n or pending:
+        if self.close_sent or ws.state is not ConnectionState.OPEN or self.transport.is_closing():
+            self.fast = False  # closing: wsproto alone from here, to the end
+            if pos < n:
+                self._feed_wsproto(data[pos:])
+            return
+        owed = self._fp_owed
+        if owed:  # the rest of a frame wsproto has started
+            end = n if n - pos < owed else pos + owed
+            self._fp_owed = owed - (end - pos)
+            chunk = data[pos:end]
+            pos = start = end
+            self._feed_wsproto(chunk)
+            continue
+        pending = b""
+        avail = n - start
+        if avail < 2:
+            self._fp_head = data[start:]
+            if pos < n:
+                self._feed_wsproto(data[pos:])
+            return
+        b0 = data[start]
+        b1 = data[start + 1]
+        length = b1 & 0x7F
+        head = 2 if length < 126 else 4 if length == 126 else 10
+        if b1 & 0x80:
+            head += 4
+        if avail < head:
+            self._fp_head = data[start:]
+            if pos < n:
+                self._feed_wsproto(data[pos:])
+            return
+        minimal = True
+        if length == 126:
+            length = int.from_bytes(data[start + 2:start + 4], "big")
+            minimal = length > 125
+        elif length == 127:
+            length = int.from_bytes(data[start + 2:start + 10], "big")
+            minimal = 0xFFFF < length < 1 << 63
+        total = head + length
+        opcode = b0 & 0x0F
+        if (b0 & 0xF0) == 0x80 and b1 & 0x80 and (opcode == 1 or opcode == 2) and minimal \
+                and not self._fp_fragmented and total <= avail and pos == start:
+            end = start + total
+            mask = data[end - length - 4:end - length]
+            payload = _unmask(data[end - length:end], mask)
+            if opcode == 1:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None:
+                    pos = start = end
+                    self._on_fast_data(text, length)
+                    continue
+            else:
+                pos = start = end
+                self._on_fast_data(payload, length)
+                continue
+        # wsproto's frame: from its first byte (pos may be past it when its header was split).
+        if opcode == 0 and b0 & 0x80:
+            self._fp_fragmented = False
+        elif opcode in (1, 2):
+            self._fp_fragmented = not b0 & 0x80
+        end = start + total
+        if end > n:
+            self._fp_owed = end - n
+            end = n
+        chunk = data[pos:end]
+        pos = start = end
+        self._feed_wsproto(chunk)
+
+
+def feed_wsproto(self: WebSocketSession, data: bytes) -> None:
+    ws = self.ws
+    step = DEFLATE_SLICE if self.deflate is not None and self.deflate.enabled() else len(data)
+    for start in range(0, len(data), max(step, 1)):
+        if ws.state is ConnectionState.CLOSED or self.transport.is_closing():
+            return  # after the close handshake, anything more is ignored
+        ws.receive_data(data[start:start + step] if step < len(data) else data)
+        self._handle_events()
+
+
+def on_fast_data(self: WebSocketSession, data: str | bytes, size: int) -> None:
+    """A whole message from the fast path: ``_on_data`` for a message in one frame."""
+    limit = self.config.ws_max_size
+    if limit and size > limit:
+        self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
+        return
+    if isinstance(data, str):
+        self._enqueue({"type": "websocket.receive", "text": data}, size)
+    else:
+        self._enqueue({"type": "websocket.receive", "bytes": data}, size)
+
+
+def enqueue(self: WebSocketSession, message: Message, size: int) -> None:
+    """A whole message for the app (either path); reading pauses while the app is behind."""
+    self.queue.append((message, size))
+    self.queued_bytes += size
+    self.server.request_done()
+    if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
+        self._pause_reading()
+    self._wake()
+
+
+def handle_events(self: WebSocketSession) -> None:
+    for event in self.ws.events():
+        kind = type(event)
+        if kind is TextMessage or kind is BytesMessage:
+            self._on_data(event)  # type: ignore[arg-type]
+        elif kind is Ping:
+            if self.ws.state is ConnectionState.OPEN:
+                self._write(self.ws.send(event.response()))  # type: ignore[attr-defined]
+        elif kind is Pong:
+            self._on_pong(event)  # type: ignore[arg-type]
+        elif kind is CloseConnection:
+            self._on_close(event)  # type: ignore[arg-type]
+            return
+
+
+def on_data(self: WebSocketSession, event: WSMessage[Any]) -> None:
+    if self.close_sent:
+        return  # data after our close frame is discarded (RFC 6455 §5.5.1)
+    data = event.data
+    if isinstance(data, str):
+        self.part_size += len(data) if data.isascii() else len(data.encode("utf-8"))
+    else:
+        self.part_size += len(data)
+    limit = self.config.ws_max_size
+    if limit and self.part_size > limit:
+        self.parts.clear()
+        self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
+        return
+    self.parts.append(data)
+    if not event.message_finished:
+        return
+    parts, size = self.parts, self.part_size
+    self.parts, self.part_size = [], 0
+    if isinstance(data, str):
+        self._enqueue({"type": "websocket.receive", "text": parts[0] if len(parts) == 1 else "".join(parts)}, size)
+    else:
+        self._enqueue({"type": "websocket.receive", "bytes": b"".join(parts)}, size)
+
+
+def on_close(self: WebSocketSession, event: CloseConnection) -> None:
+    if self.close_sent:
+        # The peer answered our close frame: the closing handshake is complete.
+        self._close_transport()
+        return
+    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+        self._write(self.ws.send(event.response()))  # wsproto leaves the echo to us
+    elif self.ws.state is ConnectionState.OPEN:
+        # wsproto reports a frame it could not parse (1002, 1007...) as a close
+        # event without closing: the close frame naming the error is ours to send.
+        self._write(self.ws.send(CloseConnection(code=event.code, reason=event.reason)))
+    self.close_sent = True
+    self._disconnected(event.code, event.reason or "")
+    self._close_transport()
+
+
+def send_frame(self: WebSocketSession, first: int, payload: bytes) -> None:
+    """One unfragmented frame of ours, unmasked and uncompressed: what wsproto's send writes for it.
+
+    Only while the connection is open (``fast``: our close frame is not out, so wsproto
+    would accept the message) and without permessage-deflate.
+    """
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    self._write(head + payload)
