@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import http.client
 import importlib.util
 import json
@@ -606,8 +605,8 @@ class Server:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def imported_from(self, python: str) -> str | None:
-        """``pounce_worker.__file__`` for ``python`` started as this server is (cwd, environment)."""
+    def imported_from(self, python: str) -> refs.Origin:
+        """What ``python`` started as this server is (cwd, environment) imports as pounce_worker."""
         return refs.imported_from(python, self.app_dir, self.env())
 
     def start(self, boot_timeout: float) -> None:
@@ -880,10 +879,11 @@ class Bench:
         if server.launch.pounce is not None:
             # Asked of the interpreter started as this server was: a row that says it runs a commit
             # but imports the working tree (or an editable install) would compare the code with itself.
-            origin = idle["pounce_worker_file"] = server.imported_from(self.interp.path)
-            self.say(f"    {server.name}: pounce_worker from {origin}")
-            if not refs.is_under(origin, server.app_dir):
-                self.problem(f"{server.name} imports pounce_worker from {origin}, not from {server.app_dir}")
+            origin = server.imported_from(self.interp.path)
+            idle["pounce_worker_file"] = origin.file
+            self.say(f"    {server.name}: pounce_worker from {origin.file}")
+            if (wrong := origin.wrong(server.app_dir)) is not None:
+                self.problem(f"{server.name}: {wrong}")
         return idle
 
     def run_section(self, entries: list[Entry], scenarios: Sequence[Scenario]) -> None:
@@ -1301,62 +1301,6 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     return None
 
 
-# -- the code under test -------------------------------------------------------------------------
-
-
-#: What the servers import from the snapshot besides pounce_worker.
-BENCH_FILES = (Path("bench/__init__.py"), Path("bench/apps.py"), Path("bench/floor.py"))
-
-
-def code_files(root: Path) -> list[Path]:
-    """pounce_worker's sources, the bench app and floor.py, relative to ``root``."""
-    files = sorted(p.relative_to(root) for p in (root / "pounce_worker").rglob("*.py") if "__pycache__" not in p.parts)
-    return [*files, *BENCH_FILES]
-
-
-def code_digest(root: Path, files: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(str(rel).encode() + b"\0")
-        with contextlib.suppress(OSError):
-            digest.update((root / rel).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def snapshot(dest: Path, ref: str | None = None) -> tuple[list[Path], str]:
-    """Copy pounce_worker/ and the bench app into ``dest``; the servers import them from there.
-
-    The working tree may change while a run takes ten minutes (someone is editing
-    pounce_worker); every server of a run then still runs the same code. With
-    ``ref``, pounce_worker comes from that git commit instead of the working tree.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    if ref is None:
-        files = code_files(ROOT)
-        for rel in files:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    else:
-        refs.export(ref, dest)
-        for rel in BENCH_FILES:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-        files = code_files(dest)
-    return files, code_digest(dest, files)
-
-
-def git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True,
-                                  timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"head": git("rev-parse", "--short", "HEAD").strip() or None,
-            "dirty": git("status", "--porcelain", "--", "pounce_worker", "bench/apps.py").rstrip("\n").splitlines()}
-
-
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -1530,13 +1474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(log_dir)
     log_dir.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix="pounce-bench-"))
-    files = code_files(ROOT)
+    files = refs.code_files(ROOT)
     if args.no_snapshot:
-        app_dir, digest = ROOT, code_digest(ROOT, files)
+        app_dir, digest = ROOT, refs.code_digest(ROOT, files)
     else:
         app_dir = tmp / "code"
         try:
-            files, digest = snapshot(app_dir, args.ref)
+            files, digest = refs.snapshot(app_dir, args.ref)
         except (OSError, refs.RefError) as exc:
             print(f"cannot take pounce_worker from {args.ref or 'the working tree'}: {exc}", file=sys.stderr)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1545,7 +1489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_digest = None
     if baseline_commit is not None:
         try:
-            _files, baseline_digest = snapshot(baseline_dir, baseline_commit)
+            _files, baseline_digest = refs.snapshot(baseline_dir, baseline_commit)
         except (OSError, refs.RefError) as exc:
             print(f"cannot take pounce_worker from --baseline {args.baseline}: {exc}", file=sys.stderr)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1558,9 +1502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     origin = None
     if interp.modules.get("pounce_worker"):
         env = dict(os.environ, PYTHONPATH=refs.python_path([app_dir], os.environ))
-        origin = refs.imported_from(interp.path, app_dir, env)
-        if origin is not None and not refs.is_under(origin, app_dir):
-            bench.problem(f"the servers import pounce_worker from {origin}, not from {app_dir}")
+        found = refs.imported_from(interp.path, app_dir, env)
+        origin = found.file
+        if origin is not None and (wrong := found.wrong(app_dir)) is not None:
+            bench.problem(f"the servers: {wrong}")
 
     runnable = [p for p in selected if p.key not in skipped]
     feature_scenarios = [FEATURE_SCENARIOS[n] for n in args.feature_scenarios.split(",") if n] if args.features else []
@@ -1580,7 +1525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "wrk": wrk_version(wrk),
-            "git": git_state(),
+            "git": refs.git_state(),
             "code_digest": digest,
             "code_from": ("working tree" if args.no_snapshot else
                           f"git {args.ref}" if args.ref else "snapshot of the working tree taken at the start"),
@@ -1670,7 +1615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results["meta"]["elapsed_s"] = round((_dt.datetime.now() - started).total_seconds(), 1)
     results["meta"]["interrupted"] = interrupted
-    live_digest = code_digest(ROOT, code_files(ROOT))
+    live_digest = refs.code_digest(ROOT, refs.code_files(ROOT))
     results["meta"]["code_changed_during_run"] = args.ref is None and live_digest != digest
     if results["meta"]["code_changed_during_run"]:
         note = ("pounce_worker or bench/apps.py changed in the working tree during the run"
