@@ -1111,17 +1111,18 @@ def baseline_lines(results: dict[str, Any], name: str) -> list[str]:
     if not rows:
         return []
     keys = list(dict.fromkeys(k for row in rows.values() for k in row["vs"]))
+    width = max([11, *(len(k) + 2 for k in keys)])
     ref = results["settings"].get("ref")
     out = [f"-- {name}: pounce_worker {'@' + ref if ref else 'working tree'} (tree) against baseline "
            f"@{baseline['commit']} (base), same run --",
-           f"{'loop':<9}{'metric':<11}{'tree/base':>10}" + "".join(f"{k[:17]:>18}" for k in keys)]
+           f"{'loop':<9}{'metric':<11}{'tree/base':>10}" + "".join(f"{k:>{width}}" for k in keys)]
     for loop, row in rows.items():
         for metric, title in (("rps", "req/s"), ("rps_per_cpu_s", "req/cpu-s")):
             cells = []
             for k in keys:
                 pair = row["vs"].get(k, {}).get(metric)
                 cells.append(f"{pair['tree']:.2f}/{pair['baseline']:.2f}" if pair else "-")
-            out.append(f"{loop:<9}{title:<11}{_fmt(row[metric], '.3f', 10)}" + "".join(f"{c:>18}" for c in cells))
+            out.append(f"{loop:<9}{title:<11}{_fmt(row[metric], '.3f', 10)}" + "".join(f"{c:>{width}}" for c in cells))
     return out
 
 
