@@ -223,7 +223,8 @@ ORIGIN = "pounce_worker from "
 MICROSECONDS = re.compile(r"([\d.]+) µs/request")
 BYTECODES = re.compile(r"^([\d,]+) bytecodes/request", re.MULTILINE)
 #: --baseline without --callgrind: timed child runs per tree, taken in turns (tree, baseline, tree...)
-#: so a burst of other work on the machine does not land on one side only.
+#: so a burst of other work on the machine does not land on one side only. One with --by-function:
+#: bytecode counts do not vary, and sys.monitoring makes each run a hundred times slower.
 TURNS = 3
 
 
@@ -237,7 +238,10 @@ def trees(args: argparse.Namespace) -> Iterator[list[tuple[str, Path | None]]]:
     if not args.baseline:
         yield [("", args.code_dir)]
         return
-    commit = refs.commit_of(args.baseline)
+    try:
+        commit = refs.commit_of(args.baseline)
+    except refs.RefError as exc:
+        raise CostError(f"--baseline {args.baseline}: {exc}") from exc
     with refs.exported(commit) as baseline:
         yield [("working tree" if args.code_dir is None else str(args.code_dir), args.code_dir or ROOT),
                (f"@{commit} (baseline)", baseline)]
@@ -294,10 +298,11 @@ def callgrind(args: argparse.Namespace) -> int:
 
 def timed(args: argparse.Namespace) -> int:
     """--baseline without --callgrind: µs per request (and --by-function's bytecodes) of both trees."""
+    turns = 1 if args.by_function else TURNS
     with trees(args) as measured:
         times: dict[str, list[float]] = {label: [] for label, _ in measured}
         last: dict[str, str] = {}
-        for _ in range(TURNS):
+        for _ in range(turns):
             for label, code_dir in measured:
                 done = subprocess.run(child(args, code_dir, args.requests, args.by_function),
                                       capture_output=True, text=True)
@@ -308,9 +313,10 @@ def timed(args: argparse.Namespace) -> int:
                 times[label].append(float(found.group(1)))
                 last[label] = done.stdout
     for label, output in last.items():
-        print(f"== {label} (last of {TURNS} runs) ==\n{output.rstrip()}")
+        print(f"== {label}{f' (last of {turns} runs)' if turns > 1 else ''} ==\n{output.rstrip()}")
     (tree, tree_us), (base, base_us) = ((label, statistics.median(runs)) for label, runs in times.items())
-    print(f"\n{tree}: {tree_us:.1f} µs/request, {base}: {base_us:.1f} (medians of {TURNS} runs taken in turns); "
+    how = f"medians of {turns} runs taken in turns" if turns > 1 else "one run each"
+    print(f"\n{tree}: {tree_us:.1f} µs/request, {base}: {base_us:.1f} ({how}); "
           f"working tree / baseline: {tree_us / base_us:.3f}")
     codes = [BYTECODES.search(last[label]) for label in (tree, base)]
     if codes[0] and codes[1]:
