@@ -31,11 +31,17 @@ def h2c(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
         server.stop()
 
 
-@pytest.fixture(scope="module", params=list(SERVERS))
-def h2tls(request: pytest.FixtureRequest, certs: dict[str, Path]) -> Iterator[Gunicorn]:
-    """A server of each row speaking HTTP/2 over TLS (ALPN ``h2``), shared by a module's tests."""
-    server = h2_server(request.param, tls=(certs["server.pem"], certs["server.key"]))
-    server.row = request.param  # type: ignore[attr-defined]
+@pytest.fixture(scope="module", params=[(row, tls) for row in SERVERS for tls in (False, True)],
+                ids=lambda p: f"{p[0]}-{'tls' if p[1] else 'h2c'}")
+def h2any(request: pytest.FixtureRequest, certs: dict[str, Path]) -> Iterator[Gunicorn]:
+    """A server of each row over each transport: h2c prior knowledge, and TLS where ALPN picks ``h2``.
+
+    ``row`` names the row, ``tls`` says which transport (a module's tests share it).
+    """
+    row, tls = request.param
+    server = h2_server(row, tls=(certs["server.pem"], certs["server.key"]) if tls else None)
+    server.row = row  # type: ignore[attr-defined]
+    server.tls = tls  # type: ignore[attr-defined]
     server.start()
     try:
         yield server
