@@ -71,7 +71,7 @@ def test_curl(h2any: Gunicorn, certs: dict[str, Path], upload_file: Path,
     assert re.search(r"(?mi)^x-checksum: abc123\r?$", head), f"no trailer in curl's dump: {head}"
 
 
-def test_curl_http11_alongside(h2any: Gunicorn, certs: dict[str, Path], tmp_path: Path) -> None:
+def test_curl_http11_alongside(h2any: Gunicorn, certs: dict[str, Path]) -> None:
     """``http_protocols`` h2,h1: a TLS client offering only ``http/1.1`` over ALPN is served HTTP/1.1.
 
     (On the h2c port, a trusted peer speaking HTTP/1.1 is refused with 400: Gunicorn's documented
