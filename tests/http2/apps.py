@@ -47,7 +47,8 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     - ``/big``: ``BIG`` bytes (flow-control and zero-window tests);
     - ``/trailers``: a body then ``x-checksum`` as a trailer, when the server offers trailers;
     - ``/status/N``: status N, empty body;
-    - ``/scope``: JSON of what the app saw (scope keys and values, body chunks, disconnect);
+    - ``/watch?FILE``: waits for the body; writes to FILE whether a disconnect ended the wait;
+    - ``/scope...``: JSON of what the app saw (scope keys and values, body chunks, disconnect);
     - anything else: ``hello`` with the path in ``x-path``.
     """
     if scope["type"] == "lifespan":
@@ -80,12 +81,22 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         if offered:
             await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc123")]})
         return
+    if path == "/watch":
+        # Waits for a body that never comes; the query string names a file (in a test's temp
+        # dir) where it writes what ended the wait: how a test sees the app get http.disconnect.
+        _, _, disconnected = await _body(receive)
+        with open(scope["query_string"].decode(), "w") as f:
+            f.write("disconnect" if disconnected else "body")
+        if not disconnected:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        return
     if path.startswith("/status/"):
         await _body(receive)
         await send({"type": "http.response.start", "status": int(path.rsplit("/", 1)[1]), "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/scope":
+    if path.startswith("/scope"):
         data, chunks, disconnected = await _body(receive)
         seen = {
             "type": scope["type"],

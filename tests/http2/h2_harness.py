@@ -19,6 +19,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,9 +38,10 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.harness import HOST, Gunicorn
+from tests.harness import HOST, ROOT, Gunicorn, listening_socket
 
 APP = "tests.http2.apps:app"
+Fields = list[tuple[str, str]]
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: RFC 9113 section 7 error codes.
@@ -289,13 +292,15 @@ class Peer:
         frame = self.wait_for(lambda f: isinstance(f, RstStreamFrame) and f.stream_id == stream_id, timeout=timeout)
         return frame if isinstance(frame, RstStreamFrame) else None
 
-    def response(self, stream_id: int, timeout: float = 10.0) -> tuple[dict[str, str], bytes]:
-        """The headers and body of a response on ``stream_id`` (read until its END_STREAM).
+    def exchange(self, stream_id: int, timeout: float = 10.0) -> tuple[Fields, bytes, Fields]:
+        """``(fields, body, trailers)`` of the response on ``stream_id``, read until its END_STREAM.
 
-        Opens our receive windows as DATA arrives, as a well-behaved client does.
+        Opens our receive windows as DATA arrives, as a well-behaved client does; informational
+        (1xx) heads are skipped. A reset of the stream is an AssertionError naming the code.
         """
         deadline = time.monotonic() + timeout
-        headers: dict[str, str] = {}
+        fields: Fields = []
+        trailers: Fields = []
         body = b""
         index = 0
         while True:
@@ -304,8 +309,12 @@ class Peer:
                 index += 1
                 if frame.stream_id != stream_id:
                     continue
-                if isinstance(frame, (HeadersFrame, ContinuationFrame)):
-                    headers.update(self.fields.get(id(frame), []))
+                if isinstance(frame, (HeadersFrame, ContinuationFrame)) and id(frame) in self.fields:
+                    block = self.fields[id(frame)]
+                    status = dict(block).get(":status", "")
+                    if not fields and status.startswith("1"):
+                        continue
+                    (trailers if fields else fields).extend(block)
                 elif isinstance(frame, DataFrame):
                     body += frame.data
                     if frame.flow_controlled_length:
@@ -314,9 +323,14 @@ class Peer:
                 elif isinstance(frame, RstStreamFrame):
                     raise AssertionError(f"stream {stream_id} reset: {ERROR_NAMES.get(frame.error_code)}")
                 if "END_STREAM" in frame.flags:
-                    return headers, body
+                    return fields, body, trailers
             if not self._fill(deadline):
                 raise AssertionError(f"no complete response on stream {stream_id}: {self.describe()}")
+
+    def response(self, stream_id: int, timeout: float = 10.0) -> tuple[dict[str, str], bytes]:
+        """The fields (as a dict) and body of the response on ``stream_id``."""
+        fields, body, _ = self.exchange(stream_id, timeout)
+        return dict(fields), body
 
     def describe(self, last: int = 12) -> str:
         shown = [describe_frame(f) for f in self.frames[-last:]]
@@ -349,6 +363,59 @@ def get(port: int, path: str = "/", ctx: ssl.SSLContext | None = None, timeout: 
         peer.send(peer.headers(1, path))
         headers, body = peer.response(1, timeout=timeout)
         return int(headers[":status"]), body
+
+
+class Hypercorn:
+    """Hypercorn serving ``APP`` on a socket made here (``fd://``): h2c prior knowledge, one worker.
+
+    The reference of the differential suite; stopped by the PID started here.
+    """
+
+    def __init__(self, app: str = APP, python: str | None = None) -> None:
+        self.app = app
+        self.python = python or sys.executable
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.row = "hypercorn"
+
+    def start(self) -> Hypercorn:
+        if importlib.util.find_spec("hypercorn") is None:
+            pytest.fail("hypercorn is not installed: pip install hypercorn (the bench extra has it)", pytrace=False)
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.log = open(Path(tempfile.mkdtemp(prefix="pounce-h2-hypercorn-")) / "out.log", "wb")
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "hypercorn", "--bind", f"fd://{self.sock.fileno()}", "--workers", "1", self.app],
+            pass_fds=(self.sock.fileno(),), env=env, cwd=str(ROOT), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("hypercorn exited at boot")
+            with contextlib.suppress(AssertionError, OSError):
+                if get(self.port, timeout=1)[0] == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError("hypercorn did not serve in 20s")
+
+    def worker_pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.log.close()
 
 
 # -- what a worker costs ---------------------------------------------------------------------------
