@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Gunicorn
-from tests.http2.h2_harness import SERVERS, h2_server, make_certs
+from tests.http2.h2_harness import SERVERS, client_context, h2_server, make_certs
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +42,7 @@ def h2any(request: pytest.FixtureRequest, certs: dict[str, Path]) -> Iterator[Gu
     server = h2_server(row, tls=(certs["server.pem"], certs["server.key"]) if tls else None)
     server.row = row  # type: ignore[attr-defined]
     server.tls = tls  # type: ignore[attr-defined]
+    server.client_ctx = client_context(certs["ca.pem"]) if tls else None  # type: ignore[attr-defined]
     server.start()
     try:
         yield server

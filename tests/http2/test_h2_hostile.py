@@ -16,6 +16,7 @@ not a test that is wrong. ``ASGI_WEAKNESSES`` is the table.
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,15 @@ ASGI_WEAKNESSES: dict[str, str] = {
     "oversized-announced-16mb": "waits for the 16 MB payload of a frame whose head already breaks "
                                 "SETTINGS_MAX_FRAME_SIZE; GOAWAY(NO_ERROR) at keep-alive instead of FRAME_SIZE_ERROR",
 }
+#: h2 4.4.1 turns every HPACK decoding error into a ProtocolError (h2/connection.py,
+#: ``_decode_headers``), so -k asgi sends GOAWAY(PROTOCOL_ERROR) where RFC 9113 4.3 says
+#: COMPRESSION_ERROR; a server on h2 must map it itself.
+ASGI_WEAKNESSES.update({
+    f"hpack-{case}": "GOAWAY(PROTOCOL_ERROR) for an HPACK decoding error, RFC 9113 4.3 says COMPRESSION_ERROR "
+                     "(h2 4.4.1's mapping)"
+    for case in ("index-zero", "index-out-of-range", "table-size-too-big", "table-size-update-late",
+                 "huffman-bad-padding", "truncated-string")
+})
 
 
 def _weakness(request: pytest.FixtureRequest, server: Gunicorn, case: str) -> None:
@@ -92,7 +102,7 @@ def hostile(server: Gunicorn) -> Iterator[Cost]:
     before = len(_log_lines(server))
     with Cost(server) as cost:
         yield cost
-    assert get(server.port) == (200, b"hello"), "a bystander is not served after the attack"
+    assert get(server.port, ctx=_ctx(server)) == (200, b"hello"), "a bystander is not served after the attack"
     assert cost.cpu < CPU_BOUND, f"the attack cost the worker {cost.cpu:.1f}s of CPU"
     assert cost.peak_rss_kb < RSS_BOUND_KB, f"the worker's RSS grew {cost.peak_rss_kb} KiB"
     logged = _log_lines(server)[before:]
@@ -101,7 +111,12 @@ def hostile(server: Gunicorn) -> Iterator[Cost]:
 
 def _bystander(server: Gunicorn) -> None:
     """Another client is served while the offender's connection is still open."""
-    assert get(server.port) == (200, b"hello"), "a bystander is not served during the attack"
+    assert get(server.port, ctx=_ctx(server)) == (200, b"hello"), "a bystander is not served during the attack"
+
+
+def _ctx(server: Gunicorn) -> ssl.SSLContext | None:
+    """The TLS client context for a server of the ``h2any`` fixture over TLS (None for h2c)."""
+    return getattr(server, "client_ctx", None)
 
 
 def _assert_goaway(peer: Peer, codes: set[int], what: str, timeout: float = 10.0) -> GoAwayFrame:
@@ -117,15 +132,19 @@ def _assert_goaway(peer: Peer, codes: set[int], what: str, timeout: float = 10.0
 
 
 @pytest.mark.parametrize("case", ["corrupt-magic", "headers-before-settings", "ping-before-settings"])
-def test_bad_preface(h2c: Gunicorn, case: str, request: pytest.FixtureRequest) -> None:
+def test_bad_preface(h2any: Gunicorn, case: str, request: pytest.FixtureRequest) -> None:
     """An invalid preface is a connection error of type PROTOCOL_ERROR; the GOAWAY MAY be omitted.
 
     The magic must be followed by a SETTINGS frame (section 3.4). Gunicorn documents that a
     trusted peer on a prior-knowledge port that sends a malformed preface gets an HTTP/1.1
     400, which a peer that is not speaking HTTP/2 can read: accepted too for the corrupt magic.
+    Over h2c and over TLS (after ALPN chose ``h2``).
     """
+    h2c = h2any
     _weakness(request, h2c, f"preface-{case}")
-    with hostile(h2c), Peer(h2c.port) as peer:
+    with hostile(h2c), Peer(h2c.port, _ctx(h2c)) as peer:
+        if h2c.tls:  # type: ignore[attr-defined]
+            assert peer.alpn == "h2"
         if case == "corrupt-magic":
             peer.send(PREFACE[:-6] + b"XX\r\n\r\n", SettingsFrame(0))
         elif case == "headers-before-settings":
@@ -483,3 +502,53 @@ def test_zero_window_stall(h2c: Gunicorn, request: pytest.FixtureRequest) -> Non
         assert ended is not None or peer.closed, f"a stalled stream held on for 20s: {peer.describe()}"
         sent_after = sum(len(f.data) for f in peer.frames[start:] if isinstance(f, DataFrame))
         assert sent_after == 0, "DATA past the window the client granted"
+
+
+# -- HPACK decoding errors (RFC 7541; RFC 9113 section 4.3) ------------------------------------------
+
+#: Field blocks after the four pseudo-header fields of a GET (built by ``Peer.headers``), each
+#: a decoding error: RFC 9113 4.3 makes it a connection error of type COMPRESSION_ERROR.
+HPACK_ERRORS = {
+    # RFC 7541 6.1: index 0 is not used
+    "index-zero": b"\x80",
+    # 2.3.3: an index past the static (61) and dynamic (empty) tables
+    "index-out-of-range": b"\xff\x49",  # 127 + 73 = 200
+    # 4.2 / 6.3: a size update past SETTINGS_HEADER_TABLE_SIZE (4,096 by default): 8,192
+    "table-size-too-big": b"\x3f\xe1\x3f",
+    # 4.2: a size update must come first in the block, not after a field
+    "table-size-update-late": b"\x20",
+    # 5.2: Huffman padding longer than 7 bits (a whole 0xff byte of EOS prefix)
+    "huffman-bad-padding": b"\x40\x01x\x82\xff\xff",
+    # 5.2: a string literal whose length runs past the block
+    "truncated-string": b"\x40\x05x-abc\x0a12",
+}
+
+
+@pytest.mark.parametrize("case", list(HPACK_ERRORS))
+def test_hpack_decoding_error(h2c: Gunicorn, case: str, request: pytest.FixtureRequest) -> None:
+    _weakness(request, h2c, f"hpack-{case}")
+    with hostile(h2c), Peer(h2c.port) as peer:
+        peer.handshake()
+        block = peer.encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")])
+        if case == "table-size-too-big":
+            block = HPACK_ERRORS[case] + block  # first, where a size update is allowed
+        else:
+            block += HPACK_ERRORS[case]
+        peer.send(HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+        _assert_goaway(peer, {COMPRESSION_ERROR}, f"HPACK {case}")
+
+
+def test_frames_tolerated_on_closed_stream(h2c: Gunicorn) -> None:
+    """RFC 9113 5.1, closed: WINDOW_UPDATE and RST_STREAM that cross our END_STREAM MUST be
+    ignored, and PRIORITY is allowed on any stream: none of them may end the connection."""
+    with hostile(h2c), Peer(h2c.port) as peer:
+        peer.handshake()
+        peer.send(peer.headers(1, "/"))
+        assert peer.response(1)[0][":status"] == "200"
+        start = len(peer.frames)
+        peer.send(WindowUpdateFrame(1, window_increment=1000), PriorityFrame(1, depends_on=0, stream_weight=10),
+                  RstStreamFrame(1, error_code=CANCEL))
+        peer.send(peer.headers(3, "/"))
+        headers, body = peer.response(3)
+        assert (headers[":status"], body) == ("200", b"hello")
+        assert not [f for f in peer.frames[start:] if isinstance(f, (GoAwayFrame, RstStreamFrame))], peer.describe()
