@@ -63,10 +63,10 @@ def multiplexed(peer: Peer, tmp: Path) -> Record:
     """Three streams open at once, answered in whatever order; each must carry its own response."""
     for sid, path in ((1, "/scope?s=1"), (3, "/scope?s=3"), (5, "/a")):
         peer.send(peer.headers(sid, path))
-    return {sid: _outcome(peer, sid) for sid in (1, 3, 5)}
+    return {f"stream {sid}": _outcome(peer, sid) for sid in (1, 3, 5)}
 
 
-def _watch(peer: Peer, tmp: Path, end: Callable[[Peer], None]) -> Record:
+def _watch(peer: Peer, tmp: Path, end: Callable[[Peer], object]) -> Record:
     """An app waiting for a body; ``end`` cuts the stream or the connection: what the app was told."""
     probe = tmp / f"watch-{time.monotonic_ns()}"
     peer.send(peer.headers(1, f"/watch?{probe}", method="POST", end_stream=False))

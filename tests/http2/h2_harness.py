@@ -174,7 +174,7 @@ class Peer:
         raw.settimeout(timeout)
         raw.connect((HOST, port))
         self.sock: socket.socket = ctx.wrap_socket(raw, server_hostname=HOST) if ctx else raw
-        self.alpn = self.sock.selected_alpn_protocol() if ctx else None
+        self.alpn = self.sock.selected_alpn_protocol() if isinstance(self.sock, ssl.SSLSocket) else None
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = 1 << 20
