@@ -41,6 +41,7 @@ from tests.http2.h2_harness import (
     COMPRESSION_ERROR,
     ENHANCE_YOUR_CALM,
     ERROR_NAMES,
+    FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
@@ -73,6 +74,8 @@ ASGI_WEAKNESSES: dict[str, str] = {
     "flood-priority": "no limit on PRIORITY frames: processes all 10,000, then GOAWAY(NO_ERROR) at keep-alive",
     "beyond-concurrency": "escalates one stream over the limit to GOAWAY(PROTOCOL_ERROR), losing the 8 "
                           "streams in flight (5.1.2 asks for a stream error), then a second GOAWAY(last=0)",
+    "settings-ack-with-payload": "GOAWAY(PROTOCOL_ERROR) for a SETTINGS ACK with a payload, RFC 9113 6.5 says "
+                                 "FRAME_SIZE_ERROR (hyperframe/h2 4.4.1 report every invalid frame as PROTOCOL_ERROR)",
     "oversized-announced-16mb": "waits for the 16 MB payload of a frame whose head already breaks "
                                 "SETTINGS_MAX_FRAME_SIZE; GOAWAY(NO_ERROR) at keep-alive instead of FRAME_SIZE_ERROR",
 }
@@ -401,8 +404,8 @@ IDLE_CASES: dict[str, Callable[[Peer], Frame | bytes]] = {
     # (built by hand: hyperframe refuses to make them)
     "settings-on-stream": lambda peer: b"\x00\x00\x00\x04\x00\x00\x00\x00\x05",
     "ping-on-stream": lambda peer: b"\x00\x00\x08\x06\x00\x00\x00\x00\x05" + b"12345678",
-    # section 6.8: GOAWAY and WINDOW_UPDATE on a stream / zero increment
-    "window-update-zero": lambda peer: WindowUpdateFrame(0, window_increment=0),
+    # section 6.8: GOAWAY on a stream
+    "goaway-on-stream": lambda peer: b"\x00\x00\x08\x07\x00\x00\x00\x00\x05" + bytes(8),
 }
 
 
@@ -414,6 +417,60 @@ def test_frame_on_idle_stream(h2c: Gunicorn, case: str, request: pytest.FixtureR
         peer.handshake()
         peer.send(IDLE_CASES[case](peer))
         _assert_goaway(peer, {PROTOCOL_ERROR}, case)
+
+
+#: Connection errors with a code of their own: (the offending frame, the code RFC 9113 names).
+CONNECTION_ERRORS: dict[str, tuple[Callable[[Peer], Frame | bytes], int]] = {
+    # 6.9: a zero increment on the connection's window is a connection error PROTOCOL_ERROR
+    "window-update-zero": (lambda peer: WindowUpdateFrame(0, window_increment=0), PROTOCOL_ERROR),
+    # 6.9.1: a connection window past 2^31-1 is a connection error FLOW_CONTROL_ERROR
+    "window-overflow": (lambda peer: WindowUpdateFrame(0, window_increment=2**31 - 1), FLOW_CONTROL_ERROR),
+    # 6.5.2: ENABLE_PUSH other than 0 or 1
+    "settings-enable-push-2": (lambda peer: SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}),
+                               PROTOCOL_ERROR),
+    # 6.5.2: INITIAL_WINDOW_SIZE past 2^31-1
+    "settings-window-too-big": (lambda peer: SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 2**31}),
+                                FLOW_CONTROL_ERROR),
+    # 6.5.2: MAX_FRAME_SIZE below 16,384
+    "settings-frame-size-too-small": (lambda peer: SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 16383}),
+                                      PROTOCOL_ERROR),
+    # 6.5: a SETTINGS ACK that carries a payload
+    "settings-ack-with-payload": (lambda peer: b"\x00\x00\x06\x04\x01\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x01",
+                                  FRAME_SIZE_ERROR),
+}
+
+
+@pytest.mark.parametrize("case", list(CONNECTION_ERRORS))
+def test_connection_error_code(h2c: Gunicorn, case: str, request: pytest.FixtureRequest) -> None:
+    """SETTINGS values out of range and windows past 2^31-1: GOAWAY with the code the RFC names."""
+    _weakness(request, h2c, case)
+    build, code = CONNECTION_ERRORS[case]
+    with hostile(h2c), Peer(h2c.port) as peer:
+        peer.handshake()
+        peer.send(build(peer))
+        _assert_goaway(peer, {code}, case)
+
+
+@pytest.mark.parametrize("rounds", [5_000])
+def test_made_you_reset(h2c: Gunicorn, rounds: int, request: pytest.FixtureRequest) -> None:
+    """MadeYouReset (CVE-2025-8671): the client never sends RST_STREAM but makes the server reset
+    each stream (HEADERS, then a WINDOW_UPDATE of 0 on it: a stream error PROTOCOL_ERROR, 6.9),
+    thousands of times. A rate limit on the client's resets alone misses it; the server must
+    close (ENHANCE_YOUR_CALM, or PROTOCOL_ERROR if it treats the first such stream error as a
+    connection error, 5.4.1) before it started every stream."""
+    _weakness(request, h2c, "made-you-reset")
+    with hostile(h2c) as cost, Peer(h2c.port) as peer:
+        peer.handshake()
+        frames = []
+        for i in range(rounds):
+            stream_id = 2 * i + 1
+            poke = WindowUpdateFrame(stream_id, window_increment=0)
+            frames.append(peer.headers(stream_id, "/").serialize() + poke.serialize())
+        sender = threading.Thread(target=_flood, args=(peer, h2c, cost, frames, 100), daemon=True)
+        sender.start()
+        goaway = _assert_goaway(peer, {ENHANCE_YOUR_CALM, PROTOCOL_ERROR}, "MadeYouReset", timeout=30)
+        sender.join(30)
+        assert goaway.last_stream_id < 2 * rounds - 1, "every stream was processed: no limit"
 
 
 @pytest.mark.parametrize("case", ["data", "headers"])
