@@ -15,9 +15,11 @@ not a test that is wrong. ``ASGI_WEAKNESSES`` is the table.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -52,6 +54,7 @@ from tests.http2.h2_harness import (
     STREAM_CLOSED,
     Cost,
     Peer,
+    cpu_seconds,
     describe_frame,
     get,
 )
@@ -62,6 +65,9 @@ pytestmark = pytest.mark.timeout(60)
 CPU_BOUND = 10.0
 RSS_BOUND_KB = 64 * 1024
 LOG_LINES_BOUND = 5
+#: After a flood: the CPU the workers may use in a window where nobody talks to them.
+IDLE_WINDOW = 0.5
+IDLE_CPU_BOUND = 0.2
 
 #: Cases Gunicorn 27's ``-k asgi`` gets wrong, with what it does instead (checked 2026-12-05,
 #: gunicorn 27.0.1, h2 4.4.1). Its row is xfail(strict) for these: a fix upstream shows up.
@@ -101,12 +107,16 @@ def _log_lines(server: Gunicorn) -> list[str]:
 
 
 @contextmanager
-def hostile(server: Gunicorn, quiet: bool = False) -> Iterator[Cost]:
+def hostile(server: Gunicorn, quiet: bool = False, settle: bool = False) -> Iterator[Cost]:
     """Around an attack: a bystander is served afterwards, and the worker's cost stays bounded.
 
     pounce_worker closes an offender with one log line (issue 13 point 5): its rows must log
     at least one line above DEBUG, unless ``quiet`` (cases where a stream error, or no error,
     is a right answer). ``-k asgi`` is held only to the upper bound.
+
+    ``settle``: once the offender is gone, the workers must go quiet (a flood's leftovers must
+    not keep a loop spinning): under IDLE_CPU_BOUND of CPU over IDLE_WINDOW seconds. An idle
+    worker uses next to nothing however loaded the machine is, so this cannot fail from load.
     """
     before = len(_log_lines(server))
     with Cost(server) as cost:
@@ -118,6 +128,18 @@ def hostile(server: Gunicorn, quiet: bool = False) -> Iterator[Cost]:
     assert len(logged) <= LOG_LINES_BOUND, f"{len(logged)} log lines for one attack: {logged[:8]}"
     if getattr(server, "row", "").startswith("pounce") and not quiet:
         assert logged, "the offender was closed without a log line"
+    if settle:
+        idle = idle_cpu(server, IDLE_WINDOW)
+        assert idle < IDLE_CPU_BOUND, f"the workers used {idle:.2f}s of CPU in {IDLE_WINDOW}s after the attack"
+
+
+def idle_cpu(server: Gunicorn, window: float) -> float:
+    """CPU seconds the workers use over ``window`` seconds of wall time with no client (a measurement
+    window, not a wait for an event)."""
+    pids = server.worker_pids()
+    before = sum(cpu_seconds(pid) for pid in pids)
+    time.sleep(window)
+    return sum(cpu_seconds(pid) for pid in pids if os.path.exists(f"/proc/{pid}")) - before
 
 
 def _bystander(server: Gunicorn) -> None:
@@ -199,7 +221,7 @@ def test_control_frame_flood(h2c: Gunicorn, case: str, request: pytest.FixtureRe
     """
     _weakness(request, h2c, f"flood-{case}")
     count = 10_000
-    with hostile(h2c) as cost, Peer(h2c.port, rcvbuf=4096) as peer:
+    with hostile(h2c, settle=True) as cost, Peer(h2c.port, rcvbuf=4096) as peer:
         peer.handshake()
         if case == "settings":
             frames = [SettingsFrame(0).serialize()] * count
@@ -226,7 +248,7 @@ def test_rapid_reset(h2c: Gunicorn, rounds: int, request: pytest.FixtureRequest)
     before thousands of app calls are started, with the last stream id it processed.
     """
     _weakness(request, h2c, "rapid-reset")
-    with hostile(h2c) as cost, Peer(h2c.port) as peer:
+    with hostile(h2c, settle=True) as cost, Peer(h2c.port) as peer:
         peer.handshake()
         frames = []
         for i in range(rounds):
@@ -257,7 +279,7 @@ def test_continuation_flood(h2c: Gunicorn, request: pytest.FixtureRequest) -> No
     The offender sends up to 8 MB; the worker's RSS must not follow.
     """
     _weakness(request, h2c, "continuation-flood")
-    with hostile(h2c) as cost, Peer(h2c.port) as peer:
+    with hostile(h2c, settle=True) as cost, Peer(h2c.port) as peer:
         peer.handshake()
         chunk = _header_block_chunk(MAX_FRAME_SIZE)
         first = HeadersFrame(1, data=peer.encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/"),
@@ -459,7 +481,7 @@ def test_made_you_reset(h2c: Gunicorn, rounds: int, request: pytest.FixtureReque
     close (ENHANCE_YOUR_CALM, or PROTOCOL_ERROR if it treats the first such stream error as a
     connection error, 5.4.1) before it started every stream."""
     _weakness(request, h2c, "made-you-reset")
-    with hostile(h2c) as cost, Peer(h2c.port) as peer:
+    with hostile(h2c, settle=True) as cost, Peer(h2c.port) as peer:
         peer.handshake()
         frames = []
         for i in range(rounds):
