@@ -84,8 +84,12 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     if path == "/watch":
         # Waits for a body that never comes; the query string names a file (in a test's temp
         # dir) where it writes what ended the wait: how a test sees the app get http.disconnect.
+        # FILE.started says the app runs (the test cuts the stream only then).
+        probe = scope["query_string"].decode()
+        with open(probe + ".started", "w"):
+            pass
         _, _, disconnected = await _body(receive)
-        with open(scope["query_string"].decode(), "w") as f:
+        with open(probe, "w") as f:
             f.write("disconnect" if disconnected else "body")
         if not disconnected:
             await send({"type": "http.response.start", "status": 200, "headers": []})
