@@ -138,7 +138,7 @@ def test_h2load_no_failed_requests(h2any: Gunicorn) -> None:
 
     Streams per connection stay within ``http2_max_concurrent_streams``: h2load opens its
     streams before the server's SETTINGS arrive, and ``-k asgi`` answers a stream over the
-    limit with GOAWAY (see test_h2_hostile.ASGI_WEAKNESSES["beyond-concurrency"]): with
+    limit with GOAWAY (see offence.ASGI_WEAKNESSES["beyond-concurrency"]): with
     ``-m 10`` every connection fails after its first streams.
     """
     h2load = require_tool("h2load", "nghttp2-client")
