@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                             capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "pounce_worker"],
                            capture_output=True, text=True).stdout.split()
-    header += f"\npounce_worker at {commit}{' + uncommitted changes' if dirty else ''}"
+    where = commit or "(not a git checkout)"
+    header += f"\npounce_worker at {where}{' + uncommitted changes' if dirty else ''}"
     if skipped:
         header += "\nnot run: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
     if problems:
