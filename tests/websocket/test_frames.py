@@ -15,7 +15,6 @@ whether the socket is closed must be the same.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import struct
 import zlib
 from typing import Any
@@ -28,76 +27,8 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MASK = b"\x12\x9a\xf0\x07"
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-        self.reading = True
-        self.protocol: Any = None
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-
-def _server(app: Any, max_size: int) -> Any:
-    import os
-
-    from gunicorn.config import Config
-
-    from bench.cost import QuietLogger
-    from pounce_worker.asgi.hooks import Hooks
-    from pounce_worker.budget import RequestBudget
-    from pounce_worker.config import ServerConfig
-    from pounce_worker.log import LoopLog
-    from pounce_worker.loop.server import LoopServer
-
-    cfg = Config()
-    config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "processes"})
-    config = dataclasses.replace(config, ws_max_size=max_size, ws_ping_interval=0.0)
-
-    class Worker:
-        def budget_exhausted(self) -> None:
-            pass
-
-    server = LoopServer(0, config, app, [], None, Worker(), Hooks.from_gunicorn(cfg),
-                        LoopLog(QuietLogger(), os.getpid(), 0), RequestBudget(0), "asyncio")
-    server.loop = asyncio.get_running_loop()
-    server.date_header = b"Thu, 01 Jan 2026 00:00:00 GMT"
-    return server
-
-
-async def _run(stream: bytes, cuts: list[int], deflate: bool, fast: bool, max_size: int) -> dict[str, Any]:
-    from pounce_worker.http1.connection import HTTPConnection
-    from pounce_worker.websocket.session import WebSocketSession
+async def _run(stream: bytes, cuts: list[int], offer: str | None, fast: bool, max_size: int) -> dict[str, Any]:
+    from bench.ws_driver import make_server, open_session
 
     seen: list[Any] = []
 
@@ -114,26 +45,9 @@ async def _run(stream: bytes, cuts: list[int], deflate: bool, fast: bool, max_si
             else:
                 await send({"type": "websocket.send", "bytes": message["bytes"]})
 
-    server = _server(app, max_size)
-    connection = HTTPConnection(server)
-    transport = Transport()
-    transport.protocol = connection
-    connection.connection_made(transport)
-    head = (f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n")
-    if deflate:
-        head += "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-    old = WebSocketSession.FAST_PATH
-    WebSocketSession.FAST_PATH = fast
-    try:
-        connection.data_received((head + "\r\n").encode())
-    finally:
-        WebSocketSession.FAST_PATH = old
-    session = transport.protocol
-    assert isinstance(session, WebSocketSession) and session.fast is fast
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert b" 101 " in transport.out
+    server = make_server(app, ws_max_size=max_size, ws_ping_interval=0.0)
+    session, transport = await open_session(server, offer, fast=fast, keep=True, key=KEY)
+    assert transport.out is not None
     start = 0
     for cut in [*cuts, len(stream)]:
         chunk, start = stream[start:cut], max(start, cut)
@@ -184,54 +98,107 @@ close_payloads = st.one_of(
 )
 
 
+#: What the client offers: no compression, then context takeover on both sides (a browser),
+#: without it on either side, and small windows (a client compressing with a larger window
+#: than it announced sends frames the server cannot inflate: the invalid case).
+OFFERS = [
+    None,
+    "permessage-deflate",
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits",
+    "permessage-deflate; server_no_context_takeover",
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+    "permessage-deflate; client_max_window_bits=9; server_max_window_bits=9",
+]
+#: Compressed payloads: around the size limits (a run of zeros inflates ~1000x: the bomb),
+#: text, binary, invalid UTF-8.
+compressible = st.one_of(
+    texts, st.binary(max_size=300), invalid_utf8, st.just("é".encode() * 700 + b"\xff"),
+    st.sampled_from([99, 100, 101, 999, 1000, 1001, 5000, 70000, 300000]).map(lambda n: b"\x00" * n),
+)
+
+
 @st.composite
-def frames(draw: Any, deflate: bool) -> bytes:
-    kind = draw(st.sampled_from(["data"] * 8 + ["fragment", "control", "close", "weird", "compressed"]))
+def frames(draw: Any) -> tuple[Any, ...]:
+    """One frame or message: ``("raw", bytes)``, or ``("z", ...)`` compressed when the stream is built."""
+    kind = draw(st.sampled_from(["data"] * 6 + ["compressed"] * 4 + ["fragment", "control", "close", "weird"]))
     masked = draw(st.sampled_from([True] * 12 + [False]))
     wide = draw(st.sampled_from([0] * 10 + [1, 2]))
     if kind == "data":
-        return _frame(True, 0, draw(st.sampled_from([1, 2])), draw(payloads), masked, wide)
+        return ("raw", _frame(True, 0, draw(st.sampled_from([1, 2])), draw(payloads), masked, wide))
     if kind == "fragment":
         first = draw(st.sampled_from([0, 1, 2]))
         parts = draw(st.lists(texts, min_size=1, max_size=3))
         out = _frame(len(parts) == 1, 0, first, parts[0], masked, wide)
         for i, part in enumerate(parts[1:], 2):
             out += _frame(i == len(parts), 0, 0, part, True, 0)
-        return out
+        return ("raw", out)
     if kind == "control":
-        return _frame(draw(st.booleans()), 0, draw(st.sampled_from([9, 10])), draw(st.binary(max_size=130)), masked, 0)
+        return ("raw", _frame(draw(st.booleans()), 0, draw(st.sampled_from([9, 10])),
+                              draw(st.binary(max_size=130)), masked, 0))
     if kind == "close":
-        return _frame(True, 0, 8, draw(close_payloads), masked, 0)
+        return ("raw", _frame(True, 0, 8, draw(close_payloads), masked, 0))
     if kind == "compressed":
-        raw = draw(texts)
-        c = zlib.compressobj(6, zlib.DEFLATED, -15)
-        body = c.compress(raw) + c.flush(zlib.Z_SYNC_FLUSH)
-        body = body[:-4] if draw(st.booleans()) else body
-        return _frame(True, 4, draw(st.sampled_from([1, 2])), body, masked, 0)
-    return _frame(draw(st.booleans()), draw(st.integers(0, 7)), draw(st.integers(0, 15)),
-                  draw(st.binary(max_size=20)), masked, wide)
+        how = draw(st.sampled_from(["whole"] * 6 + ["fragments", "garbage", "wide window", "extra rsv"]))
+        return ("z", how, draw(st.sampled_from([1, 2])), draw(compressible), draw(st.booleans()),
+                masked, wide, draw(st.integers(1, 3)))
+    return ("raw", _frame(draw(st.booleans()), draw(st.integers(0, 7)), draw(st.integers(0, 15)),
+                          draw(st.binary(max_size=20)), masked, wide))
+
+
+def _build(items: list[tuple[Any, ...]], offer: str | None) -> bytes:
+    """The client's byte stream: compressed messages share one compressor unless the offer asked
+    for client_no_context_takeover (then, as a client must, a fresh one each message)."""
+    takeover = offer is not None and "client_no_context_takeover" not in offer
+    bits = 9 if offer is not None and "client_max_window_bits=9" in offer else 15
+    shared = None
+    out = b""
+    for item in items:
+        if item[0] == "raw":
+            out += item[1]
+            continue
+        _, how, opcode, raw, strip, masked, wide, parts = item
+        if how == "garbage":
+            out += _frame(True, 4, opcode, raw[:40], masked, wide)
+            continue
+        window = 15 if how == "wide window" else bits
+        if takeover and how != "wide window":
+            shared = shared or zlib.compressobj(6, zlib.DEFLATED, -bits)
+            comp = shared
+        else:
+            comp = zlib.compressobj(6, zlib.DEFLATED, -window)
+        body = comp.compress(raw) + comp.flush(zlib.Z_SYNC_FLUSH)
+        body = body[:-4] if strip else body
+        if how == "fragments" and parts > 1:
+            step = len(body) // parts + 1
+            pieces = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+            for i, piece in enumerate(pieces):
+                last = i == len(pieces) - 1
+                out += _frame(last, 4 if i == 0 else 0, opcode if i == 0 else 0, piece, masked, 0)
+            continue
+        out += _frame(True, 6 if how == "extra rsv" else 4, opcode, body, masked, wide)
+    return out
 
 
 @st.composite
-def streams(draw: Any) -> tuple[bytes, list[int], bool, int]:
-    deflate = draw(st.booleans())
-    stream = b"".join(draw(st.lists(frames(deflate), max_size=12)))
+def streams(draw: Any) -> tuple[bytes, list[int], str | None, int]:
+    offer = draw(st.sampled_from(OFFERS))
+    stream = _build(draw(st.lists(frames(), max_size=12)), offer)
     if draw(st.booleans()):
         stream += draw(st.binary(min_size=1, max_size=12))  # a truncated or garbage tail
     cuts = sorted(draw(st.lists(st.integers(0, max(len(stream), 1)), max_size=8)))
     if draw(st.booleans()):  # every byte alone, the hardest cut for a split header
         cuts = list(range(1, min(len(stream), 200)))
     max_size = draw(st.sampled_from([0, 100, 1000, 16 * 1024 * 1024]))
-    return stream, cuts, deflate, max_size
+    return stream, cuts, offer, max_size
 
 
 @pytest.mark.timeout(900)
-@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(streams())
-def test_fast_path_equals_wsproto(case: tuple[bytes, list[int], bool, int]) -> None:
-    stream, cuts, deflate, max_size = case
-    fast = asyncio.run(_run(stream, cuts, deflate, True, max_size))
-    slow = asyncio.run(_run(stream, cuts, deflate, False, max_size))
+def test_fast_path_equals_wsproto(case: tuple[bytes, list[int], str | None, int]) -> None:
+    stream, cuts, offer, max_size = case
+    fast = asyncio.run(_run(stream, cuts, offer, True, max_size))
+    slow = asyncio.run(_run(stream, cuts, offer, False, max_size))
     assert fast == slow
 
 
@@ -249,10 +216,70 @@ def test_fast_path_is_taken() -> None:
     WebSocketSession._feed_wsproto = spy  # type: ignore[method-assign]
     try:
         stream = _frame(True, 0, 1, b"hello", True, 0) + _frame(True, 0, 2, b"\x00" * 300, True, 0)
-        result = asyncio.run(_run(stream, [11], False, True, 0))  # a cut between the frames
+        result = asyncio.run(_run(stream, [11], None, True, 0))  # a cut between the frames
     finally:
         WebSocketSession._feed_wsproto = original  # type: ignore[method-assign]
     assert calls == []
     received = [m.get("text") or m.get("bytes") for m in result["seen"] if m["type"] == "websocket.receive"]
     assert received == ["hello", b"\x00" * 300]
     assert result["out"].endswith(b"\x81\x05hello" + b"\x82\x7e\x01\x2c" + b"\x00" * 300)
+
+
+def _server_frames(out: bytes) -> list[tuple[int, bytes]]:
+    """(first byte, payload) of each frame we wrote after the 101 response."""
+    data = out[out.index(b"\r\n\r\n") + 4:]
+    frames, pos = [], 0
+    while pos < len(data):
+        b0, n = data[pos], data[pos + 1] & 0x7F
+        head = 2
+        if n == 126:
+            n, head = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+        frames.append((b0, data[pos + head:pos + head + n]))
+        pos += head + n
+    return frames
+
+
+def test_compressed_fast_path_is_taken() -> None:
+    """Compressed messages with context takeover, in and out, never reach wsproto; the client
+    inflates our frames (one history across messages) back to what it sent."""
+    from pounce_worker.websocket.session import WebSocketSession
+
+    calls = []
+    original = WebSocketSession._feed_wsproto
+
+    def spy(self: Any, data: bytes) -> None:
+        calls.append(data)
+        original(self, data)
+
+    messages = [(1, "hello " * 50), (2, bytes(range(256)) * 4), (1, "hello " * 50)]
+    client = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stream = b""
+    for opcode, message in messages:
+        raw = message.encode() if isinstance(message, str) else message
+        stream += _frame(True, 4, opcode, (client.compress(raw) + client.flush(zlib.Z_SYNC_FLUSH))[:-4], True, 0)
+    WebSocketSession._feed_wsproto = spy  # type: ignore[method-assign]
+    try:
+        result = asyncio.run(_run(stream, [], "permessage-deflate", True, 0))
+    finally:
+        WebSocketSession._feed_wsproto = original  # type: ignore[method-assign]
+    assert calls == []
+    received = [m.get("text") or m.get("bytes") for m in result["seen"] if m["type"] == "websocket.receive"]
+    assert received == [m for _, m in messages]
+    inflater = zlib.decompressobj(-15)
+    echoed = [(b0, inflater.decompress(body + b"\x00\x00\xff\xff")) for b0, body in _server_frames(result["out"])]
+    assert echoed == [(0xC0 | op, m.encode() if isinstance(m, str) else m) for op, m in messages]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=70000), st.binary(min_size=4, max_size=4))
+def test_unmask_equals_wsproto(payload: bytes, mask: bytes) -> None:
+    """Both unmaskings (pure Python, and websockets' C routine where it is used) are wsproto's."""
+    from wsproto.frame_protocol import XorMaskerSimple
+
+    from pounce_worker.websocket import mask as masking
+
+    expected = bytes(XorMaskerSimple(mask).process(bytearray(payload)))
+    assert masking.unmask_py(payload, mask) == expected
+    assert masking.unmask(payload, mask) == expected
