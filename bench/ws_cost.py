@@ -11,6 +11,7 @@ and syscalls are left out, so the figure is below what bench/ws.py reads from /p
     python bench/ws_cost.py                        # µs per echoed message, 64 B text
     python bench/ws_cost.py --size 65536 --binary --deflate
     python bench/ws_cost.py --profile              # cProfile, the top functions by own time
+    python bench/ws_cost.py --size 65536 --pure-mask   # without websockets' C unmasking
 """
 
 from __future__ import annotations
@@ -75,13 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deflate", action="store_true")
     ap.add_argument("--sessions", type=int, default=16)
     ap.add_argument("--messages", type=int, default=40000)
+    ap.add_argument("--pure-mask", action="store_true",
+                    help="unmask in pure Python even where websockets' C routine is installed")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args(argv)
     profile = cProfile.Profile() if args.profile else None
+    from pounce_worker.websocket import frames, mask
+    if args.pure_mask:
+        frames.unmask = mask.unmask_py
+    masking = "C (websockets)" if frames.unmask is mask.SPEEDUP else "pure Python"
     seconds = asyncio.run(drive(args.size, args.binary, args.deflate, args.sessions, args.messages, profile))
     print(f"pounce_worker ws {args.size} B {'binary' if args.binary else 'text'}"
-          f"{' deflate' if args.deflate else ''} on {sys.version.split()[0]}: {seconds * 1e6:.1f} µs/message"
+          f"{' deflate' if args.deflate else ''} on {sys.version.split()[0]}, unmasking in {masking}: "
+          f"{seconds * 1e6:.1f} µs/message"
           f"{' (under cProfile)' if profile else ''}")
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
