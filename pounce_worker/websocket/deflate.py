@@ -77,7 +77,10 @@ def inflate(ext: Any, payload: bytes | bytearray, limit: int, text: bool) -> tup
     if backup is None:
         inflater = zlib.decompressobj(-int(ext.client_max_window_bits))
     else:
-        inflater, backup = backup, backup.copy()
+        try:
+            inflater, backup = backup, backup.copy()
+        except ValueError:  # a history past the end of its stream (a final block) cannot be copied
+            return None
     try:
         out = inflater.decompress(payload + TAIL, limit + 1) if limit else inflater.decompress(payload + TAIL)
         if limit and len(out) > limit:
