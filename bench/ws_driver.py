@@ -1,7 +1,7 @@
 """WebSocket sessions without sockets: a LoopServer, the real handshake path, a fake transport.
 
 Shared by bench/ws_cost.py (CPU per message of our own code) and
-tests/test_ws_fastpath.py (the fast path against wsproto alone), so both drive
+tests/websocket/test_frames.py (the fast path against wsproto alone), so both drive
 the session exactly as a socket would: ``HTTPConnection.data_received`` with the
 upgrade request, then ``session.data_received`` with the client's frames.
 """

@@ -6,7 +6,7 @@ most of its cost. Here a whole compressed frame (complete in one read,
 unfragmented) is inflated in one call and our own messages are deflated in
 one call, through the very ``zlib`` objects wsproto keeps on the extension
 (``_decompressor``/``_compressor``), so context takeover stays one history
-whichever path handles a given message. ``tests/test_ws_fastpath.py`` proves
+whichever path handles a given message. ``tests/websocket/test_frames.py`` proves
 the results equal to wsproto alone.
 
 A frame is taken only when wsproto's result is certain: the inflated message

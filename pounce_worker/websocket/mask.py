@@ -10,7 +10,7 @@ It is optional and never required: pounce_worker does not depend on
 ``websockets``, and on a free-threaded build it is not imported at all (an
 extension built without free-threading support would switch the GIL back on
 for the whole process; the same rule as for uvloop). The pure-Python
-``unmask_py`` is then used, and ``tests/test_ws_fastpath.py`` proves both
+``unmask_py`` is then used, and ``tests/websocket/test_frames.py`` proves both
 equal to wsproto's unmasking.
 """
 
