@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi import ASGI_VERSION, ClientDisconnected, Message
 from ..asgi.hooks import RequestView, ResponseView, access_environ
-from . import frames, handshake
+from . import deflate, frames, handshake
 from .frames import MAX_QUEUE, QUEUE_HIGH_WATER
 
 try:
@@ -111,7 +111,8 @@ class WebSocketSession(asyncio.Protocol):
         self._fp_head = b""  # a frame header split over reads (already given to wsproto)
         self._fp_owed = 0  # bytes of a frame wsproto has started that are still to come
         self._fp_fragmented = False  # wsproto is inside a fragmented message
-        self.fast_out = False  # our messages framed here: set at the accept, when no deflate was agreed
+        self.fast_out = False  # our messages framed here: set at the accept
+        self.out_deflate: PerMessageDeflate | None = None  # the extension our frames are compressed with
 
     # -- start -----------------------------------------------------------------------
 
@@ -391,6 +392,8 @@ class WebSocketSession(asyncio.Protocol):
                 self.sent += len(event.data)
             else:
                 raise TypeError(f"ASGI: 'websocket.send' bytes must be bytes, got {type(data).__name__}")
+            if self.deflate is not None and deflate.USABLE and self.deflate.enabled():
+                deflate.compressor(self.deflate)  # ours, not wsproto's default: both paths alike
             self._write(self.ws.send(event))
             self.server.request_done()
         elif kind == "websocket.close":
@@ -405,7 +408,13 @@ class WebSocketSession(asyncio.Protocol):
 
     _default_headers = handshake.default_headers
 
-    _accept = handshake.accept
+    def _accept(self, message: Message) -> None:
+        """The handshake's accept, then our frames compressed here too when deflate was agreed."""
+        handshake.accept(self, message)
+        ext = self.deflate
+        if ext is not None and ext.enabled():
+            self.fast_out = self.fast and deflate.USABLE
+            self.out_deflate = ext if self.fast_out else None
 
     _refuse = handshake.refuse
 
