@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi import ASGI_VERSION, ClientDisconnected, Message
 from ..asgi.hooks import RequestView, ResponseView, access_environ
+from ..io.flow import WriteFlow
 from . import deflate, frames, handshake
 from .frames import MAX_QUEUE, QUEUE_HIGH_WATER
 
@@ -99,8 +100,10 @@ class WebSocketSession(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         # Flow control.
         self.read_paused = False
-        self.write_paused = connection.flow.paused  # resume_writing now comes here
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Write flow control (io/flow.py), as the connection's was: resume_writing now comes here.
+        self.flow = WriteFlow()
+        if connection.flow.paused:
+            self.flow.pause()
         # Keep-alive and close timers.
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
@@ -142,24 +145,17 @@ class WebSocketSession(asyncio.Protocol):
         self.close_sent = True
         self._cancel_timers()
         self._disconnected(1006, "")  # no-op when a close frame already gave the code
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.close()
         self._wake()
         self._maybe_finished()
 
     def pause_writing(self) -> None:
         """The peer is not reading: stop reading it too, or the pongs its pings ask for pile up here."""
-        self.write_paused = True
+        self.flow.pause()
         self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume()
         self._queue_has_room()
 
     # -- LoopServer's connection interface ---------------------------------------------
@@ -302,12 +298,6 @@ class WebSocketSession(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
 
-    async def _drain(self) -> None:
-        while self.write_paused and not self.lost:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -334,14 +324,14 @@ class WebSocketSession(asyncio.Protocol):
         """Read again once the app has taken enough queued messages (before the close, after which
         ``_close`` keeps reading for the peer's answer)."""
         if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER \
-                and not self.close_sent and not self.write_paused and self.accepted:
+                and not self.close_sent and not self.flow.paused and self.accepted:
             self._resume_reading()
 
     # -- ASGI send ---------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        if self.write_paused:
-            await self._drain()
+        if self.flow.paused:
+            await self.flow.wait(self.loop)
         kind = message.get("type")
         if not self.handshake_done:
             if self.lost:
@@ -408,13 +398,7 @@ class WebSocketSession(asyncio.Protocol):
 
     _default_headers = handshake.default_headers
 
-    def _accept(self, message: Message) -> None:
-        """The handshake's accept, then our frames compressed here too when deflate was agreed."""
-        handshake.accept(self, message)
-        ext = self.deflate
-        if ext is not None and ext.enabled():
-            self.fast_out = self.fast and deflate.USABLE
-            self.out_deflate = ext if self.fast_out else None
+    _accept = handshake.accept
 
     _refuse = handshake.refuse
 
