@@ -93,6 +93,10 @@ class FakeTransport(asyncio.Transport):
         self.eof_written = False
         self.lost = False
         self.reading = True
+        # The client reads nothing (Conn.stop_reading): each write leaves our buffer over its
+        # high-water mark, and the transport pauses its protocol as asyncio's does, in write().
+        self.full = False
+        self.protocol_paused = False
 
     # -- what the connection calls ---------------------------------------------------------
 
@@ -125,6 +129,18 @@ class FakeTransport(asyncio.Transport):
         # asyncio takes a write after close() (and loses it once the socket is gone): recorded
         # under its own name, so that a test of the order of calls sees it.
         self.calls.append(("write-after-close" if self.closing else "write", bytes(data)))
+        if self.full:
+            self.pause_protocol()
+
+    def pause_protocol(self) -> None:
+        if not self.protocol_paused:
+            self.protocol_paused = True
+            self.protocol.pause_writing()  # type: ignore[union-attr]
+
+    def resume_protocol(self) -> None:
+        if self.protocol_paused:
+            self.protocol_paused = False
+            self.protocol.resume_writing()  # type: ignore[union-attr]
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -217,12 +233,19 @@ class Conn:
         """The connection is gone (a reset, or the transport finished closing)."""
         self.rig.call(self.transport._lose, ConnectionResetError("reset by peer"), settle=settle)
 
-    def pause_writing(self, settle: bool = True) -> None:
-        """The transport's buffer went over its high-water mark: the client stopped reading."""
-        self.rig.call(self.protocol.pause_writing, settle=settle)
+    def stop_reading(self, settle: bool = True) -> None:
+        """The client stops reading: our buffer is full now (pause_writing), and after every write."""
+        self.transport.full = True
+        self.rig.call(self.transport.pause_protocol, settle=settle)
 
-    def resume_writing(self, settle: bool = True) -> None:
-        self.rig.call(self.protocol.resume_writing, settle=settle)
+    def read_buffered(self, settle: bool = True) -> None:
+        """The client reads what is buffered (resume_writing), and no more: the next write fills it again."""
+        self.rig.call(self.transport.resume_protocol, settle=settle)
+
+    def start_reading(self, settle: bool = True) -> None:
+        """The client reads again, and keeps reading."""
+        self.transport.full = False
+        self.rig.call(self.transport.resume_protocol, settle=settle)
 
     # -- what the server did ------------------------------------------------------------------
 
