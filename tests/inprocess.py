@@ -69,10 +69,10 @@ class FakeTransport(asyncio.Transport):
     """A socket transport that records every call made on it, in order.
 
     It behaves as asyncio's selector transport where the connection can tell:
-    ``close``/``abort`` end in ``connection_lost`` on a later loop iteration, a
-    write after ``write_eof`` raises, and returning a false value from
-    ``eof_received`` closes it. Writes never block: the test plays a client that
-    stops reading by calling ``Conn.pause_writing`` itself.
+    ``close``/``abort`` end in ``connection_lost`` on a later loop iteration
+    (``close`` only once a full buffer drained), a write after ``write_eof``
+    raises, and returning a false value from ``eof_received`` closes it. Writes
+    never block: a client that stops reading is played by ``Conn.stop_reading``.
     """
 
     def __init__(
@@ -140,7 +140,10 @@ class FakeTransport(asyncio.Transport):
     def resume_protocol(self) -> None:
         if self.protocol_paused:
             self.protocol_paused = False
-            self.protocol.resume_writing()  # type: ignore[union-attr]
+            if self.closing:  # closed with a full buffer: it drained, the close completes
+                self.loop.call_soon(self._lose, None)
+            else:
+                self.protocol.resume_writing()  # type: ignore[union-attr]
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -161,17 +164,18 @@ class FakeTransport(asyncio.Transport):
         return self.reading
 
     def close(self) -> None:
+        """As asyncio's: connection_lost once what is buffered has gone (at once when nothing is)."""
         self.calls.append(("close",))
-        self._end()
-
-    def abort(self) -> None:
-        self.calls.append(("abort",))
-        self._end()
-
-    def _end(self) -> None:
         if not self.closing:
             self.closing = True
-            self.loop.call_soon(self._lose, None)
+            if not self.protocol_paused:
+                self.loop.call_soon(self._lose, None)
+
+    def abort(self) -> None:
+        """As asyncio's: the buffer is dropped, connection_lost comes at once."""
+        self.calls.append(("abort",))
+        self.closing = True
+        self.loop.call_soon(self._lose, None)
 
     def _lose(self, exc: Exception | None) -> None:
         if not self.lost:

@@ -504,11 +504,12 @@ def test_pipelined_backlog_over_high_water_keeps_reading_paused_until_it_drains(
     assert answers == [ok(b"/%d" % i) for i in range(81)]
 
 
-def test_large_pipelined_read_is_not_paused_for_a_head_still_arriving(make_rig, fast):
-    """Only complete requests waiting behind a response count as backlog; a head must be read to be answered."""
+def test_head_larger_than_high_water_is_read_while_it_arrives(make_rig, fast):
+    """Only complete requests queued behind a response are backlog: a head must be read to be answered."""
     rig = make_rig(hello, fast_path=fast)
     conn = rig.connect()
-    conn.send(b"GET / HTTP/1.1\r\nHost: example.org\r\n" + b"X-Pad: 1\r\n" * 50)
+    fields = b"".join(b"X-Pad-%d: " % i + b"p" * 7000 + b"\r\n" for i in range(10))  # 70 kB
+    conn.send(b"GET / HTTP/1.1\r\nHost: example.org\r\n" + fields)
     assert conn.kinds() == []
     conn.send(b"\r\n")
     assert conn.output() == ok(b"hello")
@@ -564,6 +565,31 @@ def test_body_over_high_water_pauses_reading_until_the_app_consumes_it(make_rig,
     conn.send(b"x" * 30_000)
     assert received == [size]
     assert conn.output() == ok(b"")
+
+
+def test_reading_resumes_as_soon_as_the_app_takes_the_buffered_body(make_rig, fast):
+    """Not at the app's next receive(): an app may take one part, then work on it for a while."""
+    gates = [asyncio.Event(), asyncio.Event()]
+    received: list[int] = []
+
+    async def app(scope, receive, send):
+        await gates[0].wait()
+        received.append(len((await receive())["body"]))
+        await gates[1].wait()
+        received.append(len(await read_all(receive)))
+        await send(start(200, [(b"content-length", b"0")]))
+        await send(body(b""))
+
+    rig = make_rig(app, fast_path=fast)
+    conn = rig.connect()
+    conn.send(post(b"x" * 70_000, length=100_000))
+    assert conn.kinds() == ["pause_reading"]
+    rig.call(gates[0].set)
+    assert received == [70_000]
+    assert conn.kinds() == ["pause_reading", "resume_reading"]
+    conn.send(b"x" * 30_000)
+    rig.call(gates[1].set)
+    assert received == [70_000, 30_000]
 
 
 def test_body_under_high_water_is_read_without_pausing(make_rig, fast):
@@ -656,6 +682,27 @@ def test_client_fin_is_a_disconnect(make_rig, fast):
     assert messages[1:] == [{"type": "http.disconnect"}]
     assert set(conn.kinds()) == {"close"}  # the transport's own close on EOF, and the cycle's
     assert conn.lost
+
+
+def test_client_fin_is_a_disconnect_at_once_even_while_our_buffer_is_full(make_rig, fast):
+    """The transport's close waits for the buffer to drain; the app must not wait with it."""
+    messages: list[str] = []
+
+    async def app(scope, receive, send):
+        await send(start(200))
+        await send(body(b"a", more=True))  # fills the buffer of a client that reads nothing
+        await receive()
+        messages.append((await receive())["type"])
+
+    rig = make_rig(app, fast_path=fast)
+    conn = rig.connect()
+    conn.stop_reading()
+    conn.read_buffered()  # one write's room
+    conn.send(GET)
+    assert messages == []
+    conn.send_eof()
+    assert messages == ["http.disconnect"]
+    assert not conn.lost  # the transport still holds what it could not send
 
 
 def test_client_leaving_mid_body_gives_http_disconnect_not_a_short_body(make_rig, fast):
