@@ -14,54 +14,31 @@ timeout, the body size cap) are checked around it, never instead of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
-import operator
 import time
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import h11
 
-from ..asgi import ASGI_VERSION, HTTP_SPEC_VERSION, STATUS_PHRASES, ClientDisconnected, Message, timing
-from ..asgi.compression import CompressingSend
-from ..asgi.hooks import RequestView, ResponseView, access_environ
-from ..asgi.pathsend import EXTENSION as PATHSEND
-from ..asgi.pathsend import send_path
+from ..asgi import Rejection, timing
+from ..asgi.cycle import RequestCycle
+from ..asgi.scope import http_scope
 from ..websocket import upgrade as websocket
 from .chunked import ChunkedScanner, scanner_for
-from .fastpath import FastResponse, normalize, parse_head, primed_h11, render
-from .proxy import forwarded, ip_allowed, parse_proxy_header
-from .validate import HeadScan, Rejection, check_head, check_parsed, split_target
+from .errors import error_page
+from .exchange import HOLD_LIMIT, H1Exchange
+from .parse import parse_head
+from .proxy import ip_allowed, parse_proxy_header
+from .validate import HeadScan, check_head, check_parsed
 
 if TYPE_CHECKING:
     from ..loop.server import LoopServer
 
 #: Buffered request body above which we stop reading the socket until the app consumes it.
 HIGH_WATER = 65536
-CLOSE_HEADER = (b"connection", b"close")
-#: Complete responses up to this size wait for the end of the loop iteration (HTTPConnection.hold).
-HOLD_LIMIT = 64 * 1024
-#: Our own error pages use RFC 9110's names, whatever this Python's http.HTTPStatus says
-#: (3.11 has "Request-URI Too Long"; Gunicorn and 3.13 say "URI Too Long").
-REJECT_PHRASES = {413: b"Content Too Large", 414: b"URI Too Long"}
-#: Header lines some refusals must carry. 405 (CONNECT, see start_request) needs Allow (RFC 9110
-#: §15.5.6): the methods an origin server serving a generic ASGI app takes. The server hands every
-#: method but CONNECT to the app, which alone knows its routes; these are the ones web apps and
-#: their frameworks serve. TRACE is left out: frameworks do not implement it, and a server that
-#: advertises it is reported by security scanners (cross-site tracing).
-REJECT_FIELDS = {405: b"allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"}
-#: The ASGI spec's Early Hints extension, advertised in every HTTP scope: its message
-#: (``links``) and Gunicorn's ``http.response.informational`` (a 1xx status and headers)
-#: are both accepted before ``http.response.start`` (RequestCycle._informational).
-EARLY_HINT = "http.response.early_hint"
-INFORMATIONAL = "http.response.informational"
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
 LINGER = 2.0
-NO_BODY_STATUS = frozenset({204, 304}) | frozenset(range(100, 200))
 #: HTTPConnection.phase: what the connection waits for, which names its deadline (on_deadline).
 #: ACTIVE: a request head (POUNCE_HEADER_TIMEOUT, when armed) or the app (no deadline);
 #: BODY: a body the app waits for (POUNCE_BODY_TIMEOUT/_MIN_RATE); UNREAD_BODY: the rest of
@@ -296,10 +273,12 @@ class HTTPConnection(asyncio.Protocol):
                             self._became_idle()
                         continue
                     try:
-                        cycle.feed(chunk, more_body=self.body_remaining > 0)
+                        cycle.feed(chunk, self.body_remaining > 0)
                     except Rejection as exc:
                         self.reject(exc.status, str(exc))
                         return
+                    if len(cycle.body) > HIGH_WATER:
+                        self.pause_reading()  # until the app consumes it
                     continue
                 if cycle is not None:
                     # A pipelined request: wait until the current response is complete.
@@ -419,16 +398,17 @@ class HTTPConnection(asyncio.Protocol):
                 if cycle is None or cycle.response_complete:
                     continue  # body the app chose not to read; discard it
                 try:
-                    cycle.feed(event.data, more_body=True)  # type: ignore[union-attr]
+                    cycle.feed(event.data, True)  # type: ignore[union-attr]
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
+                if len(cycle.body) > HIGH_WATER:
+                    self.pause_reading()  # until the app consumes it
             elif event_type is h11.EndOfMessage:
                 self.body_done()
                 cycle = self.cycle
                 if cycle is not None and not cycle.response_complete:
-                    cycle.more_body = False
-                    cycle.wake()
+                    cycle.feed(b"", False)
                 elif conn.our_state is h11.DONE:
                     self._next_cycle()
                     continue
@@ -524,76 +504,23 @@ class HTTPConnection(asyncio.Protocol):
         """
         self.deadline = 0.0  # _cancel_timers(), inlined
         self.phase = ACTIVE
-        if method == b"CONNECT":
-            # RFC 9110 §9.3.6: a 2xx answer to CONNECT means a tunnel is open, and a proxy in
-            # front may take a generic app's 200 for one; an ASGI app cannot open a tunnel.
-            # Refused before the app (405 with Allow: reject(), REJECT_FIELDS), on both paths:
-            # parse_head leaves CONNECT to h11.
-            raise Rejection(405, "CONNECT is not served: an ASGI app cannot open a tunnel")
         config = self.config
         if not 0 < head_size <= config.head_within_limits:
             self._check_limits(method, target, headers, head_size)
-        if target[:1] == b"/" and target.find(b"#") < 0:  # origin-form: split_target's usual case
-            raw_path, _, query = target.partition(b"?")
-        else:
-            raw_path, query = split_target(method, target)
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            raise Rejection(400, "Request target is not ASCII") from None
-        if "%" in path:
-            path = unquote(path)
-        scheme = self.scheme
-        # root_path (like uvicorn's --root-path) is prepended to the path; a
-        # SCRIPT_NAME (Gunicorn's: from the environment, or from a trusted
-        # proxy listed in forwarder_headers) is a prefix the path already has.
-        root_path = config.root_path
-        script_name = config.script_name
-        if self.trusted and not config.forwarded_names.isdisjoint(map(_field_name, headers)):
-            forwarded_scheme, forwarded_script = forwarded(config, headers)
-            scheme = forwarded_scheme or scheme
-            script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name
-        if script_name:
-            if not path.startswith(script_name):
-                raise Rejection(500, f"Request path {path!r} does not start with SCRIPT_NAME {script_name!r}")
-            root_path = script_name
-        elif root_path:
-            path = root_path + path
-            raw_path = root_path.encode("ascii") + raw_path
-        if config.max_body_size:
-            length = _content_length(headers)
-            if length is not None and length > config.max_body_size:
-                raise Rejection(
-                    413, f"Request body of {length} bytes exceeds POUNCE_MAX_BODY_SIZE={config.max_body_size}"
-                )
         server = self.server
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION},
-            "http_version": "1.1" if http_version == b"1.1" else http_version.decode("ascii"),
-            "server": self.local,
-            "client": self.client,
-            "scheme": scheme,
-            "method": method.decode("ascii"),
-            "root_path": root_path,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": server.state.copy(),
-            # pathsend.py (a fresh dict: apps may write to it) and 103 Early Hints (shared:
-            # a fresh one costs ~190 instructions a request, for a dict apps only test for)
-            # Fresh dicts, as the spec has them: apps may write to them, and one shared
-            # across requests and loop threads would be shared mutable state.
-            "extensions": {PATHSEND: {}, EARLY_HINT: {}},
-        }
+        scope = http_scope(
+            server, method, target, "1.1" if http_version == b"1.1" else http_version.decode("ascii"), headers,
+            self.client, self.local, self.scheme, self.trusted,
+        )
         if not self.fast and self._upgrade_to_websocket(scope, target, headers):
             return  # WebSocket handshake: the connection is websocket.py's from here on
         self.requests += 1
         keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
-        cycle = RequestCycle(self, scope, method, target, keep_alive, body_expected)
+        expect_100 = not self.fast and self.conn.they_are_waiting_for_100_continue
+        exchange = H1Exchange(self, method, keep_alive, expect_100)
+        cycle = RequestCycle(server, exchange, scope, target, body_expected, self.parse_started)
         self.cycle = cycle
-        if body_expected and not cycle.expect_100:
+        if body_expected and not expect_100:
             # (An Expect: 100-continue body starts its clock when the 100 is sent.)
             self.expect_body()
         server.spawn_request(cycle)
@@ -633,7 +560,7 @@ class HTTPConnection(asyncio.Protocol):
         else:
             self._arm_idle_timer(self.config.keepalive)
 
-    def on_response_complete(self, cycle: RequestCycle) -> None:
+    def on_response_complete(self, exchange: H1Exchange) -> None:
         """The response went out in full; continue with the next request or close."""
         server = self.server
         server.requests += 1  # server.request_done(), inlined: this runs once per request
@@ -641,7 +568,7 @@ class HTTPConnection(asyncio.Protocol):
             server.worker.budget_exhausted()
         if self.closed:
             return
-        if cycle.must_close or not cycle.keep_alive:
+        if exchange.must_close or not exchange.keep_alive:
             self.close()
             return
         if self.fast:
@@ -840,6 +767,13 @@ class HTTPConnection(asyncio.Protocol):
             if not self.closed:
                 self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
+    def write(self, data: bytes) -> None:
+        """Every write but a held response's: what is held goes first, so bytes never leave out of order."""
+        if self.held is not None:
+            self.release()
+        if not self.closed:
+            self.transport.write(data)
+
     def close(self) -> None:
         """Close once what was written has gone, without a reset: a lingering close.
 
@@ -856,8 +790,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.held is not None:
             self.release()
         cycle = self.cycle
-        if cycle is not None and cycle.pending_head is not None:
-            cycle.flush_head()  # a started response shows at least its status
+        if cycle is not None:
+            cycle.exchange.flush()  # a started response shows at least its status
         if self.closed:
             return
         self.closed = True
@@ -886,7 +820,7 @@ class HTTPConnection(asyncio.Protocol):
         """
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
+            cycle.exchange.keep_alive = False
         elif self.requests == 0 and not self.closed:
             self._arm_idle_timer(FIRST_REQUEST_GRACE)
         else:
@@ -897,560 +831,8 @@ class HTTPConnection(asyncio.Protocol):
         self.log.warning(
             "Invalid request from ip=%s: %s", self.client[0] if self.client else "-", message
         )
-        body = (message + "\n").encode("utf-8", "replace")
         cycle = self.cycle
         if (cycle is None or not cycle.response_started) and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            reason = REJECT_PHRASES.get(status) or (STATUS_PHRASES[status] if 0 <= status < 600 else b"")
-            head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-            head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            head += REJECT_FIELDS.get(status, b"")
-            head += b"content-length: %d\r\n\r\n" % len(body)
-            if not self.closed:
-                self.release()
-                self.transport.write(head + body)
+            self.write(error_page(status, (message + "\n").encode("utf-8", "replace")))
         self.close()
         self.server.request_rejected()
-
-
-#: A header pair's name, in C (for set operations over a header list).
-_field_name = operator.itemgetter(0)
-
-
-def _default_lines(server: LoopServer, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """The server's default header lines minus those the app set itself."""
-    names = {name for name, _ in headers}
-    lines = b""
-    if b"server" not in names:
-        lines += b"server: %s\r\n" % server.config.server_header
-    if b"date" not in names:
-        lines += b"date: %s\r\n" % server.date_header
-    return lines
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-class RequestCycle:
-    """One request and its response: the ASGI ``receive``/``send`` pair lives here."""
-
-    __slots__ = (
-        "_waiter",
-        "body",
-        "connection",
-        "disconnected",
-        "expect_100",
-        "fast_writer",
-        "h11",
-        "head_only",
-        "heard_disconnect",
-        "keep_alive",
-        "method",
-        "more_body",
-        "must_close",
-        "pending_head",
-        "received",
-        "request_complete",
-        "response_complete",
-        "response_headers",
-        "response_started",
-        "scope",
-        "sent",
-        "start_time",
-        "status",
-        "target",
-        "task",
-        "timing",
-    )
-
-    def __init__(
-        self,
-        connection: HTTPConnection,
-        scope: dict[str, Any],
-        method: bytes,
-        target: bytes,
-        keep_alive: bool,
-        more_body: bool,
-    ) -> None:
-        self.connection = connection
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.disconnected = False
-        self.heard_disconnect = False
-        # The task running the app, once it outlives its eager first step (LoopServer.spawn_request).
-        self.task: asyncio.Task[None] | None = None
-        # h11 knows only on its own path; the fast path hands Expect requests to h11.
-        self.expect_100 = not connection.fast and connection.conn.they_are_waiting_for_100_continue
-        self.method = method
-        self.target = target
-        self.head_only = method == b"HEAD"
-        self.fast_writer: FastResponse | None = None
-        self.h11: h11.Connection | None = None
-        self.must_close = False
-        self.body = bytearray()
-        self.more_body = more_body
-        self.received = 0
-        self.request_complete = False
-        self.response_started = False
-        self.response_complete = False
-        self.pending_head: bytes | None = None
-        self.status = 0
-        self.sent = 0
-        self.response_headers: Sequence[tuple[bytes, bytes]] = ()
-        # Read the clock only for what uses it (access log, post_request, Server-Timing).
-        self.start_time = time.monotonic() if connection.server.clock_requests else 0.0
-        self._waiter: asyncio.Future[None] | None = None
-        # Server-Timing marks of this request (timing.py), None when the feature is off.
-        self.timing = (
-            timing.RequestTiming(connection.parse_started, self.start_time)
-            if connection.config.server_timing else None
-        )
-
-    # -- request body ----------------------------------------------------------
-
-    def feed(self, data: bytes, more_body: bool) -> None:
-        self.body += data
-        self.more_body = more_body
-        self.received += len(data)
-        limit = self.connection.config.max_body_size
-        if limit and self.received > limit:
-            raise Rejection(413, f"Request body exceeds POUNCE_MAX_BODY_SIZE={limit}")
-        if len(self.body) > HIGH_WATER:
-            self.connection.pause_reading()
-        self.wake()
-
-    def client_gone(self) -> None:
-        """The client left before the response was complete: tell the app, and bound its wind-down.
-
-        Gunicorn's ``asgi_disconnect_grace_period``: the app sees ``http.disconnect``
-        and has that many seconds to finish (release a database connection...) before
-        its request task is cancelled. Only for a response left incomplete: work an app
-        does after a complete response (a background task) is not cut short because the
-        client then closed, as it is under ``-k asgi``.
-        """
-        if self.disconnected:
-            return
-        self.disconnected = True
-        self.wake()
-        connection = self.connection
-        connection.loop.call_later(connection.config.disconnect_grace, self._cancel_after_grace)
-
-    def _cancel_after_grace(self) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            self.connection.log.info(
-                "Cancelling %s %s: still running %gs after its client left (asgi_disconnect_grace_period)",
-                self.scope["method"], self.scope["path"], self.connection.config.disconnect_grace,
-            )
-            task.cancel()
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self) -> Message:
-        connection = self.connection
-        if self.expect_100:
-            # Only now that the app asks for the body do we invite the client to send it.
-            self.expect_100 = False
-            if not self.response_started and not connection.closed:
-                if not self.request_complete and connection.phase == ACTIVE:
-                    connection.expect_body()
-                data = connection.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
-                if data:
-                    connection.release()
-                    connection.transport.write(data)
-        if self.request_complete:
-            # The whole body was delivered: the next event is the client leaving.
-            await self._wait(lambda: self.disconnected or self.response_complete)
-            self.heard_disconnect = True
-            return {"type": "http.disconnect"}
-        await self._wait(lambda: bool(self.body) or not self.more_body or self.disconnected
-                         or self.response_complete)
-        if self.disconnected or self.response_complete:
-            self.heard_disconnect = True
-            return {"type": "http.disconnect"}
-        body = bytes(self.body)
-        self.body.clear()
-        more_body = self.more_body
-        self.request_complete = not more_body
-        connection.resume_reading()
-        return {"type": "http.request", "body": body, "more_body": more_body}
-
-    async def _wait(self, ready: Callable[[], bool]) -> None:
-        connection = self.connection
-        while not ready():
-            connection.resume_reading()
-            self._waiter = connection.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    # -- response --------------------------------------------------------------
-
-    async def send(self, message: Message) -> None:
-        connection = self.connection
-        if connection.write_paused:
-            await connection.drain()
-        if self.disconnected:
-            if self.heard_disconnect or self._waiter is not None:
-                # The app listens for http.disconnect and learns it there (Django races a
-                # listener against its view, then cancels the view): raising here too
-                # would skip Django's response.close() and its request_finished signal.
-                return
-            # Spec 2.4: an app that does not listen (a streaming response) must stop.
-            raise ClientDisconnected("the client disconnected")
-        message_type = message.get("type")
-        if not self.response_started:
-            if message_type != "http.response.start":
-                if message_type == INFORMATIONAL or message_type == EARLY_HINT:
-                    self._informational(message)
-                    return
-                raise RuntimeError(
-                    f"ASGI: expected 'http.response.start' as the first message, got {message_type!r}"
-                )
-            self._start(message)
-        elif not self.response_complete:
-            if message_type != "http.response.body":
-                if message_type == "http.response.pathsend":  # zero-copy file body (pathsend.py)
-                    await send_path(self, message)
-                    return
-                if message_type == INFORMATIONAL or message_type == EARLY_HINT:
-                    # RFC 9110 §15.2: a 1xx comes before the final response; the client
-                    # would read one written now as (part of) this response's body.
-                    raise RuntimeError(
-                        f"ASGI: {message_type!r} sent after 'http.response.start': "
-                        "an informational (1xx) response must come before the final one"
-                    )
-                raise RuntimeError(
-                    f"ASGI: expected 'http.response.body' after 'http.response.start', got {message_type!r}"
-                )
-            body = message.get("body", b"")
-            if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
-                raise TypeError(
-                    f"ASGI: 'http.response.body' body must be bytes, got {type(body).__name__}"
-                )
-            self._write_body(body, message.get("more_body", False))  # used for its truth value only
-        else:
-            raise RuntimeError(
-                f"ASGI: message {message_type!r} sent after the response was complete"
-            )
-
-    def _informational(self, message: Message) -> None:
-        """A 1xx before the final response: 103 Early Hints, written at once.
-
-        Gunicorn's ``http.response.informational`` (``status``, ``headers``) and the
-        ASGI spec's ``http.response.early_hint`` (``links``, sent as ``Link`` headers)
-        both end here. h11 validates the head and frames it: the connection's own h11
-        on its path (which then knows a 100 went out), a primed one on the fast path.
-        RFC 8297 §3 / RFC 9110 §15.2: never sent to an HTTP/1.0 client, skipped quietly.
-        101 switches protocols, which is not the app's to do here.
-        """
-        connection = self.connection
-        status: Any = 103
-        if message.get("type") == EARLY_HINT:
-            links = message.get("links", ())
-            if isinstance(links, (bytes, str)):
-                raise TypeError("ASGI: 'http.response.early_hint' links must be an iterable of bytes")
-            headers = [(b"link", link) for link in links]
-        else:
-            status, headers = message.get("status"), list(message.get("headers", ()))
-        if type(status) is not int or not 100 <= status <= 199 or status == 101:
-            raise TypeError(f"ASGI: informational status must be an int 100-199 other than 101, got {status!r}")
-        for name, value in headers:
-            if type(name) is not bytes or type(value) is not bytes:
-                raise TypeError(f"ASGI: informational header must be a (bytes, bytes) pair, got {(name, value)!r}")
-        try:
-            event = h11.InformationalResponse(status_code=status, headers=headers, reason=STATUS_PHRASES[status])
-        except h11.LocalProtocolError as exc:
-            raise ValueError(f"ASGI: invalid informational response: {exc}") from None
-        if connection.fast:
-            data = primed_h11(self.method, False).send(event)
-        else:
-            conn = connection.conn
-            if conn.their_http_version != b"1.1":
-                return
-            data = conn.send(event)
-        if status == 100:
-            self.expect_100 = False  # the app invited the body itself
-        if data and not connection.closed:
-            connection.release()
-            connection.transport.write(data)
-
-    def _start(self, message: Message) -> None:
-        status = message.get("status")
-        if type(status) is not int or not 200 <= status <= 599:
-            if not isinstance(status, int) or not 100 <= status <= 599:
-                raise TypeError(f"ASGI: 'http.response.start' status must be an int 100-599, got {status!r}")
-            if status < 200:
-                raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
-        connection = self.connection
-        server = connection.server
-        raw = message.get("headers", ())
-        close = not self.keep_alive
-        head = None
-        if connection.fast:
-            if self.timing is None:
-                block = server.header_blocks.get(raw)
-            else:  # Server-Timing (timing.py): a header of its own on every response, never cached
-                listed, _ = normalize(raw)
-                self.timing.add_to(listed)
-                block = render(listed, server.header_blocks.names, server.header_blocks.values)
-            headers: Sequence[tuple[bytes, bytes]] = block.headers
-            has_defaults = block.has_defaults
-            if block.fast:
-                writer = FastResponse()
-                default_lines = server.default_lines if not has_defaults else _default_lines(server, headers)
-                head = writer.head(status, default_lines, block, self.method, close)
-                self.fast_writer = writer
-            else:
-                # Headers that need h11's rewriting rules: let h11 frame this one.
-                self.h11 = primed_h11(self.method, close)
-        else:
-            headers, has_defaults = normalize(raw)
-            if self.timing is not None:
-                self.timing.add_to(headers)
-            self.h11 = connection.conn
-        if close:
-            headers = [*headers, CLOSE_HEADER]
-        if head is None:
-            assert self.h11 is not None
-            defaults = [
-                pair
-                for pair in ((b"server", connection.config.server_header), (b"date", server.date_header))
-                if not has_defaults or all(name != pair[0] for name, _ in headers)
-            ]
-            response = h11.Response(status_code=status, headers=[*defaults, *headers], reason=STATUS_PHRASES[status])
-            head = self.h11.send(response)
-        self.response_headers = headers
-        self.status = status
-        self.response_started = True
-        self.expect_100 = False
-        self.pending_head = head
-        if server.eager_cycle is not self:
-            # Not running eagerly (see LoopServer.spawn_request): the app may await
-            # something before its body, and the client must see the head meanwhile.
-            server.flush_head_soon(self)
-        if self.head_only or status in NO_BODY_STATUS:
-            self.head_only = True
-
-    def flush_head(self) -> None:
-        head = self.pending_head
-        if head is not None:
-            self.pending_head = None
-            connection = self.connection
-            if not connection.closed:
-                connection.release()
-                connection.transport.write(head)
-
-    def _write_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
-        writer = self.fast_writer
-        if writer is None:
-            self._write_h11_body(body, more_body)
-            return
-        if self.head_only:
-            body = b""
-        elif type(body) is not bytes:
-            body = bytes(body)
-        connection = self.connection
-        head = self.pending_head
-        self.pending_head = None
-        try:
-            if not more_body and not writer.chunked and writer.remaining != len(body):
-                # The body contradicts Content-Length: what fits still goes out with
-                # the head, then end() raises.
-                head = (head or b"") + writer.data(body)
-                writer.end()
-            data = writer.body(body, more_body)
-        except h11.LocalProtocolError:
-            # The client sees the status (and the valid data) before the close.
-            if head and not connection.closed:
-                connection.release()
-                connection.transport.write(head)
-            raise
-        self.sent += len(body)
-        if head is not None:
-            data = head + data
-        if data and not connection.closed:
-            if not more_body and len(data) <= HOLD_LIMIT:
-                connection.hold(data)
-            else:
-                connection.release()
-                connection.transport.write(data)
-        if not more_body:
-            self.must_close = not self.keep_alive
-            self.response_complete = True
-            if self._waiter is not None:
-                self.wake()
-            # The connection moves on now, not when the app returns: work the app
-            # does after its response (background tasks) must not hold the next request.
-            connection.on_response_complete(self)
-
-    def _write_h11_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> None:
-        connection = self.connection
-        conn = self.h11
-        assert conn is not None
-        head = self.pending_head
-        chunks = [head] if head is not None else []
-        try:
-            if body and not self.head_only:
-                payload = body if type(body) is bytes else bytes(body)
-                data = conn.send(h11.Data(data=payload))
-                if data:
-                    chunks.append(data)
-                self.sent += len(body)
-            if not more_body:
-                end = conn.send(h11.EndOfMessage())
-                self.must_close = conn.our_state is h11.MUST_CLOSE
-                if end:
-                    chunks.append(end)
-        except h11.LocalProtocolError:
-            # The body contradicts the head (Content-Length): what was valid still goes
-            # out, so the client sees the status (and the data) before the close.
-            self.pending_head = None
-            if chunks and not connection.closed:
-                connection.release()
-                connection.transport.write(b"".join(chunks))
-            raise
-        self.pending_head = None
-        if chunks and not connection.closed:
-            connection.release()
-            connection.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if not more_body:
-            self.response_complete = True
-            if self._waiter is not None:
-                self.wake()
-            connection.on_response_complete(self)
-
-    # -- running the app -------------------------------------------------------
-
-    async def run(self) -> None:
-        connection = self.connection
-        server = connection.server
-        if server.bare_requests:
-            app: Any = server.app
-            try:
-                result = await app(self.scope, self.receive, self.send)
-                if result is not None or not self.response_complete:
-                    await self._app_returned(result)
-            except BaseException as exc:
-                await self._app_failed(exc)
-            finally:
-                if not self.response_complete:
-                    self._finish(None)
-            return
-        log = connection.log
-        hooks = server.hooks
-        request_view = None
-        compressing: CompressingSend | None = None
-        if hooks.pre_request is not None or hooks.post_request is not None:
-            request_view = RequestView(self.scope, connection.client, self.target)
-        try:
-            if hooks.pre_request is not None:
-                if hooks.pre_request_is_default:
-                    log.debug("%s %s", self.scope["method"], self.scope["path"])  # Gunicorn's default hook
-                else:
-                    hooks.pre_request(server.worker, request_view)
-            app = server.app
-            send: Any = self.send
-            compression = connection.config.compression
-            if compression is not None:  # the app's messages pass through compression.py first
-                send = compressing = CompressingSend(send, compression, self.scope)
-            if self.timing is not None:
-                self.timing.called = time.monotonic()
-            result = await app(self.scope, self.receive, send)
-            if compressing is not None and not self.response_started:
-                await compressing.release()  # a start held for a body that never came
-            if result is not None or not self.response_complete:
-                await self._app_returned(result)
-        except BaseException as exc:
-            if compressing is not None and not self.response_started and not self.disconnected:
-                with contextlib.suppress(Exception):  # the app's exception is the one to report
-                    await compressing.release()
-            await self._app_failed(exc)
-        finally:
-            if request_view is not None or log.access_wanted or not self.response_complete:
-                self._finish(request_view)
-
-    async def _app_returned(self, result: object) -> None:
-        """The app returned without completing its response, or returned a value."""
-        connection = self.connection
-        log = connection.log
-        if result is not None:
-            log.error("ASGI callable should return None, but returned %r", result)
-        if not self.response_started:
-            if not self.disconnected:
-                log.error("ASGI callable returned without starting a response")
-                await self._send_500()
-        elif not self.response_complete and not self.disconnected:
-            log.error("ASGI callable returned without completing the response; closing the connection")
-            connection.close()
-
-    async def _app_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise exc
-        connection = self.connection
-        log = connection.log
-        if isinstance(exc, (asyncio.CancelledError, ClientDisconnected)) or self.disconnected:
-            # Frameworks re-raise our ClientDisconnected as their own (Starlette's
-            # ClientDisconnect): after a disconnect, the exception is its echo.
-            log.debug(
-                "Request ended by the client disconnecting (%s): %s %s",
-                type(exc).__name__, self.scope["method"], self.scope["path"],
-            )
-            if not self.response_complete:
-                connection.close()
-            return
-        log.exception(
-            "Exception in ASGI application while handling %s %s",
-            self.scope["method"], self.scope["path"], exc_info=exc,
-        )
-        if self.response_complete:
-            # After the response (a background task, or a framework re-raising after its
-            # own 500): close the connection as uvicorn does, unless it already serves a
-            # newer request, which this failure must not break.
-            if connection.cycle is None:
-                connection.close()
-        elif not self.response_started and not connection.closed:
-            await self._send_500()
-        else:
-            connection.close()
-
-    async def _send_500(self) -> None:
-        self.keep_alive = False
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
-            }
-        )
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
-
-    def _finish(self, request_view: RequestView | None) -> None:
-        connection = self.connection
-        server = connection.server
-        log = server.log
-        try:
-            if log.access_wanted or request_view is not None:
-                duration = time.monotonic() - self.start_time
-                response_view = ResponseView(self.status, self.response_headers, self.sent)
-                environ = access_environ(self.scope, connection.client)
-                if log.access_wanted:
-                    request = request_view or RequestView(self.scope, connection.client, self.target)
-                    log.access(response_view, request, environ, datetime.timedelta(seconds=duration))
-                if server.hooks.post_request is not None:
-                    server.hooks.post_request(server.worker, request_view, environ, response_view)
-        except Exception:
-            log.exception("Exception in access log or post_request hook")
-        if not self.response_complete:
-            server.request_done()
-            connection.close()

@@ -34,11 +34,14 @@ from ..asgi import ASGIApp
 from ..asgi.hooks import Hooks
 from ..asgi.lifespan import Lifespan, LifespanFailure
 from ..config import ServerConfig
-from ..http1.connection import HTTPConnection, RequestCycle
-from ..http1.fastpath import FieldCache, ResponseHeaderCache
+from ..http1.connection import HTTPConnection
+from ..http1.frame import ResponseHeaderCache
+from ..http1.parse import FieldCache
 from ..log import LoopLog
 
 if TYPE_CHECKING:
+    from ..asgi.cycle import RequestCycle
+    from ..asgi.exchange import Exchange
     from ..budget import RequestBudget
     from ..websocket.session import WebSocketSession
 
@@ -115,9 +118,9 @@ class LoopServer:
         self.known_hosts: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # The request whose app runs in an eager first step right now (spawn_request).
-        self.eager_cycle: RequestCycle | None = None
+        self.eager_exchange: Exchange | None = None
         # Responses whose head waits for the next loop iteration (flush_head_soon).
-        self._pending_heads: list[RequestCycle] = []
+        self._pending_heads: list[Exchange] = []
         # Connections holding complete responses until the iteration ends (HTTPConnection.hold).
         self._holding: list[HTTPConnection] = []
         # Accepted sockets whose transport is still being set up (TLS handshake...).
@@ -497,35 +500,36 @@ class LoopServer:
         trip. Only our request tasks are eager: the app's own create_task()
         keeps the loop's usual semantics.
 
-        While ``eager_cycle`` names the cycle whose app is running, its
+        While ``eager_exchange`` names the exchange whose app is running, its
         response head is held back instead of being scheduled with call_soon:
         the body usually follows in the same step and both leave in one write.
         If the app suspends first, the head is flushed here, as it waits.
         """
         coro = cycle.run()
         if EAGER is not None:
-            outer, self.eager_cycle = self.eager_cycle, cycle
+            exchange = cycle.exchange
+            outer, self.eager_exchange = self.eager_exchange, exchange
             try:
                 task = EAGER(coro, loop=self.loop)
             finally:
-                self.eager_cycle = outer
+                self.eager_exchange = outer
             if task.done():
                 return
-            cycle.flush_head()
+            exchange.flush()
         else:
             task = self.loop.create_task(coro)
         cycle.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def flush_head_soon(self, cycle: RequestCycle) -> None:
-        """Write ``cycle``'s response head at the next loop iteration unless its body takes it first.
+    def flush_head_soon(self, exchange: Exchange) -> None:
+        """Write ``exchange``'s response head at the next loop iteration unless its body takes it first.
 
         One callback per loop iteration for all responses started in it, not
         one per response: under load many start in the same iteration.
         """
         pending = self._pending_heads
-        pending.append(cycle)
+        pending.append(exchange)
         if len(pending) == 1:
             self.loop.call_soon(self._flush_heads)
 
@@ -543,8 +547,8 @@ class LoopServer:
 
     def _flush_heads(self) -> None:
         pending, self._pending_heads = self._pending_heads, []
-        for cycle in pending:
-            cycle.flush_head()
+        for exchange in pending:
+            exchange.flush()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine of ours (a WebSocket session's app call) as a tracked task.
