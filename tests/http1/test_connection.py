@@ -315,13 +315,13 @@ def test_response_over_the_hold_limit_is_written_at_once(make_rig, fast):
     assert conn.output() == ok(big)
 
 
-def test_held_response_leaves_before_the_fin_when_the_app_then_fails(make_rig, fast, request):
-    """An app that raises after its response closes the connection: the held response goes first."""
-    if EAGER and not fast:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "defect: on h11 with eager tasks the app fails while h11 still waits for the request's "
-            "EndOfMessage, so the connection still names this cycle and _app_failed takes it for a "
-            "newer request: the connection is kept open (3.11 and the fast path close it)")))
+def test_held_response_leaves_before_the_fin_when_the_app_then_fails(make_rig, fast):
+    """An app that raises after its response closes the connection: the held response goes first.
+
+    (Before the cycle/exchange split, on h11 with eager tasks (3.12+), the connection was
+    kept open: the app failed before h11 saw the request's end, and the failure was taken
+    for one of a newer request's. The split fixed it; this test was an xfail then.)
+    """
 
     async def app(scope, receive, send):
         await hello(scope, receive, send)
