@@ -295,7 +295,7 @@ def test_streamed_chunks_are_written_at_once_not_held(make_rig, fast):
     conn.send(GET)
     # Head and first chunk in one write, the second chunk its own; the last chunk (a
     # complete response's end) is held like a complete response.
-    assert writes_when_sent == [1, 2, 2] if fast else [1, 2, 3]
+    assert writes_when_sent == ([1, 2, 2] if fast else [1, 2, 3])
     assert conn.output().endswith(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
 
 
