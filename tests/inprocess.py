@@ -24,6 +24,7 @@ queue of ready callbacks, asyncio's, not ours.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import re
 import sys
@@ -184,6 +185,23 @@ class FakeTransport(asyncio.Transport):
             self.protocol.connection_lost(exc)
 
 
+class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, run in the caller: ``run_in_executor`` work is done when submitted.
+
+    A thread pool would finish on its own time, and ``Rig.settle`` could not tell
+    "quiet" from "waiting for a thread"; inline, the result is a ready callback.
+    (A ThreadPoolExecutor that starts no thread: asyncio takes no other kind.)
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
 class RecordingLog:
     """Gunicorn's logger as far as LoopLog uses it: keeps each line with its level."""
 
@@ -305,6 +323,7 @@ class Rig:
         self.config = ServerConfig.from_gunicorn(cfg, env=environ)
         self.log = RecordingLog()
         self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(InlineExecutor())
         self.loop_errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
         self.server = LoopServer(
