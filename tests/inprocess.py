@@ -394,6 +394,20 @@ class Rig:
         self.server.sweep()
         self.settle()
 
+    def stop_gracefully(self) -> None:
+        """A graceful stop reaches the loop: what ``LoopServer``'s drain does to each connection.
+
+        (``stopping`` set, ``HTTPConnection.shutdown`` on every connection; the drain's
+        waiting and the lifespan shutdown are the end-to-end tests'.)
+        """
+
+        def stop() -> None:
+            self.server.stopping = True
+            for connection in list(self.server.connections):
+                connection.shutdown()
+
+        self.call(stop)
+
     def tick(self) -> None:
         """A tick without time passing: what is due fires."""
         self.advance(0.0)
