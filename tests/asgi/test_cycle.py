@@ -22,6 +22,28 @@ def fast(request: pytest.FixtureRequest) -> bool:
     return request.param == "fast"
 
 
+@pytest.fixture
+def post_requests() -> list[tuple[int, int, str]]:
+    """What Gunicorn's ``post_request`` hook saw, per request: (status, bytes sent, path)."""
+    return []
+
+
+@pytest.fixture(params=["bare", "hooked"])
+def make_rig(request: pytest.FixtureRequest, make_rig: Any, post_requests: list[Any]) -> Any:
+    """Each cycle test twice: the bare app call (no hooks, access log, compression, Server-Timing:
+    RequestCycle.run's short branch) and the wrapped one (a ``post_request`` hook)."""
+    if request.param == "bare":
+        return make_rig
+
+    def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        post_requests.append((resp.status_code, resp.sent, environ["PATH_INFO"]))
+
+    def make(app: Any, **options: Any) -> Any:
+        return make_rig(app, post_request=post_request, **options)
+
+    return make
+
+
 def error_500(fast: bool) -> bytes:
     """The cycle's own 500 (Connection: close spelled by whichever path framed it)."""
     close = H11_CLOSE if fast else SERVER_CLOSE
@@ -380,3 +402,27 @@ def test_send_after_a_disconnect_raises_for_an_app_that_does_not_listen(make_rig
     # the app's exception is the disconnect's echo: logged at debug, not as an app error
     assert rig.log.text("exception") == ""
     assert "Request ended by the client disconnecting (ClientDisconnected): GET /" in rig.log.text("debug")
+
+
+# -- the wrapped call: what post_request sees ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_rig", ["hooked"], indirect=True)
+def test_post_request_sees_each_response_as_sent(make_rig, fast, post_requests):
+    async def app(scope, receive, send):
+        if scope["path"] == "/fail":
+            raise ValueError("boom")
+        if scope["path"] == "/cut":
+            await send(start(200, [(b"content-length", b"10")]))
+            await send(body(b"12345", more=True))
+            return
+        await hello(scope, receive, send)
+
+    rig = make_rig(app, fast_path=fast)
+    conn = rig.connect()
+    conn.send(GET)
+    conn.send(b"HEAD / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    conn.send(get(b"/fail"))
+    for path in (b"/cut",):
+        rig.connect().send(get(path))
+    assert post_requests == [(200, 5, "/"), (200, 0, "/"), (500, 21, "/fail"), (200, 5, "/cut")]
