@@ -426,3 +426,22 @@ def test_post_request_sees_each_response_as_sent(make_rig, fast, post_requests):
     for path in (b"/cut",):
         rig.connect().send(get(path))
     assert post_requests == [(200, 5, "/"), (200, 0, "/"), (500, 21, "/fail"), (200, 5, "/cut")]
+
+
+@pytest.mark.parametrize("make_rig", ["bare"], indirect=True)
+def test_server_timing_measures_the_app_on_the_test_clock(make_rig, fast):
+    """POUNCE_SERVER_TIMING: the app's time is the clock's between its call and its start message."""
+    gate = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await gate.wait()
+        await send(start(200, [(b"content-length", b"2"), (b"server-timing", b"db;dur=1")]))
+        await send(body(b"ok"))
+
+    rig = make_rig(app, fast_path=fast, env={"POUNCE_SERVER_TIMING": "1"})
+    conn = rig.connect()
+    conn.send(GET)
+    rig.advance(0.25)
+    rig.call(gate.set)
+    assert conn.output() == (b"HTTP/1.1 200 OK\r\nserver: pounce\r\ndate: DATE\r\ncontent-length: 2\r\n"
+                             b"server-timing: db;dur=1, parse;dur=0.000, queue;dur=0.000, app;dur=250.000\r\n\r\nok")
