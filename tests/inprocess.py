@@ -17,8 +17,11 @@ moves only when the test says so (``Rig.advance``), so a test of a 60 s timeout
 runs in a millisecond, and nothing depends on how fast the machine is.
 
 Only public behaviour is touched, so these tests hold across refactors of the
-connection's insides; the one exception is ``Rig.settle``'s look at the loop's
-queue of ready callbacks, asyncio's, not ours.
+connection's insides (they passed unchanged across the split of the ASGI cycle
+out of http1/connection.py). Beyond the Protocol interface they use
+``LoopServer``'s ``sweep``, ``deadline_base``, ``stopping``, ``connections``,
+``active`` and ``rejected``, and ``HTTPConnection.shutdown`` (what a stop calls);
+``Rig.settle`` looks at the loop's queue of ready callbacks, asyncio's, not ours.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -456,11 +458,3 @@ def make_rig(clock: Clock) -> Iterator[Callable[..., Rig]]:
         rig.close()
         errors += rig.loop_errors
     assert not errors, f"the loop reported errors: {errors}"
-
-
-HEAD_END = re.compile(rb"\r\n\r\n")
-
-
-def split_responses(data: bytes) -> list[bytes]:
-    """Heads of the responses in ``data`` (for counting responses; bodies are left with the next head)."""
-    return [part for part in re.split(rb"(?=HTTP/1\.1 \d\d\d )", data) if part]

@@ -79,16 +79,6 @@ async def read_all(receive: Any) -> bytes:
             return data
 
 
-class Recorder:
-    """A list of what apps saw, shared by the test and its app."""
-
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-
-    def __call__(self, item: Any) -> None:
-        self.seen.append(item)
-
-
 class Echo:
     """Reads the whole body, then answers it back with Content-Length; records each message received."""
 
