@@ -250,6 +250,30 @@ def test_body_over_max_body_size_gets_413_before_the_app(make_rig, fast):
     assert conn.kinds() == ["write", "write_eof"]
 
 
+CHUNKED = b"POST / HTTP/1.1\r\nHost: example.org\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunked_body_growing_over_max_body_size_gets_413_mid_body(make_rig, fast):
+    echo = Echo()
+    rig = make_rig(echo, fast_path=fast, env={"POUNCE_MAX_BODY_SIZE": "10"})
+    conn = rig.connect()
+    conn.send(CHUNKED + b"5\r\nhello\r\n")
+    assert conn.kinds() == []
+    conn.send(b"6\r\n world\r\n")  # 11 bytes: one too many
+    assert conn.output() == refusal(b"413 Content Too Large", b"Request body exceeds POUNCE_MAX_BODY_SIZE=10")
+    assert conn.kinds() == ["write", "write_eof"]
+    assert [m["type"] for m in echo.messages] == ["http.request", "http.disconnect"]
+
+
+def test_malformed_chunk_gets_400_before_h11_parses_it(make_rig, fast):
+    echo = Echo()
+    rig = make_rig(echo, fast_path=fast)
+    conn = rig.connect()
+    conn.send(CHUNKED + b"5\r\nhello\r\nzz\r\n")
+    assert conn.output() == refusal(b"400 Bad Request", b"Invalid chunk size 'zz'")
+    assert conn.kinds() == ["write", "write_eof"]
+
+
 # -- 100-continue ----------------------------------------------------------------------------------------
 
 
@@ -277,6 +301,13 @@ def test_100_continue_is_not_sent_when_the_app_answers_without_the_body(make_rig
     conn.send(post(b"", length=5, extra=EXPECT))
     assert CONTINUE not in conn.output()
     assert conn.output().startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    # No Connection: close: the client may still send the body it announced, and the unread
+    # body's deadline (keepalive) closes the connection if it does not.
+    assert b"close" not in conn.output()
+    rig.advance(1.5)
+    conn.send(b"hello")
+    conn.send(GET)
+    assert conn.output().count(b"HTTP/1.1 401 Unauthorized\r\n") == 2
 
 
 def test_100_continue_waits_for_an_app_that_reads_late(make_rig, fast):

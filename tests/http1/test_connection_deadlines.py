@@ -321,6 +321,19 @@ def test_body_deadline_after_the_response_started_closes_without_a_408(make_rig,
     assert "Request body not received in time" in rig.log.text("info")
 
 
+def test_chunked_body_stalled_mid_chunk_gets_408_at_the_body_timeout(make_rig, fast):
+    """A chunked body has no length to wait for: its pause is bounded all the same (h11 reads it)."""
+    echo = Echo()
+    rig = make_rig(echo, fast_path=fast)
+    conn = rig.connect()
+    conn.send(b"POST / HTTP/1.1\r\nHost: example.org\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    rig.advance(29.5)
+    assert conn.kinds() == []
+    rig.advance(0.5)
+    assert conn.output() == refusal(b"408 Request Timeout", BODY_408)
+    assert [m["type"] for m in echo.messages] == ["http.request", "http.disconnect"]
+
+
 def test_body_timeout_zero_disables_both_rules(make_rig, fast):
     echo = Echo()
     rig = make_rig(echo, fast_path=fast, env={"POUNCE_BODY_TIMEOUT": "0"})
