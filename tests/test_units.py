@@ -455,7 +455,7 @@ def test_loop_kind_follows_asgi_loop_on_gil_build(gil, monkeypatch):
 
 
 def test_protocol_other_than_http_or_uwsgi_fails_the_boot():
-    """A protocol this worker cannot speak fails at boot, naming it (uwsgi: tests/test_uwsgi.py)."""
+    """A protocol this worker cannot speak fails at boot, naming it (uwsgi: tests/http1/test_uwsgi.py)."""
     import subprocess
     import sys
 

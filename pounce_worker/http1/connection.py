@@ -22,30 +22,23 @@ import h11
 from ..asgi import Rejection, timing
 from ..asgi.cycle import RequestCycle
 from ..asgi.scope import http_scope
+from ..io.flow import WriteFlow
 from ..websocket import upgrade as websocket
-from .chunked import ChunkedScanner, scanner_for
+from .chunked import ChunkedScanner
+from .deadlines import ACTIVE, BODY, IDLE, LINGERING, ConnectionDeadlines
 from .errors import error_page
 from .exchange import HOLD_LIMIT, H1Exchange
-from .parse import parse_head
 from .proxy import ip_allowed, parse_proxy_header
-from .validate import HeadScan, check_head, check_parsed
+from .reader import HIGH_WATER, RequestReader
+from .validate import HeadScan
 
 if TYPE_CHECKING:
     from ..loop.server import LoopServer
 
-#: Buffered request body above which we stop reading the socket until the app consumes it.
-HIGH_WATER = 65536
 #: Seconds a connection accepted just before a graceful stop may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 #: Seconds a connection we close may take to acknowledge our FIN (see ``HTTPConnection.close``).
 LINGER = 2.0
-#: HTTPConnection.phase: what the connection waits for, which names its deadline (on_deadline).
-#: ACTIVE: a request head (POUNCE_HEADER_TIMEOUT, when armed) or the app (no deadline);
-#: BODY: a body the app waits for (POUNCE_BODY_TIMEOUT/_MIN_RATE); UNREAD_BODY: the rest of
-#: a body after the response (keepalive); IDLE: the next request (keepalive); LINGER: the
-#: client's FIN after ours (LINGER). One attribute, not a flag each: CPython keeps an
-#: object's attributes inline only up to 30 of them, and this object is on every request's path.
-ACTIVE, BODY, UNREAD_BODY, IDLE, LINGERING = 0, 1, 2, 3, 4
 
 
 def _addr(sockaddr: Any) -> tuple[str, int] | None:
@@ -54,8 +47,8 @@ def _addr(sockaddr: Any) -> tuple[str, int] | None:
     return None
 
 
-class HTTPConnection(asyncio.Protocol):
-    """asyncio protocol for one client connection."""
+class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
+    """asyncio protocol for one client connection: reading (reader.py), deadlines (deadlines.py), writing."""
 
     #: Server-Timing (timing.py): when on, parsing entry points stamp this on the instance; off,
     #: nothing reads a clock, and the class default spares the instance an attribute (see __init__).
@@ -83,8 +76,7 @@ class HTTPConnection(asyncio.Protocol):
         self.body_clock = 0.0
         self.processing = False
         self.read_paused = False
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.flow = WriteFlow()
         self.closed = False
         # Complete responses written this loop iteration, sent at its end (see hold()).
         self.held: list[bytes] | None = None
@@ -137,7 +129,7 @@ class HTTPConnection(asyncio.Protocol):
             if not cycle.response_complete:
                 cycle.client_gone()
             cycle.wake()
-        self._release_drain_waiters()
+        self.flow.close()
         self.server.connection_closed(self)
 
     def eof_received(self) -> bool | None:
@@ -157,17 +149,10 @@ class HTTPConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        self._release_drain_waiters()
-
-    def _release_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its low-water mark.
@@ -176,21 +161,10 @@ class HTTPConnection(asyncio.Protocol):
         connection slot, forever: after POUNCE_SEND_TIMEOUT the connection is aborted
         (its buffer is full, so nothing more could reach the client anyway).
         """
-        if self.write_paused and not self.closed:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            timeout = self.config.send_timeout
-            if not timeout:
-                await waiter
-                return
-            timer = self.loop.call_later(timeout, self._send_stalled, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+        await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled)
 
-    def _send_stalled(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done() and not self.closed:
+    def _send_stalled(self) -> None:
+        if self.flow.paused and not self.closed:
             self.log.info(
                 "Closing connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
                 self.client[0] if self.client else "-", self.config.send_timeout,
@@ -219,6 +193,9 @@ class HTTPConnection(asyncio.Protocol):
         else:
             if self.chunked is not None and not self._scan_chunked(data):
                 return  # a malformed chunked body, refused before h11 parses it
+            scan = self.head_scan
+            if scan is not None and scan.head is not None:
+                scan.head += data  # a head arriving in pieces: reader._check_head reads it here
             self.conn.receive_data(data)
             self.handle_events()
 
@@ -246,246 +223,7 @@ class HTTPConnection(asyncio.Protocol):
             self.local = local
         return buf[consumed:]
 
-    # -- fast path events --------------------------------------------------------
-
-    def fast_events(self) -> None:
-        """Requests that fastpath.parse_head understands; anything else goes to h11."""
-        if self.processing:
-            return  # re-entered from an eagerly finished request; the outer loop continues
-        self.processing = True
-        buf = self.buffer
-        try:
-            while buf and not self.closed:
-                cycle = self.cycle
-                if self.body_remaining:
-                    take = min(len(buf), self.body_remaining)
-                    chunk = bytes(buf[:take])
-                    del buf[:take]
-                    self.body_remaining -= take
-                    if self.body_remaining:
-                        self.body_progress(take)
-                    else:
-                        self.body_done()
-                    if cycle is None or cycle.response_complete:
-                        # Body the app chose not to read: discard it; once it is all
-                        # gone the connection is idle between requests.
-                        if not self.body_remaining and cycle is None:
-                            self._became_idle()
-                        continue
-                    try:
-                        cycle.feed(chunk, self.body_remaining > 0)
-                    except Rejection as exc:
-                        self.reject(exc.status, str(exc))
-                        return
-                    if len(cycle.body) > HIGH_WATER:
-                        self.pause_reading()  # until the app consumes it
-                    continue
-                if cycle is not None:
-                    # A pipelined request: wait until the current response is complete.
-                    self.pause_reading()
-                    return
-                if buf[0] == 13 and buf[:2] == b"\r\n" and buf[2:4] != b"\r\n":
-                    # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a
-                    # request; one, as Gunicorn does (two are answered 400 by h11).
-                    del buf[:2]
-                    self.head_scan = None  # its offsets moved
-                    continue
-                scan = self.head_scan
-                # From where the last read's search stopped, when the head came in pieces.
-                end = buf.find(b"\r\n\r\n") if scan is None else buf.find(b"\r\n\r\n", scan.resume)
-                if end < 0:
-                    # h11 rejects some heads before they are complete (a first byte below
-                    # 0x21, as in a TLS ClientHello); so does the fast path, by deferring to it.
-                    if buf[0] < 0x21 or len(buf) > self.config.max_head_size:
-                        self._switch_to_h11()
-                        return
-                    try:
-                        self._check_incomplete_head(buf)
-                    except Rejection as exc:
-                        self.reject(exc.status, str(exc))
-                    return
-                if scan is not None:  # it came in pieces: the next head starts afresh
-                    self.head_scan = None
-                if end + 4 == len(buf):  # the usual case: exactly one head buffered
-                    head = bytes(buf)
-                else:
-                    head = bytes(buf[: end + 4])
-                server = self.server
-                parsed = parse_head(head, server.known_fields)
-                if parsed is None:
-                    self._switch_to_h11()  # h11, and the full stricter checks, decide
-                    return
-                if end + 4 == len(buf):
-                    buf.clear()
-                else:
-                    del buf[: end + 4]
-                method, target, headers, length, close, host, content_types = parsed
-                self.body_remaining = length
-                try:
-                    # What parse_head accepts already passed h11's grammar; only these
-                    # stricter-than-h11 rules can still apply to it (check_parsed: a Host
-                    # value not seen valid before, a repeated Content-Type).
-                    if content_types > 1 or host not in server.known_hosts:
-                        check_parsed(host, content_types, server.known_hosts)
-                    self.start_request(method, target, b"1.1", headers, close, length > 0, end + 4)
-                except Rejection as exc:
-                    self.reject(exc.status, str(exc))
-                    return
-        finally:
-            self.processing = False
-            if len(buf) > HIGH_WATER and self.cycle is not None:
-                # Requests pipelined behind the one being served; never a head still
-                # arriving (its size is bounded by max_head_size): it would never end.
-                self.pause_reading()
-
-    def _switch_to_h11(self) -> None:
-        """Hand the buffer to h11 at a request boundary; the connection stays on h11."""
-        self.fast = False
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        self.conn.receive_data(data)
-        self._handle_events()  # called from within fast_events: `processing` is already set
-
-    # -- h11 events ----------------------------------------------------------------
-
-    def handle_events(self) -> None:
-        if self.processing:
-            return  # re-entered from an eagerly finished request; the outer loop continues
-        self.processing = True
-        try:
-            self._handle_events()
-        finally:
-            self.processing = False
-
-    def _handle_events(self) -> None:
-        conn = self.conn
-        while True:
-            if conn.their_state is h11.IDLE and not self.closed:
-                try:
-                    self._check_head()
-                except Rejection as exc:
-                    self.reject(exc.status, str(exc))
-                    return
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.reject(exc.error_status_hint, f"Invalid HTTP request: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                break
-            if event is h11.PAUSED:
-                # Pipelined request waiting for the current response: stop reading
-                # until on_response_complete resumes the next cycle.
-                self.pause_reading()
-                break
-            event_type = type(event)
-            if event_type is h11.Request:
-                request: h11.Request = event  # type: ignore[assignment]
-                # h11 is lax about chunk lines and trailers: chunked.py checks a chunked
-                # body's bytes before h11 parses them, those already buffered first.
-                self.chunked = scanner_for(request.headers, self.config)
-                if self.chunked is not None and not self._scan_chunked(conn.trailing_data[0]):
-                    return
-                try:
-                    self.start_request(request.method, request.target, request.http_version,
-                                       list(request.headers), False, True, 0)
-                except Rejection as exc:
-                    self.reject(exc.status, str(exc))
-                    return
-            elif event_type is h11.Data:
-                self.body_progress(len(event.data))  # type: ignore[union-attr]
-                cycle = self.cycle
-                if cycle is None or cycle.response_complete:
-                    continue  # body the app chose not to read; discard it
-                try:
-                    cycle.feed(event.data, True)  # type: ignore[union-attr]
-                except Rejection as exc:
-                    self.reject(exc.status, str(exc))
-                    return
-                if len(cycle.body) > HIGH_WATER:
-                    self.pause_reading()  # until the app consumes it
-            elif event_type is h11.EndOfMessage:
-                self.body_done()
-                cycle = self.cycle
-                if cycle is not None and not cycle.response_complete:
-                    cycle.feed(b"", False)
-                elif conn.our_state is h11.DONE:
-                    self._next_cycle()
-                    continue
-                if conn.their_state is h11.MUST_CLOSE:
-                    break
-            elif event_type is h11.ConnectionClosed:
-                break
-
-    def _scan_chunked(self, data: bytes) -> bool:
-        """Hand ``data`` to the chunked-body scanner before h11; False once it refused the body."""
-        try:
-            if self.chunked.feed(data) is not None:  # type: ignore[union-attr]
-                self.chunked = None  # the body ended; what follows is the next request
-        except Rejection as exc:
-            self.chunked = None
-            self.reject(exc.status, str(exc))
-            return False
-        return True
-
-    def _check_head(self) -> None:
-        """Stricter-than-h11 checks on the request head in h11's buffer, before h11 parses it.
-
-        A complete head gets ``check_head``; an incomplete one the checks on what
-        arrived since the last read (``_check_incomplete_head``), which also refuse
-        a bare LF that h11 would take as a line end. h11's buffer is read in place
-        (h11 is pinned below 0.17): ``trailing_data`` copies all of it, and did so
-        on every read of a head trickled in.
-        """
-        pending = self.conn._receive_buffer._data
-        if not pending:
-            return
-        scan = self.head_scan
-        end = pending.find(b"\r\n\r\n") if scan is None else pending.find(b"\r\n\r\n", scan.resume)
-        if end < 0:
-            self._check_incomplete_head(pending)
-            return
-        self.head_scan = None
-        config = self.config
-        check_head(bytes(pending[: end + 4]), config.permit_obsolete_folding, config.permit_unconventional_http_method)
-
-    def _check_incomplete_head(self, pending: bytes | bytearray) -> None:
-        """A head still arriving (``pending`` starts with it): refuse it once it breaks a limit.
-
-        Gunicorn's ``limit_request_*`` and the bare-LF rule, on the bytes new since
-        the last read (validate.HeadScan), so a head of 10,000 field lines gets its
-        431 at line 101 however it is cut into reads, and a head trickled in costs
-        linear time. Raises ``Rejection``. Reading goes on even past HIGH_WATER: the
-        head's size is bounded by max_head_size, and it must be read to be answered.
-        """
-        scan = self.head_scan
-        if scan is None:
-            scan = self.head_scan = HeadScan()
-        config = self.config
-        scan.scan(pending, config.limit_request_line, config.limit_request_fields, config.limit_request_field_size)
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    def _check_limits(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], head_size: int) -> None:
-        """Gunicorn's limit_request_line, _fields and _field_size, for a head that may break one."""
-        config = self.config
-        limit = config.limit_request_line
-        if limit and len(method) + len(target) + 10 > limit:  # "M T HTTP/x.y"
-            raise Rejection(414, f"Request line is longer than limit_request_line={limit}")
-        limit = config.limit_request_fields
-        if limit and len(headers) > limit:
-            raise Rejection(431, f"More header fields than limit_request_fields={limit}")
-        limit = config.limit_request_field_size
-        if limit and not 0 < head_size <= limit:
-            # No field can be longer than a head that fits the limit; only check the others.
-            for name, value in headers:
-                # Gunicorn counts the raw line "Name: value\r\n".
-                if len(name) + len(value) + 4 > limit:
-                    raise Rejection(
-                        431,
-                        f"Header field {name.decode('latin-1')!r} is longer than limit_request_field_size={limit}",
-                    )
+    # -- a parsed request head (reader.py found it) -----------------------------------
 
     def start_request(
         self,
@@ -622,121 +360,11 @@ class HTTPConnection(asyncio.Protocol):
                 self.expect_body()
 
     def _backlog(self) -> int:
+        """Bytes received and not parsed yet. On the h11 path through h11's public
+        ``trailing_data`` (a copy): only while reading is paused or between requests."""
         if self.fast:
             return len(self.buffer)
-        # h11 has no public size for its receive buffer (h11 is pinned below 0.17).
-        return len(self.conn._receive_buffer)
-
-    # Deadlines count from LoopServer.deadline_base, the last tick's clock plus one
-    # tick: at most two ticks late (deadlines fire on ticks anyway), early only by the
-    # loop's lag, and no clock read per request.
-
-    def _arm_header_timer(self) -> None:
-        timeout = self.config.header_timeout
-        if timeout and not self.deadline:
-            self.deadline = self.server.deadline_base + timeout
-
-    def _arm_idle_timer(self, timeout: float) -> None:
-        self.phase = IDLE
-        self.deadline = self.server.deadline_base + timeout
-
-    def expect_body(self) -> None:
-        """Start the body's clock: the client owes us body bytes from now on.
-
-        Two rules, in the manner of Apache's mod_reqtimeout: no pause longer than
-        POUNCE_BODY_TIMEOUT between reads, and, past that first allowance, an
-        average of POUNCE_BODY_MIN_RATE bytes/s. A pause rule alone lets a body
-        trickled a byte every few seconds hold a connection slot forever.
-        """
-        self.phase = BODY
-        timeout = self.config.body_timeout
-        if timeout:
-            self.deadline = self.body_clock = self.server.deadline_base + timeout
-
-    def body_progress(self, size: int) -> None:
-        """``size`` body bytes arrived: move the body deadline by both rules.
-
-        ``body_clock`` starts at the first allowance and gains 1/rate seconds per
-        byte, so it is where the deadline stands for a body exactly at the rate.
-        """
-        if self.phase == BODY and self.deadline:
-            config = self.config
-            deadline = self.server.deadline_base + config.body_timeout
-            rate = config.body_min_rate
-            if rate:
-                self.body_clock += size / rate
-                if self.body_clock < deadline:
-                    deadline = self.body_clock
-            self.deadline = deadline
-
-    def body_done(self) -> None:
-        """The request body ended: no deadline while the app works on the request."""
-        if self.phase == BODY or self.phase == UNREAD_BODY:
-            self.phase = ACTIVE
-            self.deadline = 0.0
-
-    def _await_unread_body(self) -> None:
-        """The response is complete but the body is not: read (and drop) the rest for keepalive seconds.
-
-        The connection stays open only for the next request's sake, so keep-alive's
-        bound applies; a client that stops sending is closed then (uvicorn re-arms
-        its keep-alive timer here; Gunicorn's ``-k asgi`` closes at once).
-        """
-        self.phase = UNREAD_BODY
-        self.deadline = self.server.deadline_base + self.config.keepalive
-
-    def on_deadline(self) -> None:
-        """Called by the loop's tick once ``deadline`` has passed: the state tells which one."""
-        self.deadline = 0.0
-        phase, self.phase = self.phase, ACTIVE
-        if phase == LINGERING:
-            self.phase = LINGERING
-            self.transport.close()  # lingering is over: whatever the client still sends is its loss
-        elif phase == IDLE:
-            self._idle_timeout()
-        elif phase == BODY:
-            self._body_timeout()
-        elif phase == UNREAD_BODY:
-            self._close_logged(
-                f"the rest of the request body did not arrive within keepalive={self.config.keepalive:g}s "
-                "of the response"
-            )
-        else:
-            self._header_timeout()
-
-    def _body_timeout(self) -> None:
-        config = self.config
-        message = (
-            f"Request body not received in time (POUNCE_BODY_TIMEOUT={config.body_timeout:g}s, "
-            f"POUNCE_BODY_MIN_RATE={config.body_min_rate:g} bytes/s)"
-        )
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
-            self.reject(408, message)
-        else:
-            self._close_logged(message)
-
-    def _close_logged(self, why: str) -> None:
-        """Close a connection a deadline ended, with the one log line that says which."""
-        self.log.info("Closing connection from ip=%s: %s", self.client[0] if self.client else "-", why)
-        self.close()
-
-    def _header_timeout(self) -> None:
-        if self.closed or self.cycle is not None or (not self.fast and self.conn.their_state is not h11.IDLE):
-            return
-        if self.buffer or self.conn.trailing_data[0]:
-            self.reject(408, f"Request head not complete within POUNCE_HEADER_TIMEOUT={self.config.header_timeout}s")
-        else:
-            self.close()
-
-    def _idle_timeout(self) -> None:
-        if self.cycle is None and not self.closed:
-            self.close()
-
-    def _cancel_timers(self) -> None:
-        self.deadline = 0.0
-        if self.phase != LINGERING:
-            self.phase = ACTIVE
+        return len(self.conn.trailing_data[0])
 
     def hold(self, data: bytes) -> None:
         """Send a complete response at the end of this loop iteration, with the others.

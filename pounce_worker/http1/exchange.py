@@ -87,7 +87,7 @@ class H1Exchange:
 
     @property
     def write_blocked(self) -> bool:
-        return self.connection.write_paused
+        return self.connection.flow.paused
 
     async def writable(self) -> None:
         await self.connection.drain()

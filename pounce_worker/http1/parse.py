@@ -126,7 +126,7 @@ def parse_head(head: bytes, cache: FieldCache | None = None) -> ParsedRequest | 
     h11 matches a regular expression per line; here C-level byte operations
     (``translate`` to find a byte outside a class, ``split``, ``partition``)
     do the same checks. ``cache`` is the loop's FieldCache.
-    tests/test_fastpath.py proves it against h11 with generated heads, with a
+    tests/http1/test_parse_and_frame.py proves it against h11 with generated heads, with a
     cold cache and with one shared by every example.
     """
     line_end = head.find(b"\r\n")

@@ -72,9 +72,13 @@ class HeadScan:
     would be refused there: no head is refused for the way it was cut into reads.
     """
 
-    __slots__ = ("checked", "fields", "line_start", "measured", "resume")
+    __slots__ = ("checked", "fields", "head", "line_start", "measured", "resume")
 
     def __init__(self) -> None:
+        # On the h11 path, the head's bytes so far: h11's buffer is not ours to read, and its
+        # public copy (``trailing_data``) taken on every read would make a trickled head cost
+        # quadratic time. None on the fast path, whose buffer is the connection's.
+        self.head: bytearray | None = None
         self.checked = 0  # bytes of the buffer looked at so far
         self.resume = 0  # where the caller's search for CRLFCRLF resumes (one may straddle two reads)
         self.line_start = 0  # where the line still arriving starts; every line before it was checked
