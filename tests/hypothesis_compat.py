@@ -8,6 +8,7 @@ of their modules still run.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -55,3 +56,16 @@ except Exception as exc:
     st = _Strategies()  # type: ignore[assignment]
 
 __all__ = ["HYPOTHESIS_ERROR", "HealthCheck", "example", "given", "settings", "st"]
+
+
+def leg_examples(n: int) -> int:
+    """How many examples a differential property test runs: ``n`` on tests/run's first
+    interpreter leg (and outside tests/run), a quarter of it (at least 100) on the later ones.
+
+    The proofs (fast paths against h11 and wsproto, scanners against h11) run in full once
+    per CI run; the other legs check that the same code behaves the same on their
+    interpreter, which a quarter of the examples shows, and CI stays under 10 minutes.
+    """
+    if os.environ.get("POUNCE_TEST_LEG", "1") == "1":
+        return n
+    return max(n // 4, 100)

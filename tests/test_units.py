@@ -17,7 +17,7 @@ from gunicorn.config import Config
 from pounce_worker import asgi, budget, config, mode
 from pounce_worker.log import LoopLog
 from pounce_worker.worker import ThreadWorker, resolve_loop_kind
-from tests.hypothesis_compat import example, given, settings, st
+from tests.hypothesis_compat import example, given, leg_examples, settings, st
 
 
 @pytest.fixture
@@ -479,7 +479,7 @@ def test_protocol_other_than_http_or_uwsgi_fails_the_boot():
 )
 @example(0, 30, 0, 1, [(1, 0)] * 31)  # the most fields a head of 4 x 30 bytes can hold
 @example(0, 3, 0, 1, [(1, 0)] * 4)
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=leg_examples(1000), deadline=None)
 def test_a_head_within_limits_never_breaks_a_limit(line, fields, field_size, target_length, field_shapes):
     """The fast path skips the limit_request_* checks for heads of at most head_within_limits
     bytes: any such head must pass them all (protocol.HTTPConnection._check_limits)."""

@@ -30,7 +30,7 @@ from gunicorn.config import Config
 from pounce_worker.asgi import Rejection
 from pounce_worker.config import ServerConfig
 from pounce_worker.http1.chunked import DEFAULT_MAX_LINE, FORBIDDEN_TRAILERS, ChunkedScanner, scanner_for
-from tests.hypothesis_compat import HealthCheck, example, given, settings, st
+from tests.hypothesis_compat import HealthCheck, example, given, leg_examples, settings, st
 
 HEAD = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 NEXT = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -142,7 +142,7 @@ cut_points = st.lists(st.integers(0, 2000), max_size=8)
 # -- valid bodies: always accepted, and ended where h11 ends them -------------------------------------
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunked_body(), cut_points, st.sampled_from([b"", NEXT, b"\r\n", b"0\r\n\r\n", b"garbage"]))
 @example(b"3;a=b;c=\"d e\"\r\nabc\r\n0\r\n\r\n", [], NEXT)
 @example(b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n", [1, 2, 3], NEXT)
@@ -190,7 +190,7 @@ def mutated_body(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_body(), cut_points)
 def test_scanner_verdict_is_split_invariant_and_never_ends_elsewhere_than_h11(data, cuts):
     whole = scan(data)

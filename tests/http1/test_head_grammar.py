@@ -37,7 +37,7 @@ from pounce_worker.http1.connection import HTTPConnection
 from pounce_worker.http1.validate import HeadScan
 from tests.conftest import MODES
 from tests.harness import HOST, Gunicorn, read_until_close, reference, response_statuses
-from tests.hypothesis_compat import HealthCheck, given, settings, st
+from tests.hypothesis_compat import HealthCheck, given, leg_examples, settings, st
 
 APP = "tests.apps:hostile"
 WSGI = "tests.apps:wsgi_echo"
@@ -309,7 +309,7 @@ FIELD_LINES = st.lists(
 )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([b"GET / HTTP/1.1", b"GET /" + b"a" * 30 + b" HTTP/1.1", b"GET /\n HTTP/1.1"]),
        FIELD_LINES, st.sampled_from([b"\r\n\r\n", b"\n\r\n", b"\r\n\n"]), st.lists(st.integers(1, 200), max_size=8))
 def test_incomplete_head_check_refuses_only_what_the_complete_head_check_refuses(

@@ -40,7 +40,7 @@ from pounce_worker.http1.parse import (
     parse_head,
 )
 from tests.harness import Gunicorn, raw_request, running
-from tests.hypothesis_compat import HealthCheck, example, given, settings, st
+from tests.hypothesis_compat import HealthCheck, example, given, leg_examples, settings, st
 
 # -- generators -------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ def h11_body_length(conn: h11.Connection, limit: int = 64) -> int | None:
 WARM_FIELDS = FieldCache()
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(METHODS, TARGETS, VERSIONS, HEADERS, st.booleans())
 @example(b"GET", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Content-Length", b"5, 5")], False)
 @example(b"GET", b"/", b"HTTP/1.1", [(b"Host", b"a"), (b"Host", b"a")], False)
@@ -247,7 +247,7 @@ def run_response(writer_start, writer_data, writer_end, chunks, head_only):
     return b"".join(out)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STATUSES, st.sampled_from([b"GET", b"HEAD", b"POST"]), st.booleans(),
        st.lists(st.tuples(RESPONSE_NAMES, RESPONSE_VALUES), max_size=5), CHUNKS)
 @example(200, b"HEAD", False, [], [b"abc"])
@@ -475,7 +475,7 @@ _EDGE_BYTES = st.sampled_from([b"a", b"Z", b"0", b"-", b"!", b"~", b":", b" ", b
 _FIELD_BYTES = st.one_of(st.binary(max_size=12), st.lists(_EDGE_BYTES, max_size=12).map(b"".join))
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=leg_examples(3000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(_FIELD_BYTES)
 def test_field_grammar_is_h11s(data: bytes) -> None:
     """fastpath's own RFC 9110 field grammar accepts exactly what the installed h11 accepts,
