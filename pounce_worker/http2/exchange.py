@@ -1,0 +1,206 @@
+"""One HTTP/2 stream's response, as the ASGI cycle drives it (``asgi.exchange.Exchange``).
+
+What differs from HTTP/1.1 lives here: the head waits (to the end of the loop
+iteration, or the first body bytes) so a failure before it can still become a
+500 and an empty body can end on the HEADERS frame; the body leaves as DATA
+frames only as far as both the stream's and the connection's send windows
+allow, and ``write_blocked``/``writable`` make the app wait for the rest, so a
+client that never opens its window holds one message per stream, never more;
+request bytes are acknowledged (WINDOW_UPDATE) only as the app consumes them;
+an abort resets this stream, never the connection.
+
+Frames go into the connection's h2 state machine; the connection writes what
+h2 has to send once per loop iteration (``H2Connection.flush_soon``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import headers as _headers
+
+if TYPE_CHECKING:
+    from .connection import H2Connection
+
+#: Bytes read from a file per DATA burst (``send_file``): never the whole file in memory.
+FILE_CHUNK = 65536
+NO_BODY_STATUS = frozenset({204, 304})
+ERROR_500 = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+
+
+class StreamExchange:
+    """The response side of one stream, and the acknowledgement of its request body."""
+
+    keep_alive = True
+
+    def __init__(self, connection: H2Connection, stream_id: int, head_only: bool, expect_100: bool) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self.head_only = head_only
+        self.expect_100 = expect_100
+        self.cycle: Any = None
+        #: The response head, held until the first body bytes or the end of the iteration.
+        self.head: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        #: Body bytes framed by the app and not yet sent (windows closed).
+        self.out: deque[memoryview] = deque()
+        self.out_end = False
+        self.end_sent = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: Content-Length of the response, and bytes counted against it.
+        self.length: int | None = None
+        self.sent = 0
+        #: The request's END_STREAM arrived (or RST_STREAM): nothing more comes in.
+        self.request_ended = False
+        #: The stream is over on the wire (ended both ways, or reset): writes are dropped.
+        self.closed = False
+        self.app_done = False
+        self.counted = False
+        self._waiter: asyncio.Future[None] | None = None
+        #: Connection-clock deadlines of what this stream waits for (0: nothing), see H2Connection.sweep.
+        self.send_deadline = 0.0
+        self.body_deadline = 0.0
+
+    # -- the Exchange protocol -------------------------------------------------
+
+    def start(self, status: int, headers: Any, extra: list[tuple[bytes, bytes]] | None) -> Any:
+        connection = self.connection
+        server = connection.server
+        listed = list(headers)
+        if extra:
+            listed.extend(extra)
+        block, self.length = _headers.response(
+            status, listed, ((b"server", connection.config.server_header), (b"date", server.date_header))
+        )
+        if status in NO_BODY_STATUS or 100 <= status < 200:
+            self.head_only = True
+        self.expect_100 = False
+        self.head = block
+        connection.head_pending(self)
+        return block[1:]
+
+    def flush_head(self, end: bool = False) -> None:
+        """Put the held head into h2 (the connection calls this at the end of the iteration)."""
+        head = self.head
+        if head is None or self.closed:
+            return
+        self.head = None
+        self.head_sent = True
+        self.connection.send_headers(self.stream_id, head, end)
+        if end:
+            self.end_sent = True
+
+    def body(self, data: bytes, more: bool) -> None:
+        if self.closed:
+            return
+        if self.head_only:
+            data = b""
+        size = len(data)
+        error = None
+        if self.length is not None:
+            left = self.length - self.sent
+            if size > left:
+                data, size = data[:left], left
+                error = f"response body longer than its Content-Length ({self.length})"
+            elif not more and size < left:
+                error = f"response body shorter than its Content-Length ({self.length})"
+        self.sent += size
+        if self.head is not None:
+            self.flush_head(end=not more and not size and not self.out and error is None)
+            if self.end_sent:
+                self.connection.stream_sent(self)
+                return
+        if size:
+            self.out.append(memoryview(data))
+        if error is not None:
+            self.connection.pump(self)
+            raise ValueError(error)
+        if not more:
+            self.out_end = True
+        self.connection.pump(self)
+
+    def send_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Response trailers (the ``http.response.trailers`` extension): sent after the body, ending the stream."""
+        block = [(name.lower(), value) for name, value in trailers]
+        _headers.response(200, block, ())  # the same checks as a head
+        self.trailers = [pair for pair in block if pair[0] not in _headers.CONNECTION_SPECIFIC]
+
+    @property
+    def write_blocked(self) -> bool:
+        return (bool(self.out) and not self.closed) or self.connection.write_paused
+
+    async def writable(self) -> None:
+        connection = self.connection
+        while self.write_blocked and not self.closed and not connection.closed:
+            self._waiter = waiter = connection.loop.create_future()
+            if connection.config.send_timeout:
+                self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
+                connection.arm(self.send_deadline)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                self.send_deadline = 0.0
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def want_body(self) -> None:
+        connection = self.connection
+        if self.expect_100:
+            self.expect_100 = False
+            if not self.head_sent and self.head is None and not self.closed:
+                connection.send_headers(self.stream_id, [(b":status", b"100")], False)
+        if not self.request_ended and connection.config.body_timeout:
+            self.body_deadline = connection.server.deadline_base + connection.config.body_timeout
+            connection.arm(self.body_deadline)
+
+    def consumed(self, size: int) -> None:
+        if not self.request_ended and not self.closed:
+            self.connection.acknowledge(self.stream_id, size)
+
+    def informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        block = _headers.informational(status, headers)
+        if status == 100:
+            self.expect_100 = False
+        if not self.closed and not self.head_sent:
+            self.connection.send_headers(self.stream_id, block, False)
+
+    async def send_file(self, file: BinaryIO, size: int) -> int:
+        sent = 0
+        while sent < size and not self.closed:
+            await self.writable()
+            if self.closed:
+                break
+            chunk = file.read(min(FILE_CHUNK, size - sent))
+            if not chunk:
+                break
+            self.body(chunk, True)
+            sent += len(chunk)
+        return sent
+
+    def fail_unsent(self) -> bool:
+        if self.head_sent or self.closed:
+            return False
+        self.head = None
+        self.head_only = False
+        self.length = None
+        self.sent = 0
+        self.out.clear()
+        self.start(500, ERROR_500, None)
+        self.body(b"Internal Server Error", False)
+        return True
+
+    def complete(self) -> None:
+        self.app_done = True
+        self.body_deadline = 0.0
+        self.connection.stream_done(self)
+
+    def abort(self) -> None:
+        self.app_done = True
+        self.head = None
+        self.connection.reset(self, "INTERNAL_ERROR")
