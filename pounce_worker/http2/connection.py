@@ -66,7 +66,9 @@ class H2Connection(asyncio.Protocol):
         header_list = config.http2_max_header_list_size
         values: dict[int, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.http2_max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.http2_initial_window_size,
+            # A window smaller than the default applies only once the client has our SETTINGS
+            # (RFC 9113 §6.9.2: until then it may send 65,535 bytes): start there (start_h2).
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: max(config.http2_initial_window_size, 65535),
             h2.settings.SettingCodes.MAX_FRAME_SIZE: config.http2_max_frame_size,
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
         }
@@ -121,6 +123,9 @@ class H2Connection(asyncio.Protocol):
         self.flush_soon()
 
     def _open_window(self) -> None:
+        window = self.config.http2_initial_window_size
+        if window < 65535:
+            self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})  # h2 applies it on ACK
         # The connection's receive window starts at 65,535 whatever SETTINGS says (RFC 9113
         # §6.9.2): open it to the stream window, so one upload may use its whole window.
         extra = self.config.http2_initial_window_size - 65535
@@ -323,7 +328,6 @@ class H2Connection(asyncio.Protocol):
         if not exchange.end_sent:
             self.guard.reset(self.server.last_tick)
         self._gone(exchange)
-        self._count(exchange)
         self._maybe_idle()
 
     def _gone(self, exchange: StreamExchange) -> None:
@@ -336,7 +340,6 @@ class H2Connection(asyncio.Protocol):
         for exchange in list(self.streams.values()):
             exchange.closed = True
             self._gone(exchange)
-            self._count(exchange)
 
     # -- called by the exchanges --------------------------------------------------
 
@@ -402,14 +405,13 @@ class H2Connection(asyncio.Protocol):
             self._reset_stream(exchange, ErrorCodes.NO_ERROR)
 
     def stream_done(self, exchange: StreamExchange) -> None:
-        """The cycle is done with the stream (its response is complete, or never will be)."""
+        """The response is complete (for max_requests: RequestCycle._finish counts the others)."""
         self._count(exchange)
         if exchange.end_sent:
             self.stream_sent(exchange)
 
     def reset(self, exchange: StreamExchange, code: str) -> None:
         """End a stream abnormally (an app failure mid-response): RST_STREAM, never the connection."""
-        self._count(exchange)
         if not exchange.closed:
             self._reset_stream(exchange, ErrorCodes[code])
         self._gone(exchange)
@@ -438,16 +440,18 @@ class H2Connection(asyncio.Protocol):
             exchange.out.clear()
             exchange.length = None
             exchange.head_only = False
+            exchange.trailers_expected = None
             exchange.start(status, [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"content-length", b"%d" % len(body))], None)
+                                    (b"content-length", b"%d" % len(body))], False)
             exchange.body(body, False)
             exchange.app_done = True
             if not exchange.end_sent:
                 self._reset_stream(exchange, ErrorCodes.CANCEL)
         else:
             self._reset_stream(exchange, ErrorCodes.PROTOCOL_ERROR)
-        self._count(exchange)
-        if cycle is not None:
+        if cycle is None:
+            self._count(exchange)  # no cycle will count it (RequestCycle._finish does, for its own)
+        else:
             cycle.client_gone()
         exchange.wake()
 
@@ -553,7 +557,6 @@ class H2Connection(asyncio.Protocol):
             "Resetting HTTP/2 stream %d from ip=%s: its window stayed closed for POUNCE_SEND_TIMEOUT=%gs",
             exchange.stream_id, self._ip(), timeout,
         )
-        self._count(exchange)
         self._reset_stream(exchange, ErrorCodes.CANCEL)
         self._gone(exchange)
 
@@ -585,6 +588,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self._goaway(ErrorCodes.NO_ERROR)
+        self.release()  # what h2 framed since (the last responses) goes before our FIN
         self._all_gone()
         self.closed = True
         transport = self.transport

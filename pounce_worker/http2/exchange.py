@@ -19,6 +19,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..asgi import ClientDisconnected
 from . import headers as _headers
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class StreamExchange:
         self.out_end = False
         self.end_sent = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: True between a head that announced trailers and the trailers (see expect_trailers).
+        self.trailers_expected: bool | None = None
         #: Content-Length of the response, and bytes counted against it.
         self.length: int | None = None
         self.sent = 0
@@ -65,21 +68,24 @@ class StreamExchange:
 
     # -- the Exchange protocol -------------------------------------------------
 
-    def start(self, status: int, headers: Any, extra: list[tuple[bytes, bytes]] | None) -> Any:
+    def start(self, status: int, headers: Any, cacheable: bool) -> Any:
         connection = self.connection
         server = connection.server
-        listed = list(headers)
-        if extra:
-            listed.extend(extra)
         block, self.length = _headers.response(
-            status, listed, ((b"server", connection.config.server_header), (b"date", server.date_header))
+            status, headers, ((b"server", connection.config.server_header), (b"date", server.date_header))
         )
-        if status in NO_BODY_STATUS or 100 <= status < 200:
+        if status in NO_BODY_STATUS:
             self.head_only = True
         self.expect_100 = False
         self.head = block
-        connection.head_pending(self)
+        if server.eager_exchange is not self:
+            connection.head_pending(self)  # out at the end of this iteration, unless the body takes it first
         return block[1:]
+
+    def flush(self) -> None:
+        """The app suspended between its head and its body: the head goes out with this iteration."""
+        if self.head is not None:
+            self.connection.head_pending(self)
 
     def flush_head(self, end: bool = False) -> None:
         """Put the held head into h2 (the connection calls this at the end of the iteration)."""
@@ -92,9 +98,9 @@ class StreamExchange:
         if end:
             self.end_sent = True
 
-    def body(self, data: bytes, more: bool) -> None:
+    def body(self, data: bytes | bytearray | memoryview, more: bool) -> int:
         if self.closed:
-            return
+            return 0
         if self.head_only:
             data = b""
         size = len(data)
@@ -111,21 +117,28 @@ class StreamExchange:
             self.flush_head(end=not more and not size and not self.out and error is None)
             if self.end_sent:
                 self.connection.stream_sent(self)
-                return
+                return 0
         if size:
-            self.out.append(memoryview(data))
+            self.out.append(memoryview(data if type(data) is bytes else bytes(data)))
         if error is not None:
             self.connection.pump(self)
             raise ValueError(error)
-        if not more:
+        if not more and self.trailers_expected is None:
             self.out_end = True
         self.connection.pump(self)
+        return size
+
+    def expect_trailers(self) -> None:
+        """The app declared ``trailers: True`` in its head: the body's end waits for ``trailers``."""
+        self.trailers_expected = True
 
     def send_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        """Response trailers (the ``http.response.trailers`` extension): sent after the body, ending the stream."""
-        block = [(name.lower(), value) for name, value in trailers]
-        _headers.response(200, block, ())  # the same checks as a head
-        self.trailers = [pair for pair in block if pair[0] not in _headers.CONNECTION_SPECIFIC]
+        """Response trailers (the ``http.response.trailers`` extension): a HEADERS frame ending the stream."""
+        block, _ = _headers.response(200, trailers, ())
+        self.trailers = block[1:]
+        self.trailers_expected = None
+        self.out_end = True
+        self.connection.pump(self)
 
     @property
     def write_blocked(self) -> bool:
@@ -171,17 +184,19 @@ class StreamExchange:
             self.connection.send_headers(self.stream_id, block, False)
 
     async def send_file(self, file: BinaryIO, size: int) -> int:
+        loop = self.connection.loop
         sent = 0
-        while sent < size and not self.closed:
+        while sent < size:
             await self.writable()
             if self.closed:
-                break
-            chunk = file.read(min(FILE_CHUNK, size - sent))
+                raise ClientDisconnected("the client disconnected")
+            # Off the loop: a slow disk must not stall every other stream and connection.
+            chunk = await loop.run_in_executor(None, file.read, min(FILE_CHUNK, size - sent))
             if not chunk:
-                break
+                raise EOFError(str(sent))
             self.body(chunk, True)
             sent += len(chunk)
-        return sent
+        return 0 if self.head_only else sent
 
     def fail_unsent(self) -> bool:
         if self.head_sent or self.closed:
@@ -191,7 +206,8 @@ class StreamExchange:
         self.length = None
         self.sent = 0
         self.out.clear()
-        self.start(500, ERROR_500, None)
+        self.trailers_expected = None
+        self.start(500, ERROR_500, False)
         self.body(b"Internal Server Error", False)
         return True
 

@@ -162,9 +162,9 @@ def _settings(headers: list[tuple[bytes, bytes]], http_version: str) -> bytes | 
         return None
     for i in range(0, len(raw), 6):
         code = int.from_bytes(raw[i:i + 2], "big")
-        value = int.from_bytes(raw[i + 2:i + 6], "big")
-        if (code == 2 and value > 1) or (code == 4 and value > 2**31 - 1) or (
-                code == 5 and not 16384 <= value <= 16777215):
+        number = int.from_bytes(raw[i + 2:i + 6], "big")
+        if (code == 2 and number > 1) or (code == 4 and number > 2**31 - 1) or (
+                code == 5 and not 16384 <= number <= 16777215):
             return None
     return payload
 
