@@ -11,11 +11,17 @@ written), so what is measured is pounce_worker's Python path and the loop's
     python bench/cost.py --floor              # the same through bench/floor.py
     python bench/cost.py --by-function        # bytecodes per request, per function (3.12+)
     python bench/cost.py --callgrind          # CPU instructions per request (valgrind)
+    python bench/cost.py --callgrind --baseline 7682190   # the same for the working tree and that commit
 
 ``--callgrind`` runs this script under valgrind twice (a short and a long run)
 and divides the difference, so start-up cost cancels out: the number the
 README's "how the per-request cost came down" list uses. It is exact and
 repeatable on a shared machine, where timings are not.
+
+``--baseline REF`` measures the working tree and pounce_worker as of REF (a
+``git archive`` export, bench/refs.py) in separate child processes, each
+importing its own copy, and prints both and their ratio: the check that a
+change to the core costs no more per request than the commit before it.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import importlib
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from gunicorn.config import Config  # noqa: E402
 from gunicorn.glogging import Logger  # noqa: E402
 
+from bench import refs  # noqa: E402
 from bench.apps import app as bench_app  # noqa: E402
 
 #: Keep-alive connections driven at once, as bench/run.py's wrk runs.
@@ -85,14 +97,43 @@ class QuietLogger(Logger):
     debug = info = warning = error = exception = critical = _drop
 
 
+#: Where each class lives, newest layout first: --baseline imports commits from before the
+#: package moved into folders (7682190 and older: pounce_worker/protocol.py, server.py, hooks.py).
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "Hooks": ("pounce_worker.asgi.hooks", "pounce_worker.hooks"),
+    "RequestBudget": ("pounce_worker.budget",),
+    "ServerConfig": ("pounce_worker.config",),
+    "HTTPConnection": ("pounce_worker.http1.connection", "pounce_worker.protocol"),
+    "LoopLog": ("pounce_worker.log",),
+    "LoopServer": ("pounce_worker.loop.server", "pounce_worker.server"),
+}
+
+
+def pounce_class(name: str) -> Any:
+    """``name`` from the first module of LAYOUTS whose file exists in the pounce_worker being measured.
+
+    Tried by file, not by catching ImportError: the editable install's finder would
+    answer a new-layout name with the working tree's module (see refs.Origin).
+    """
+    import pounce_worker
+
+    package = Path(pounce_worker.__file__ or "").parent
+    for module in LAYOUTS[name]:
+        path = package.joinpath(*module.split(".")[1:])
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return getattr(importlib.import_module(module), name)
+    raise ImportError(f"{name} is in none of {', '.join(LAYOUTS[name])} under {package}: "
+                      "update bench/cost.py's LAYOUTS")
+
+
 def pounce_connections(app: Any) -> Any:
     """A factory of HTTPConnections on one LoopServer for the running loop, as a worker's loop has."""
-    from pounce_worker.asgi.hooks import Hooks
-    from pounce_worker.budget import RequestBudget
-    from pounce_worker.config import ServerConfig
-    from pounce_worker.http1.connection import HTTPConnection
-    from pounce_worker.log import LoopLog
-    from pounce_worker.loop.server import LoopServer
+    Hooks = pounce_class("Hooks")
+    RequestBudget = pounce_class("RequestBudget")
+    ServerConfig = pounce_class("ServerConfig")
+    HTTPConnection = pounce_class("HTTPConnection")
+    LoopLog = pounce_class("LoopLog")
+    LoopServer = pounce_class("LoopServer")
 
     cfg = Config()
     config = ServerConfig.from_gunicorn(cfg, env={"POUNCE_WORKER_MODE": "processes"})
@@ -177,23 +218,110 @@ class BytecodeCount:
         sys.monitoring.set_events(self.TOOL, 0)  # type: ignore[attr-defined]
 
 
+#: What a child run prints, read back by --baseline and --callgrind.
+ORIGIN = "pounce_worker from "
+MICROSECONDS = re.compile(r"([\d.]+) µs/request")
+BYTECODES = re.compile(r"^([\d,]+) bytecodes/request", re.MULTILINE)
+#: --baseline without --callgrind: timed child runs per tree, taken in turns (tree, baseline, tree...)
+#: so a burst of other work on the machine does not land on one side only. One with --by-function:
+#: bytecode counts do not vary, and sys.monitoring makes each run a hundred times slower.
+TURNS = 3
+
+
+class CostError(RuntimeError):
+    """A child run that failed or measured the wrong code; the message says which and why."""
+
+
+@contextlib.contextmanager
+def trees(args: argparse.Namespace) -> Iterator[list[tuple[str, Path | None]]]:
+    """(label, directory pounce_worker is imported from) of each tree measured: one, or --baseline's two."""
+    if not args.baseline:
+        yield [("", args.code_dir)]
+        return
+    try:
+        commit = refs.commit_of(args.baseline)
+    except refs.RefError as exc:
+        raise CostError(f"--baseline {args.baseline}: {exc}") from exc
+    with refs.exported(commit) as baseline:
+        yield [("working tree" if args.code_dir is None else str(args.code_dir), args.code_dir or ROOT),
+               (f"@{commit} (baseline)", baseline)]
+
+
+def child(args: argparse.Namespace, code_dir: Path | None, requests: int, by_function: bool = False) -> list[str]:
+    """This script measuring one tree in a fresh interpreter: nothing imported from the other one."""
+    return [sys.executable, __file__, "--requests", str(requests), "--path", args.path,
+            *(["--floor"] if args.floor else []), *(["--by-function"] if by_function else []),
+            *(["--code-dir", str(code_dir)] if code_dir is not None else [])]
+
+
+def origin_of(output: str, code_dir: Path | None) -> str | None:
+    """Where the child imported pounce_worker from; CostError if not from ``code_dir``."""
+    origin = next((line[len(ORIGIN):] for line in output.splitlines() if line.startswith(ORIGIN)), None)
+    if code_dir is not None and not refs.is_under(origin, code_dir):
+        raise CostError(f"asked for pounce_worker from {code_dir}, the child imported it from {origin}")
+    return origin
+
+
+def instructions(valgrind: str, args: argparse.Namespace, code_dir: Path | None) -> tuple[float, str | None]:
+    """CPU instructions per request of one tree (a short and a long run: start-up cancels out), and its origin."""
+    totals, origin = [], None
+    for requests in (args.requests // 10, args.requests):  # whole rounds of CONNECTIONS requests
+        command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *child(args, code_dir, requests)]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        line = [row for row in done.stderr.splitlines() if "Collected" in row]
+        if done.returncode or not line:
+            raise CostError(done.stderr[-2000:])
+        totals.append(int(line[-1].split()[-1]))
+        origin = origin_of(done.stdout, code_dir)
+    return (totals[1] - totals[0]) / (args.requests - args.requests // 10), origin
+
+
 def callgrind(args: argparse.Namespace) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
-    totals = []
-    for requests in (args.requests // 10, args.requests):  # whole rounds of CONNECTIONS requests
-        command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-                   "--requests", str(requests), "--path", args.path, *(["--floor"] if args.floor else [])]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        line = [row for row in done.stderr.splitlines() if "Collected" in row]
-        if done.returncode or not line:
-            print(done.stderr[-2000:], file=sys.stderr)
-            return 1
-        totals.append(int(line[-1].split()[-1]))
-    per_request = (totals[1] - totals[0]) / (args.requests - args.requests // 10)
-    print(f"{'floor.py' if args.floor else 'pounce_worker'} {args.path}: {per_request:,.0f} instructions/request")
+    name = "floor.py" if args.floor else "pounce_worker"
+    counts = []
+    with trees(args) as measured:
+        for label, code_dir in measured:
+            per_request, origin = instructions(valgrind, args, code_dir)
+            counts.append(per_request)
+            print(f"{name}{' ' + label if label else ''} {args.path}: {per_request:,.0f} instructions/request")
+            if origin:
+                print(f"  {ORIGIN}{origin}")
+    if len(counts) == 2:
+        print(f"working tree / baseline: {counts[0] / counts[1]:.3f} "
+              f"({counts[0] - counts[1]:+,.0f} instructions/request; above 1: the working tree costs more)")
+    return 0
+
+
+def timed(args: argparse.Namespace) -> int:
+    """--baseline without --callgrind: µs per request (and --by-function's bytecodes) of both trees."""
+    turns = 1 if args.by_function else TURNS
+    with trees(args) as measured:
+        times: dict[str, list[float]] = {label: [] for label, _ in measured}
+        last: dict[str, str] = {}
+        for _ in range(turns):
+            for label, code_dir in measured:
+                done = subprocess.run(child(args, code_dir, args.requests, args.by_function),
+                                      capture_output=True, text=True)
+                found = MICROSECONDS.search(done.stdout)
+                if done.returncode or found is None:
+                    raise CostError(f"{label}: {(done.stderr or done.stdout)[-2000:]}")
+                origin_of(done.stdout, code_dir)
+                times[label].append(float(found.group(1)))
+                last[label] = done.stdout
+    for label, output in last.items():
+        print(f"== {label}{f' (last of {turns} runs)' if turns > 1 else ''} ==\n{output.rstrip()}")
+    (tree, tree_us), (base, base_us) = ((label, statistics.median(runs)) for label, runs in times.items())
+    how = f"medians of {turns} runs taken in turns" if turns > 1 else "one run each"
+    print(f"\n{tree}: {tree_us:.1f} µs/request, {base}: {base_us:.1f} ({how}); "
+          f"working tree / baseline: {tree_us / base_us:.3f}")
+    codes = [BYTECODES.search(last[label]) for label in (tree, base)]
+    if codes[0] and codes[1]:
+        tree_codes, base_codes = (int(c.group(1).replace(",", "")) for c in codes if c)
+        print(f"bytecodes/request: {tree_codes:,} against {base_codes:,}, {tree_codes / base_codes:.3f}")
     return 0
 
 
@@ -204,9 +332,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor", action="store_true", help="measure bench/floor.py instead")
     parser.add_argument("--by-function", action="store_true", help="bytecodes per request, per function (3.12+)")
     parser.add_argument("--callgrind", action="store_true", help="CPU instructions per request, under valgrind")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="measure the working tree and pounce_worker as of this git commit, print both "
+                             "and their ratio")
+    parser.add_argument("--code-dir", type=Path,
+                        help="import pounce_worker from DIR/pounce_worker instead of the working tree")
     args = parser.parse_args(argv)
-    if args.callgrind:
-        return callgrind(args)
+    if args.baseline and args.floor:
+        parser.error("--baseline compares pounce_worker at two commits; floor.py has no baseline")
+    try:
+        if args.callgrind:
+            return callgrind(args)
+        if args.baseline:
+            return timed(args)
+    except (CostError, refs.RefError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.code_dir is not None:
+        if not (args.code_dir / "pounce_worker" / "__init__.py").is_file():
+            parser.error(f"--code-dir: no pounce_worker/__init__.py in {args.code_dir}")
+        assert "pounce_worker" not in sys.modules, "imported before --code-dir could choose which one"
+        sys.path.insert(0, str(args.code_dir.resolve()))
     counting = None
     if args.by_function:
         if not hasattr(sys, "monitoring"):
@@ -218,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     name = "floor.py" if args.floor else "pounce_worker"
     print(f"{name} {args.path} on {sys.implementation.name} {sys.version.split()[0]}: "
           f"{seconds * 1e6:.1f} µs/request, {written} bytes/response")
+    if not args.floor:
+        origin = refs.loaded_here()
+        print(f"{ORIGIN}{origin.file}")
+        if (wrong := origin.wrong(args.code_dir or ROOT)) is not None:
+            print(wrong, file=sys.stderr)
+            return 1
     if counting is not None:
         total = sum(counting.counts.values())
         print(f"{total / args.requests:,.0f} bytecodes/request; the functions that ran the most:")

@@ -24,10 +24,8 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import http.client
 import importlib.util
-import io
 import json
 import os
 import platform
@@ -39,7 +37,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import threading
@@ -48,6 +45,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+if __package__:
+    from . import refs
+else:  # python bench/run.py: bench/ is sys.path[0]
+    import refs  # type: ignore[no-redef]
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -234,6 +236,8 @@ class Peer:
     #: A run that was asked for it and cannot start it fails (listed under "Problems seen",
     #: exit status 1) instead of skipping it: the README's ratios depend on it.
     required: bool = False
+    #: --baseline: runs pounce_worker as of the baseline commit, from its own exported copy.
+    baseline: bool = False
 
 
 def _gasgi_loop(interp: Interpreter) -> str:
@@ -301,6 +305,24 @@ FLOORS: tuple[Peer, ...] = tuple(
     for loop in ("asyncio", "uvloop")
 )
 PEER_KEYS = tuple(p.key for p in PEERS)
+#: --baseline: each pounce_worker row of the run gets a twin running the baseline commit.
+BASELINE_TWINS = {"pounce-asyncio": "pounce-baseline-asyncio", "pounce-uvloop": "pounce-baseline-uvloop"}
+
+
+def with_baseline(selected: Sequence[Peer], commit: str) -> list[Peer]:
+    """``selected`` with each pounce_worker row followed by its baseline twin: same command, other code.
+
+    The twin sits in the same section, so it boots with the others and takes its turn
+    in every repetition: the two versions meet the same drifts and bursts of other work.
+    """
+    peers = []
+    for peer in selected:
+        peers.append(peer)
+        if peer.key in BASELINE_TWINS:
+            loop = peer.key.rsplit("-", 1)[1]
+            peers.append(dataclasses.replace(peer, key=BASELINE_TWINS[peer.key], baseline=True,
+                                             label=f"pounce_worker @{commit} ({loop})"))
+    return peers
 
 
 #: How to install what a peer lacks, when the module's name does not say it.
@@ -574,14 +596,23 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, boot_timeout: float) -> None:
-        self.port = free_port()
-        cmd = [c.replace(PORT, str(self.port)).replace(APPDIR, str(self.app_dir)) for c in self.launch.cmd]
+    def env(self) -> dict[str, str]:
+        """The server's environment: its code directory first on PYTHONPATH, ahead of any installed copy."""
         env = dict(os.environ)
         env.pop("POUNCE_WORKER_MODE", None)
         env.update(self.launch.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.app_dir), env.get("PYTHONPATH", "")]))
+        env["PYTHONPATH"] = refs.python_path([self.app_dir], env)
         env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def imported_from(self, python: str) -> refs.Origin:
+        """What ``python`` started as this server is (cwd, environment) imports as pounce_worker."""
+        return refs.imported_from(python, self.app_dir, self.env())
+
+    def start(self, boot_timeout: float) -> None:
+        self.port = free_port()
+        cmd = [c.replace(PORT, str(self.port)).replace(APPDIR, str(self.app_dir)) for c in self.launch.cmd]
+        env = self.env()
         prefix = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -832,18 +863,27 @@ class Bench:
                 return busy
             self.say(f"    machine busy ({busy:.0f}% of a core used by others); waiting")
 
-    def serve(self, name: str, launch: Launch, log_kind: str) -> Server:
-        return Server(name, launch, self.log_dir / f"{name}.log", self.server_cpu, log_kind, self.app_dir)
+    def serve(self, name: str, launch: Launch, log_kind: str, app_dir: Path | None = None) -> Server:
+        """A server importing from ``app_dir`` (default: the run's snapshot; --baseline rows: their commit's)."""
+        return Server(name, launch, self.log_dir / f"{name}.log", self.server_cpu, log_kind, app_dir or self.app_dir)
 
     def boot(self, server: Server) -> dict[str, Any]:
         server.start(self.boot_timeout)
         tree = process_tree(server.pid)
         rss, pss = memory_kb(tree)
-        idle = {"rss_mb": rss / 1024, "pss_mb": pss / 1024 if pss is not None else None, "processes": len(tree),
-                "cpus_allowed": sorted({cpus_allowed(p) or "?" for p in tree})}
+        idle: dict[str, Any] = {"rss_mb": rss / 1024, "pss_mb": pss / 1024 if pss is not None else None,
+                                "processes": len(tree), "cpus_allowed": sorted({cpus_allowed(p) or "?" for p in tree})}
         wrong = server.check_pounce_boot()
         if wrong:
             self.problem(f"{server.name}: {wrong}")
+        if server.launch.pounce is not None:
+            # Asked of the interpreter started as this server was: a row that says it runs a commit
+            # but imports the working tree (or an editable install) would compare the code with itself.
+            origin = server.imported_from(self.interp.path)
+            idle["pounce_worker_file"] = origin.file
+            self.say(f"    {server.name}: pounce_worker from {origin.file}")
+            if (wrong := origin.wrong(server.app_dir)) is not None:
+                self.problem(f"{server.name}: {wrong}")
         return idle
 
     def run_section(self, entries: list[Entry], scenarios: Sequence[Scenario]) -> None:
@@ -938,7 +978,7 @@ class Bench:
             self.problem(f"{name} {scenario.name}: {cell['reason']}")
             return
         s = cell["summary"]
-        self.say(f"  {name:<16} {scenario.name:<7} {s['rps']:>10,.0f} req/s  p50 {s['p50_ms']:.2f} ms  "
+        self.say(f"  {name:<23} {scenario.name:<7} {s['rps']:>10,.0f} req/s  p50 {s['p50_ms']:.2f} ms  "
                  f"p99 {s['p99_ms']:.2f} ms  errors {s['errors']}  RSS {s['rss_peak_mb']:.1f} MB  "
                  f"cpu srv {s['server_cpu_pct']:.0f}% wrk {s['wrk_cpu_pct']:.0f}%")
         if s["errors"]:
@@ -1014,6 +1054,7 @@ def peer_tables(results: dict[str, Any]) -> str:
                 f"{m['server_cpu_pct']:>5.0f}{m['wrk_cpu_pct']:>5.0f}{'*' if m['wrk_cpu_pct'] >= 90 else ' '}"
                 f"{m['other_cpu_pct']:>5.0f}"
             )
+        out.extend(baseline_lines(results, name))
     out.append("\n/aio, /uvl: req/s relative to pounce_worker with asyncio / with uvloop (>1: faster than pounce).\n"
                "req/cpu-s: requests per CPU-second of the server (req/s if it had its core to itself; steadier than "
                "req/s\nwhen other work competes for the CPU); /aio: that relative to pounce_worker (asyncio).")
@@ -1021,7 +1062,68 @@ def peer_tables(results: dict[str, Any]) -> str:
                "under load.\nsrv%/wrk%/oth%: CPU used by the server tree / by wrk / by everything else on the "
                "machine (100 = one core; worst run).\n*: wrk used >= 90% of its core, so the client may be "
                "the bottleneck for that row.")
+    if results["meta"].get("baseline"):
+        out.append("tree/base: this run's pounce_worker ÷ the same row as of the baseline commit (>1: faster now); "
+                   "tree÷X/base÷X:\neach of them ÷ server X (>1: pounce_worker faster than X). Same run, so their "
+                   "quotient is tree/base.")
     return "\n".join(out)
+
+
+def _summary(peer: dict[str, Any], scenario: str) -> dict[str, Any] | None:
+    cell = peer.get("scenarios", {}).get(scenario) if peer["status"] == "ok" else None
+    return cell.get("summary") if cell and cell.get("status") == "ok" else None
+
+
+def baseline_comparison(results: dict[str, Any]) -> dict[str, Any]:
+    """--baseline: per scenario and loop, this run's pounce_worker ÷ the baseline's, and each ÷ every other server.
+
+    Measured in the same run, (tree ÷ peer) / (baseline ÷ peer) is tree ÷ baseline: the
+    ratios to the peers are "no worse than before" exactly when tree ÷ baseline >= 1.
+    """
+    peers = results["peers"]
+    by_key = {p["key"]: p for p in peers}
+    others = [p for p in peers if not p["key"].startswith("pounce-")]
+    comparison: dict[str, Any] = {}
+    for name in results["settings"]["scenarios"]:
+        for tree_key, base_key in BASELINE_TWINS.items():
+            if tree_key not in by_key or base_key not in by_key:
+                continue
+            tree, base = _summary(by_key[tree_key], name), _summary(by_key[base_key], name)
+            if tree is None or base is None:
+                continue
+            row: dict[str, Any] = {"vs": {}}
+            for metric in ("rps", "rps_per_cpu_s"):
+                row[metric] = tree[metric] / base[metric] if base[metric] else None
+            for other in others:
+                theirs = _summary(other, name)
+                if theirs is not None:
+                    row["vs"][other["key"]] = {
+                        metric: {"tree": tree[metric] / theirs[metric], "baseline": base[metric] / theirs[metric]}
+                        for metric in ("rps", "rps_per_cpu_s") if theirs[metric]}
+            comparison.setdefault(name, {})[tree_key.rsplit("-", 1)[1]] = row
+    return comparison
+
+
+def baseline_lines(results: dict[str, Any], name: str) -> list[str]:
+    """The --baseline block under a scenario's table: tree ÷ baseline, then both ÷ each other server."""
+    baseline = results["meta"].get("baseline")
+    rows = (baseline or {}).get("comparison", {}).get(name)
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row["vs"]))
+    width = max([11, *(len(k) + 2 for k in keys)])
+    ref = results["settings"].get("ref")
+    out = [f"-- {name}: pounce_worker {'@' + ref if ref else 'working tree'} (tree) against baseline "
+           f"@{baseline['commit']} (base), same run --",
+           f"{'loop':<9}{'metric':<11}{'tree/base':>10}" + "".join(f"{k:>{width}}" for k in keys)]
+    for loop, row in rows.items():
+        for metric, title in (("rps", "req/s"), ("rps_per_cpu_s", "req/cpu-s")):
+            cells = []
+            for k in keys:
+                pair = row["vs"].get(k, {}).get(metric)
+                cells.append(f"{pair['tree']:.2f}/{pair['baseline']:.2f}" if pair else "-")
+            out.append(f"{loop:<9}{title:<11}{_fmt(row[metric], '.3f', 10)}" + "".join(f"{c:>{width}}" for c in cells))
+    return out
 
 
 def mode_table(results: dict[str, Any]) -> str:
@@ -1143,7 +1245,8 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
             labels.append(p["label"])
             values.append(cell["summary"]["rps"])
             effs.append(cell["summary"]["rps_per_cpu_s"])
-            colors.append("tab:orange" if p["key"].startswith("pounce") else "tab:blue")
+            colors.append("tab:gray" if p.get("baseline") else "tab:orange" if p["key"].startswith("pounce")
+                          else "tab:blue")
         ax.barh(labels[::-1], values[::-1], color=colors[::-1])
         ax.scatter(effs[::-1], range(len(effs)), marker="|", s=300, color="black", zorder=3,
                    label="req per CPU-second")
@@ -1199,79 +1302,6 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     return None
 
 
-# -- the code under test -------------------------------------------------------------------------
-
-
-#: What the servers import from the snapshot besides pounce_worker.
-BENCH_FILES = (Path("bench/__init__.py"), Path("bench/apps.py"), Path("bench/floor.py"))
-
-
-def code_files(root: Path) -> list[Path]:
-    """pounce_worker's sources, the bench app and floor.py, relative to ``root``."""
-    files = sorted(p.relative_to(root) for p in (root / "pounce_worker").rglob("*.py") if "__pycache__" not in p.parts)
-    return [*files, *BENCH_FILES]
-
-
-def code_digest(root: Path, files: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(str(rel).encode() + b"\0")
-        with contextlib.suppress(OSError):
-            digest.update((root / rel).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def snapshot(dest: Path, ref: str | None = None) -> tuple[list[Path], str]:
-    """Copy pounce_worker/ and the bench app into ``dest``; the servers import them from there.
-
-    The working tree may change while a run takes ten minutes (someone is editing
-    pounce_worker); every server of a run then still runs the same code. With
-    ``ref``, pounce_worker comes from that git commit instead of the working tree.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    if ref is None:
-        files = code_files(ROOT)
-        for rel in files:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    else:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref, "pounce_worker"],
-                                 capture_output=True, timeout=60, check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest, filter="data")
-            else:  # Python < 3.10.12 / 3.11.4: our own git archive, so no hostile paths
-                tar.extractall(dest)
-        for rel in BENCH_FILES:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-        files = code_files(dest)
-    return files, code_digest(dest, files)
-
-
-def git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True,
-                                  timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"head": git("rev-parse", "--short", "HEAD").strip() or None,
-            "dirty": git("status", "--porcelain", "--", "pounce_worker", "bench/apps.py").rstrip("\n").splitlines()}
-
-
-def imported_from(interp: Interpreter, app_dir: Path) -> str | None:
-    """Where the servers' interpreter imports pounce_worker from, started the way the servers are."""
-    env = dict(os.environ, PYTHONPATH=str(app_dir))
-    try:
-        out = subprocess.run([interp.path, "-c", "import pounce_worker; print(pounce_worker.__file__)"],
-                             capture_output=True, text=True, timeout=60, cwd=str(app_dir), env=env)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -1325,6 +1355,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-snapshot", action="store_true",
                     help="run pounce_worker from the working tree instead of a copy taken at the start")
     ap.add_argument("--ref", help="run pounce_worker as of this git commit (e.g. HEAD), not the working tree")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also run pounce_worker as of this git commit, in the same reps as the other servers: "
+                         "a pounce-baseline-<loop> row after each pounce row, and tree/base ratios per scenario")
     ap.add_argument("--list", action="store_true", help="show which servers are available and exit")
     ap.add_argument("--features", action="store_true",
                     help="instead of the peers and modes: pounce_worker with its opt-in features off, with "
@@ -1345,7 +1378,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.duration < 1 or args.reps < 1 or args.warmup < 0:
         ap.error("--duration and --reps must be >= 1, --warmup >= 0 (wrk takes whole seconds)")
     if args.features:
+        if args.baseline:
+            ap.error("--baseline compares the servers section; it does not apply to --features")
         args.peers, args.scenarios, args.mode_loops = "", "", ""
+    if args.baseline and not set(args.peers.split(",")) & set(BASELINE_TWINS):
+        ap.error(f"--baseline needs a pounce_worker row to compare: add {' or '.join(BASELINE_TWINS)} to --peers")
     floors = tuple(p.key for p in FLOORS)
     for option, values, known in (("--peers", args.peers, PEER_KEYS + floors),
                                   ("--scenarios", args.scenarios, SCENARIOS),
@@ -1393,6 +1430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot run {args.python}: {exc}", file=sys.stderr)
         return 2
     selected = [p for p in PEERS + FLOORS if p.key in args.peers.split(",")]
+    baseline_commit = None
+    if args.baseline:
+        try:
+            baseline_commit = refs.commit_of(args.baseline)
+        except refs.RefError as exc:
+            print(f"--baseline {args.baseline}: {exc}", file=sys.stderr)
+            return 2
+        selected = with_baseline(selected, baseline_commit)
     skipped: dict[str, str] = {}
     for peer in selected:
         missing = interp.missing(peer.needs)
@@ -1430,17 +1475,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(log_dir)
     log_dir.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix="pounce-bench-"))
-    files = code_files(ROOT)
+    files = refs.code_files(ROOT)
     if args.no_snapshot:
-        app_dir, digest = ROOT, code_digest(ROOT, files)
+        app_dir, digest = ROOT, refs.code_digest(ROOT, files)
     else:
         app_dir = tmp / "code"
         try:
-            files, digest = snapshot(app_dir, args.ref)
-        except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-            detail = getattr(exc, "stderr", None)
-            detail = detail.decode(errors="replace").strip() if isinstance(detail, bytes) else str(exc)
-            print(f"cannot take pounce_worker from {args.ref or 'the working tree'}: {detail}", file=sys.stderr)
+            files, digest = refs.snapshot(app_dir, args.ref)
+        except (OSError, refs.RefError) as exc:
+            print(f"cannot take pounce_worker from {args.ref or 'the working tree'}: {exc}", file=sys.stderr)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return 2
+    baseline_dir = tmp / "baseline"  # under tmp: removed with it, whatever happens
+    baseline_digest = None
+    if baseline_commit is not None:
+        try:
+            _files, baseline_digest = refs.snapshot(baseline_dir, baseline_commit)
+        except (OSError, refs.RefError) as exc:
+            print(f"cannot take pounce_worker from --baseline {args.baseline}: {exc}", file=sys.stderr)
             shutil.rmtree(tmp, ignore_errors=True)
             return 2
     bench = Bench(interp, load, server_cpu, args.boot_timeout, log_dir, app_dir, args.quiet_wait)
@@ -1448,9 +1500,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.problem(warning)
     for key in missing_required:
         bench.problem(f"{key} cannot run, {skipped[key]}: the comparison with it is missing from this run")
-    origin = imported_from(interp, app_dir) if interp.modules.get("pounce_worker") else None
-    if origin is not None and not Path(origin).resolve().is_relative_to(app_dir.resolve()):
-        bench.problem(f"the servers import pounce_worker from {origin}, not from {app_dir}")
+    origin = None
+    if interp.modules.get("pounce_worker"):
+        env = dict(os.environ, PYTHONPATH=refs.python_path([app_dir], os.environ))
+        found = refs.imported_from(interp.path, app_dir, env)
+        origin = found.file
+        if origin is not None and (wrong := found.wrong(app_dir)) is not None:
+            bench.problem(f"the servers: {wrong}")
 
     runnable = [p for p in selected if p.key not in skipped]
     feature_scenarios = [FEATURE_SCENARIOS[n] for n in args.feature_scenarios.split(",") if n] if args.features else []
@@ -1470,11 +1526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
             "wrk": wrk_version(wrk),
-            "git": git_state(),
+            "git": refs.git_state(),
             "code_digest": digest,
             "code_from": ("working tree" if args.no_snapshot else
                           f"git {args.ref}" if args.ref else "snapshot of the working tree taken at the start"),
             "pounce_worker_imported_from": origin,
+            "baseline": None if baseline_commit is None else {
+                "ref": args.baseline, "commit": baseline_commit, "code_digest": baseline_digest},
         },
         "settings": {
             "tag": args.tag, "duration": args.duration, "warmup": args.warmup, "reps": args.reps,
@@ -1506,8 +1564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if peer.key in skipped:
                     result.update(status="skipped", reason=skipped[peer.key])
                     continue
-                server = bench.serve(peer.key, peer.launch(interp), peer.log_kind)
+                server = bench.serve(peer.key, peer.launch(interp), peer.log_kind,
+                                     baseline_dir if peer.baseline else None)
                 result.update(status="ok", command=" ".join(server.launch.cmd), scenarios={})
+                if peer.baseline:
+                    result["baseline"] = baseline_commit
                 entries.append(Entry(peer.key, server, result, result["scenarios"]))
             bench.run_section(entries, scenarios)
             if mode_loops:
@@ -1555,7 +1616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results["meta"]["elapsed_s"] = round((_dt.datetime.now() - started).total_seconds(), 1)
     results["meta"]["interrupted"] = interrupted
-    live_digest = code_digest(ROOT, code_files(ROOT))
+    live_digest = refs.code_digest(ROOT, refs.code_files(ROOT))
     results["meta"]["code_changed_during_run"] = args.ref is None and live_digest != digest
     if results["meta"]["code_changed_during_run"]:
         note = ("pounce_worker or bench/apps.py changed in the working tree during the run"
@@ -1567,6 +1628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.problems.append(
             f"{len(bench.noisy)} of {bench.cells} cells ran while other work on the machine used more than "
             f"{BUSY_PCT:.0f}% of a core (worst run), so their numbers are noisy: {', '.join(bench.noisy)}")
+    if results["meta"]["baseline"] is not None:
+        results["meta"]["baseline"]["comparison"] = baseline_comparison(results)
     results["problems"] = bench.problems
     results["notes"] = bench.notes
     table = peer_tables(results) + "\n" + mode_table(results) + "\n" + features_table(results)

@@ -514,7 +514,7 @@ async def background_raises(scope, receive, send):
     raise RuntimeError("background task failed after the response")
 
 
-# -- apps for the restart and thread-safety suites (tests/test_hostile_restart.py, test_thread_safety.py) --
+# -- apps for the restart and thread-safety suites (tests/test_hostile_restart.py, tests/loop/test_thread_safety.py) --
 
 #: One O_APPEND file descriptor per process (a worker forked after import must open its own):
 #: pid -> fd. Guarded because the loop threads of one worker open it concurrently.

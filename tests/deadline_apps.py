@@ -1,4 +1,4 @@
-"""The ASGI app tests/test_deadlines.py serves: what it saw goes to a file the test reads.
+"""The ASGI app tests/http1/test_deadlines.py serves: what it saw goes to a file the test reads.
 
 Each route stands for one connection state whose deadline the tests drive:
 

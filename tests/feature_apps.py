@@ -1,4 +1,4 @@
-"""The app behind tests/test_compression.py, test_server_timing.py and test_pathsend.py.
+"""The app behind tests/asgi/test_compression.py, tests/asgi/test_server_timing.py and tests/asgi/test_pathsend.py.
 
 One ASGI app, routes chosen by path, parameters in the query string, so one
 gunicorn master serves a whole test module. Text bodies are made of a repeated

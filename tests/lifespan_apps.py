@@ -1,4 +1,4 @@
-"""Apps whose lifespan misbehaves, for tests/test_lifespan.py: startup that never answers or
+"""Apps whose lifespan misbehaves, for tests/asgi/test_lifespan.py: startup that never answers or
 blocks its loop, shutdown that never answers, raises or ignores cancellation.
 
 Each app says what it does through Gunicorn's error logger (``gunicorn.error``, which the

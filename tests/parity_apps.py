@@ -1,4 +1,4 @@
-"""Apps for tests/test_asgi_parity.py: served by pounce_worker and by Gunicorn's ``-k asgi`` alike.
+"""Apps for tests/asgi/test_asgi_parity.py: served by pounce_worker and by Gunicorn's ``-k asgi`` alike.
 
 ``scope_probe`` answers every HTTP request and WebSocket with its scope as JSON, so a
 test can compare what each worker hands the app for the same request. ``early_hints``

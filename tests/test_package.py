@@ -122,7 +122,9 @@ def test_wheel_from_sdist_installs_and_serves(tmp_path: Path) -> None:
         stray = sorted(f for f in files if re.search(r"(^|/)(\.venv[^/]*|__pycache__|\.[a-z_]*cache|\.git|build|dist)"
                                                      r"/|\.py[cod]$|^bench/", f))
         assert not stray, f"sdist holds what it must not: {stray[:20]}"
-        source_modules = {p.relative_to(ROOT / "pounce_worker").as_posix() for p in (ROOT / "pounce_worker").rglob("*.py")}
+        source_modules = {
+            p.relative_to(ROOT / "pounce_worker").as_posix() for p in (ROOT / "pounce_worker").rglob("*.py")
+        }
         assert {f.split("/", 1)[1] for f in files if f.startswith("pounce_worker/")} == source_modules
         app_dir = tmp_path / "app"  # the example app as a user gets it: conf/ from the sdist
         for member in tar.getmembers():

@@ -280,7 +280,7 @@ def test_graceful_stop_serves_a_connection_it_accepted(mode):
     assert results["ours"] == b"HTTP/1.1 200 OK"
 
 
-# -- limit_request_* (light: tests/test_http.py covers the edges) ----------------------------------
+# -- limit_request_* (light: tests/http1/test_http.py covers the edges) ----------------------------------
 
 LIMITS = ("--limit-request-line", "60", "--limit-request-fields", "4", "--limit-request-field_size", "40")
 #: Request line "GET <target> HTTP/1.1" of exactly 60 bytes.
@@ -306,7 +306,7 @@ def limit_servers():
 @pytest.mark.parametrize(("case", "data", "accepted"), LIMIT_CASES, ids=lambda v: v if isinstance(v, str) else "")
 def test_limits_agree_with_gunicorn_at_the_boundary(limit_servers, case, data, accepted):
     """The same request, just under or just over a limit, to ThreadWorker and to Gunicorn's
-    sync worker: accepted or refused alike (tests/test_http.py covers the limits in depth)."""
+    sync worker: accepted or refused alike (tests/http1/test_http.py covers the limits in depth)."""
     ours, theirs = limit_servers
     gunicorns = exchange(theirs.port, data)[0]
     assert (gunicorns == 200) is accepted, f"Gunicorn itself: {gunicorns}"

@@ -455,7 +455,7 @@ def test_loop_kind_follows_asgi_loop_on_gil_build(gil, monkeypatch):
 
 
 def test_protocol_other_than_http_or_uwsgi_fails_the_boot():
-    """A protocol this worker cannot speak fails at boot, naming it (uwsgi: tests/test_uwsgi.py)."""
+    """A protocol this worker cannot speak fails at boot, naming it (uwsgi: tests/http1/test_uwsgi.py)."""
     import subprocess
     import sys
 
@@ -483,8 +483,8 @@ def test_protocol_other_than_http_or_uwsgi_fails_the_boot():
 def test_a_head_within_limits_never_breaks_a_limit(line, fields, field_size, target_length, field_shapes):
     """The fast path skips the limit_request_* checks for heads of at most head_within_limits
     bytes: any such head must pass them all (protocol.HTTPConnection._check_limits)."""
+    from pounce_worker.asgi import Rejection
     from pounce_worker.http1.connection import HTTPConnection
-    from pounce_worker.http1.validate import Rejection
 
     cfg = gunicorn_cfg()
     cfg.set("limit_request_line", line)

@@ -1,4 +1,4 @@
-"""Raw ASGI WebSocket apps for tests/test_websocket.py and the compat suite, routed on path.
+"""Raw ASGI WebSocket apps for tests/websocket/test_websocket.py and the compat suite, routed on path.
 
 No framework: each route does one thing with the bare ``websocket`` scope, so
 what a client sees is the server's doing. Routes that report what the app saw

@@ -75,3 +75,16 @@ class ClientDisconnected(OSError):
     WebSocket session and the file sender all raise it, and none of them may
     import another for it (that was an import cycle).
     """
+
+
+class Rejection(Exception):
+    """A request the server refuses before the app sees it, with the status to answer.
+
+    Here, with the ASGI types, because the scope rules (asgi/scope.py) and every wire
+    protocol raise it; each wire answers it its own way (HTTP/1.1: a response and a
+    close; HTTP/2: a response on the stream).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .defaults import NO_BODY_STATUS
+
 try:  # CPython 3.14+
     from compression import zstd as _zstd  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
@@ -38,7 +40,7 @@ DEFAULT_TYPES = (
     "application/ld+json, application/manifest+json, application/wasm, application/x-ndjson"
 )
 #: Statuses whose body is never compressed: no body (204, 304) or a part of one (206).
-_UNTOUCHED_STATUS = frozenset({204, 206, 304})
+_UNTOUCHED_STATUS = NO_BODY_STATUS | {206}
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 

@@ -29,19 +29,28 @@ class Exchange(Protocol):
     #: the cycle clears it for its own 500. Protocols without the notion ignore it.
     keep_alive: bool
 
-    def start(self, status: int, headers: Headers, extra: list[tuple[bytes, bytes]] | None) -> Headers:
-        """Frame the response head; it may be deferred until the first body bytes.
+    def start(self, status: int, headers: Headers, cacheable: bool) -> Headers:
+        """Frame the response head (status 200-599); it may be deferred until the first body bytes.
 
-        ``headers`` are the app's, unchecked; ``extra`` are the server's own
-        (Server-Timing), never cached. Returns the header list as sent, for the
-        access log. Raises ``TypeError``/``ValueError`` for an invalid head.
+        ``headers`` are the app's, unchecked. ``cacheable`` is False when the list is
+        one of a kind (the cycle added Server-Timing to it), so a cache of framed
+        header blocks must not keep it. Returns the header list as it is sent, for
+        the access log. Raises ``TypeError``/``ValueError`` for an invalid head.
+        The server's default headers (Server, Date) are the exchange's to add.
+        A deferred head must go out by the next loop iteration unless
+        ``server.eager_exchange`` is this exchange (its app is running eagerly:
+        ``LoopServer.spawn_request`` calls ``flush`` if the app suspends).
         """
 
-    def body(self, data: bytes, more: bool) -> None:
+    def flush(self) -> None:
+        """Write a head ``start`` deferred, now (the app suspended between start and body)."""
+
+    def body(self, data: bytes | bytearray | memoryview, more: bool) -> int:
         """Frame and write body bytes; ``more=False`` ends the response (trailers are the wire's).
 
-        Raises when the body contradicts the head (Content-Length): what was
-        valid still goes out. Never blocks: ``writable`` is where the cycle waits.
+        Returns how many body bytes count as sent (0 for HEAD, 204, 304). Raises when
+        the body contradicts the head (Content-Length): what was valid still goes
+        out. Never blocks: ``writable`` is where the cycle waits.
         """
 
     @property
@@ -52,7 +61,8 @@ class Exchange(Protocol):
         """Wait until more may be written: the transport drained (HTTP/1.1) or windows opened (HTTP/2)."""
 
     def want_body(self) -> None:
-        """The app waits for body bytes none of which are buffered: invite them (100 Continue, reading)."""
+        """The app waits in ``receive`` (for body bytes none of which are buffered, or for the
+        disconnect): invite them (100 Continue once, read from the peer again)."""
 
     def consumed(self, size: int) -> None:
         """The app took ``size`` body bytes: read again (HTTP/1.1), open the window (HTTP/2)."""
@@ -62,8 +72,12 @@ class Exchange(Protocol):
         where the wire cannot carry it (HTTP/1.0). Raises ``ValueError`` for an invalid head."""
 
     async def send_file(self, file: BinaryIO, size: int) -> int:
-        """Send ``size`` bytes of ``file`` as the rest of the body without reading it whole; the
-        bytes sent. The response is completed by the cycle with ``body(b"", False)``."""
+        """Send ``size`` bytes of ``file`` as the rest of the body without reading it whole.
+
+        Returns how many body bytes count as sent (0 for HEAD); raises ``EOFError``
+        (its message: the bytes sent) when the file ends early, ``ClientDisconnected``
+        when the peer is gone. The cycle then completes the response with
+        ``body(b"", False)``."""
 
     def fail_unsent(self) -> bool:
         """Nothing of the response is on the wire yet: make it a 500 that ends the exchange; False

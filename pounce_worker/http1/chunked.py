@@ -15,7 +15,7 @@ chunked request body before it hands the same bytes to h11, and it raises
 them into events. It only follows positions: chunk data is counted, never
 copied; only a chunk-size line or a trailer line is buffered, each bounded.
 It never accepts what h11 rejects (h11 still parses every byte), and for
-every body both accept, both end it at the same byte: tests/test_chunked.py
+every body both accept, both end it at the same byte: tests/http1/test_chunked.py
 checks that against h11 itself.
 
     chunked-body   = *chunk last-chunk trailer-section CRLF

@@ -123,28 +123,3 @@ def _parse_v2(buf: bytes) -> tuple[bool, int, tuple[str, int] | None, tuple[str,
     else:
         raise Rejection(400, "PROXY v2: address block too short")
     return True, total, (src, sport), (dst, dport)
-
-
-def forwarded(config: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """``(scheme, script_name)`` set by a trusted peer's headers; ``None`` where unset.
-
-    ``headers`` have lower-case names (the scope's). The caller checks trust.
-    Values of ``secure_scheme_headers`` are compared exactly, as Gunicorn does.
-    """
-    names = config.secure_scheme_names
-    want_script = config.forward_script_name
-    if not want_script and names.isdisjoint(dict(headers)):
-        return None, None  # the usual request: no scheme header (dict() and isdisjoint run in C)
-    scheme: str | None = None
-    script: str | None = None
-    for name, value in headers:
-        if name in names:
-            for header, secure_value in config.secure_scheme_headers:
-                if name == header:
-                    this = "https" if value == secure_value else "http"
-                    if scheme is not None and this != scheme:
-                        raise Rejection(400, "Contradictory scheme headers")
-                    scheme = this
-        elif want_script and name == b"script_name":
-            script = value.decode("latin-1")
-    return scheme, script

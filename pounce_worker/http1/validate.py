@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import re
 
+from ..asgi import Rejection
+
 #: Control characters other than HTAB, CR and LF (CR and LF are checked as CRLF pairs).
 CONTROL_CHARACTERS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _METHOD_OK = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]{3,20}")
@@ -47,16 +49,6 @@ _HOST = re.compile(rb"(?:\[[0-9A-Za-z._~%!$&'()*+,;=:-]+\]|[0-9A-Za-z._~%!$&'()*
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 #: Bound of a loop's cache of valid Host values (check_parsed).
 KNOWN_HOSTS_MAX = 256
-#: absolute-form: scheme "://" authority, then the path the app sees (RFC 9112 §3.2.2).
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
-
-
-class Rejection(Exception):
-    """A request the server refuses (here, in proxy.py and protocol.py), with the status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 #: Bytes that start an obs-fold continuation line (SP, HTAB).
@@ -80,9 +72,13 @@ class HeadScan:
     would be refused there: no head is refused for the way it was cut into reads.
     """
 
-    __slots__ = ("checked", "fields", "line_start", "measured", "resume")
+    __slots__ = ("checked", "fields", "head", "line_start", "measured", "resume")
 
     def __init__(self) -> None:
+        # On the h11 path, the head's bytes so far: h11's buffer is not ours to read, and its
+        # public copy (``trailing_data``) taken on every read would make a trickled head cost
+        # quadratic time. None on the fast path, whose buffer is the connection's.
+        self.head: bytearray | None = None
         self.checked = 0  # bytes of the buffer looked at so far
         self.resume = 0  # where the caller's search for CRLFCRLF resumes (one may straddle two reads)
         self.line_start = 0  # where the line still arriving starts; every line before it was checked
@@ -237,33 +233,3 @@ def check_host(value: bytes) -> None:
         if value.find(b",") >= 0:
             raise Rejection(400, "Host header holds a list")
         raise Rejection(400, f"Invalid Host header {value.decode('latin-1')!r}")
-
-
-def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
-    """The path and the query the app sees, from a request-target of a form the method takes.
-
-    RFC 9112 §3.2: origin-form (``/path?query``) for most requests;
-    absolute-form (``http://host/path?query``), which a server MUST accept,
-    and whose path alone is the app's (as Gunicorn's PATH_INFO; routing must
-    not see the scheme and authority); authority-form (``host:port``) for
-    CONNECT only; asterisk-form (``*``) for OPTIONS only. Anything else is a
-    400, as in Gunicorn. A ``#fragment`` belongs to no form: like Gunicorn, it
-    is dropped rather than handed to the app inside the path or the query.
-    """
-    if target[:1] != b"/" and method != b"CONNECT":
-        if target == b"*":
-            if method != b"OPTIONS":
-                raise Rejection(400, "Request target '*' is for OPTIONS only")
-        else:
-            match = _ABSOLUTE.match(target)
-            if match is None:
-                raise Rejection(
-                    400, f"Request target {target.decode('latin-1')!r} is neither a path nor an absolute URI"
-                )
-            rest = target[match.end():]
-            target = rest if rest[:1] == b"/" else b"/" + rest  # "http://h" and "http://h?q" have path "/"
-    fragment = target.find(b"#")
-    if fragment >= 0:
-        target = target[:fragment]
-    raw_path, _, query = target.partition(b"?")
-    return raw_path, query

@@ -1,1 +1,1 @@
-"""io"""
+"""Helpers every wire protocol shares: flow control, sending files."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import errno
 import functools
 import socket
 import ssl
@@ -34,11 +33,16 @@ from ..asgi import ASGIApp
 from ..asgi.hooks import Hooks
 from ..asgi.lifespan import Lifespan, LifespanFailure
 from ..config import ServerConfig
-from ..http1.connection import HTTPConnection, RequestCycle
-from ..http1.fastpath import FieldCache, ResponseHeaderCache
+from ..http1.connection import HTTPConnection
+from ..http1.frame import ResponseHeaderCache
+from ..http1.parse import FieldCache
 from ..log import LoopLog
+from .gate import AcceptGate
+from .stop import GracefulStop
 
 if TYPE_CHECKING:
+    from ..asgi.cycle import RequestCycle
+    from ..asgi.exchange import Exchange
     from ..budget import RequestBudget
     from ..websocket.session import WebSocketSession
 
@@ -46,16 +50,6 @@ if TYPE_CHECKING:
 EAGER: Any = None
 if hasattr(asyncio, "eager_task_factory"):
     EAGER = functools.partial(asyncio.Task, eager_start=True)  # type: ignore[call-arg]
-#: Connections accepted per readiness event before yielding to other work.
-ACCEPT_BATCH = 16
-#: Seconds a loop steps aside so a less loaded sibling accepts a new connection.
-FAIRNESS_PAUSE = 0.005
-#: Seconds a fast stop (QUIT, INT) gives request tasks to see the disconnect before cancelling them.
-FAST_SETTLE = 0.1
-#: Seconds the app's own tasks left at the end of a stop get to finish once cancelled.
-LEFTOVER_GRACE = 1.0
-#: accept() errors that mean "out of a resource": back off instead of spinning.
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Seconds a cancelled lifespan task gets to end (its ``finally`` blocks) before it is abandoned.
 LIFESPAN_CANCEL_WAIT = 1.0
 
@@ -69,7 +63,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-class LoopServer:
+class LoopServer(AcceptGate, GracefulStop):
     def __init__(
         self,
         index: int,
@@ -115,9 +109,9 @@ class LoopServer:
         self.known_hosts: set[bytes] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # The request whose app runs in an eager first step right now (spawn_request).
-        self.eager_cycle: RequestCycle | None = None
+        self.eager_exchange: Exchange | None = None
         # Responses whose head waits for the next loop iteration (flush_head_soon).
-        self._pending_heads: list[RequestCycle] = []
+        self._pending_heads: list[Exchange] = []
         # Connections holding complete responses until the iteration ends (HTTPConnection.hold).
         self._holding: list[HTTPConnection] = []
         # Accepted sockets whose transport is still being set up (TLS handshake...).
@@ -289,29 +283,6 @@ class LoopServer:
         await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
         return False
 
-    async def _cancel_leftovers(self) -> None:
-        """Cancel the tasks still pending on this loop (the app's own) and let them finish.
-
-        asyncio.run() does this before closing its loop (so uvicorn does): a task left
-        pending when the loop closes never runs its cleanup, and is reported as "Task
-        was destroyed but it is pending!" when collected. Exceptions other than the
-        cancellation are reported as asyncio.run() reports them.
-        """
-        current = asyncio.current_task()
-        leftovers = [task for task in asyncio.all_tasks(self.loop) if task is not current]
-        if not leftovers:
-            return
-        for task in leftovers:
-            task.cancel()
-        await asyncio.wait(leftovers, timeout=LEFTOVER_GRACE)
-        for task in leftovers:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                self.loop.call_exception_handler({
-                    "message": "unhandled exception during shutdown",
-                    "exception": task.exception(),
-                    "task": task,
-                })
-
     def _tick(self) -> None:
         """Heartbeat for the main thread, the Date header, and connection deadlines.
 
@@ -354,112 +325,6 @@ class LoopServer:
                 self.log.exception("Error closing a connection past its deadline")
                 connection.transport.abort()
 
-    # -- accept gate -------------------------------------------------------------
-
-    def _start_accepting(self) -> None:
-        if self.accepting or self.stopping:
-            return
-        for sock in self.listeners:
-            self.loop.add_reader(sock.fileno(), self._accept, sock)
-        self.accepting = True
-
-    def _stop_accepting(self) -> None:
-        if not self.accepting:
-            return
-        for sock in self.listeners:
-            self.loop.remove_reader(sock.fileno())
-        self.accepting = False
-
-    def _accept(self, listener: socket.socket) -> None:
-        if self.stopping or self.budget.exhausted or (
-            self._stop_requested is not None and self._stop_requested.done()
-        ):
-            # A stop is queued behind this readiness event: leave the connection
-            # in the backlog for a sibling or the next worker.
-            self._stop_accepting()
-            return
-        for _ in range(ACCEPT_BATCH):
-            if self.active >= self.limit:
-                self._stop_accepting()
-                return
-            if self._sibling_should_take_it():
-                # Step aside briefly: the listener is readable for every loop, and a
-                # less loaded sibling (woken by the same event) accepts instead.
-                self._stop_accepting()
-                self._backoff = self.loop.call_later(FAIRNESS_PAUSE, self._resume_after_backoff)
-                return
-            try:
-                sock, _addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # a sibling loop (or process) won the race: normal
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                if exc.errno in RESOURCE_ERRNOS:
-                    self.log.error("accept() failed (%s); pausing accepts for 1s", exc)
-                    self._stop_accepting()
-                    self._backoff = self.loop.call_later(1.0, self._resume_after_backoff)
-                    return
-                raise
-            sock.setblocking(False)
-            self.active += 1
-            if self.active > self.peak:
-                self.peak = self.active
-            setup = self.loop.create_task(self._serve(sock))
-            self.setups.add(setup)
-            setup.add_done_callback(self.setups.discard)
-
-    def _sibling_should_take_it(self) -> bool:
-        """Whether a responsive sibling loop holds clearly fewer connections than this one.
-
-        Reads other loops' ``active`` and ``last_tick`` without a lock: plain
-        attribute reads, and a stale value only makes the heuristic less fair.
-        A sibling that has not ticked recently (blocked), is full or is stopping
-        is ignored, so a connection never waits on a loop that cannot take it;
-        the least loaded one never steps aside, so some loop always accepts.
-        """
-        if len(self.siblings) < 2:
-            return False
-        now = time.monotonic()
-        fresh = self.config.tick * 2 + 0.1
-        least = min(
-            (s.active for s in self.siblings
-             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh),
-            default=None,
-        )
-        return least is not None and self.active > least + 1
-
-    def _resume_after_backoff(self) -> None:
-        self._backoff = None
-        if self.active < self.limit:
-            self._start_accepting()
-
-    async def _serve(self, sock: socket.socket) -> None:
-        made: HTTPConnection | None = None
-
-        def factory() -> HTTPConnection:
-            nonlocal made
-            made = self.connection_class(self)
-            return made
-
-        try:
-            await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self.log.debug("Connection setup failed: %s", exc)
-            # The protocol exists before a TLS handshake; only connection_made (after
-            # it) hands the slot to the connection, whose close releases it.
-            if made is None or made.transport is None:
-                sock.close()
-                self._release_slot()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-
-    def _release_slot(self) -> None:
-        self.active -= 1
-        if not self.accepting and not self.stopping and self._backoff is None and self.active < self.limit:
-            self._start_accepting()
-
     # -- callbacks from connections --------------------------------------------
 
     def connection_opened(self, connection: HTTPConnection) -> None:
@@ -497,35 +362,36 @@ class LoopServer:
         trip. Only our request tasks are eager: the app's own create_task()
         keeps the loop's usual semantics.
 
-        While ``eager_cycle`` names the cycle whose app is running, its
+        While ``eager_exchange`` names the exchange whose app is running, its
         response head is held back instead of being scheduled with call_soon:
         the body usually follows in the same step and both leave in one write.
         If the app suspends first, the head is flushed here, as it waits.
         """
         coro = cycle.run()
         if EAGER is not None:
-            outer, self.eager_cycle = self.eager_cycle, cycle
+            exchange = cycle.exchange
+            outer, self.eager_exchange = self.eager_exchange, exchange
             try:
                 task = EAGER(coro, loop=self.loop)
             finally:
-                self.eager_cycle = outer
+                self.eager_exchange = outer
             if task.done():
                 return
-            cycle.flush_head()
+            exchange.flush()
         else:
             task = self.loop.create_task(coro)
         cycle.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def flush_head_soon(self, cycle: RequestCycle) -> None:
-        """Write ``cycle``'s response head at the next loop iteration unless its body takes it first.
+    def flush_head_soon(self, exchange: Exchange) -> None:
+        """Write ``exchange``'s response head at the next loop iteration unless its body takes it first.
 
         One callback per loop iteration for all responses started in it, not
         one per response: under load many start in the same iteration.
         """
         pending = self._pending_heads
-        pending.append(cycle)
+        pending.append(exchange)
         if len(pending) == 1:
             self.loop.call_soon(self._flush_heads)
 
@@ -543,8 +409,8 @@ class LoopServer:
 
     def _flush_heads(self) -> None:
         pending, self._pending_heads = self._pending_heads, []
-        for cycle in pending:
-            cycle.flush_head()
+        for exchange in pending:
+            exchange.flush()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine of ours (a WebSocket session's app call) as a tracked task.
@@ -554,72 +420,6 @@ class LoopServer:
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    # -- stopping --------------------------------------------------------------
-
-    _drained: asyncio.Future[None] | None = None
-
-    def _begin_stop(self, graceful: bool) -> None:
-        if not graceful:
-            self.fast_stop = True
-        if self._stop_requested is not None and not self._stop_requested.done():
-            self._stop_requested.set_result(None)
-        elif self.fast_stop:
-            for connection in list(self.connections):
-                connection.transport.abort()
-
-    async def _drain(self, deadline: float) -> None:
-        """Stop accepting, let in-flight requests finish, close idle connections."""
-        self.stopping = True
-        self._stop_accepting()
-        if self._backoff is not None:
-            self._backoff.cancel()
-        if self.setups and not self.fast_stop:
-            # Accepted before the stop: a client may already have sent its request
-            # (cancelling would close the socket on unread data: a reset). Let them
-            # become connections, which shutdown() gives a moment for a first request.
-            await asyncio.wait(list(self.setups), timeout=max(0.0, deadline - self.loop.time()))
-        reserve = 0.0
-        if self.fast_stop:
-            for connection in list(self.connections):
-                connection.transport.abort()
-        else:
-            for connection in list(self.connections):
-                connection.shutdown()
-            # Leave lifespan shutdown a moment of graceful_timeout.
-            reserve = min(1.0, self.config.graceful_timeout * 0.2)
-            if self.connections:
-                self._drained = self.loop.create_future()
-                try:
-                    await asyncio.wait_for(
-                        asyncio.shield(self._drained), max(0.0, deadline - reserve - self.loop.time())
-                    )
-                except asyncio.TimeoutError:
-                    self.log.warning(
-                        "graceful_timeout=%ss expired with %d connections open; closing them",
-                        self.config.graceful_timeout,
-                        len(self.connections),
-                    )
-                for connection in list(self.connections):
-                    connection.transport.abort()
-        current = asyncio.current_task()
-        pending = [task for task in self.tasks if task is not current]
-        if pending:
-            # A request's app call outlives its connection: after the response (Django closes
-            # the response and sends request_finished in a thread) and after a disconnect
-            # (Django cancels its own view task and waits for it). Cancelled halfway, an app
-            # that awaits its own tasks with asyncio.wait (Django 5.2's ASGIHandler) leaves
-            # them orphaned: "Task exception was never retrieved", "Task was destroyed but it
-            # is pending!". So they get until half the reserve to end by themselves, as
-            # under uvicorn, which waits for its tasks; a fast stop gives them FAST_SETTLE,
-            # time to see the disconnect of the abort above.
-            settle = deadline - reserve / 2 - self.loop.time()
-            await asyncio.wait(pending, timeout=max(0.0, min(settle, FAST_SETTLE) if self.fast_stop else settle))
-            pending = [task for task in pending if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
 
     # -- thread-safe entry points (called from the worker's main thread) ----------
 

@@ -2,7 +2,7 @@
 
 The fast path takes whole unfragmented masked text/binary frames and frames our
 unfragmented messages; everything else goes to wsproto at a frame boundary.
-``tests/test_ws_fastpath.py`` proves the two paths equal.
+``tests/websocket/test_frames.py`` proves the two paths equal.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def feed(self: WebSocketSession, data: bytes) -> None:
     that is not all here) is passed to wsproto from its first byte, with the
     same chunk boundaries it would have had, so wsproto sees a stream of
     whole frames and decides everything it decides today.
-    ``tests/test_ws_fastpath.py`` proves the two paths equal.
+    ``tests/websocket/test_frames.py`` proves the two paths equal.
     """
     if not self.fast:
         self._feed_wsproto(data)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..asgi import ClientDisconnected, Message
+from ..asgi import ClientDisconnected, Message, defaults
+from ..http1.errors import error_page
 
 try:
     from wsproto.events import (
@@ -51,13 +52,7 @@ def start(self: WebSocketSession, raw_headers: list[tuple[bytes, bytes]], pendin
 def default_headers(self: WebSocketSession, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The app's headers, lower-cased, after Server and Date unless the app set them."""
     own = [(bytes(name).lower(), bytes(value)) for name, value in headers]
-    names = {name for name, _ in own}
-    defaults = []
-    if b"server" not in names:
-        defaults.append((b"server", self.config.server_header))
-    if b"date" not in names:
-        defaults.append((b"date", self.server.date_header))
-    return defaults + own
+    return defaults.default_headers(self.server, own) + own
 
 
 def accept(self: WebSocketSession, message: Message) -> None:
@@ -143,14 +138,14 @@ def send_500(self: WebSocketSession) -> None:
     if self.lost:
         return
     body = b"Internal Server Error"
-    headers = self._default_headers([
+    server_fields = defaults.default_headers(self.server, [])
+    self.status = 500
+    self.response_headers = [
+        *server_fields,
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"connection", b"close"),
         (b"content-length", b"%d" % len(body)),
-    ])
-    self.status = 500
-    self.response_headers = headers
+    ]
     self.sent = len(body)
-    head = b"HTTP/1.1 500 Internal Server Error\r\n" + b"".join(b"%s: %s\r\n" % pair for pair in headers)
-    self._write(head + b"\r\n" + body)
+    self._write(error_page(500, body, b"".join(b"%s: %s\r\n" % pair for pair in server_fields)))
     self._close_transport()

@@ -99,7 +99,7 @@ class WebSocketSession(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         # Flow control.
         self.read_paused = False
-        self.write_paused = connection.write_paused  # resume_writing now comes here
+        self.write_paused = connection.flow.paused  # resume_writing now comes here
         self._drain_waiters: list[asyncio.Future[None]] = []
         # Keep-alive and close timers.
         self.ping_timer: asyncio.TimerHandle | None = None

@@ -691,7 +691,7 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await _lifespan(scope, receive, send)
     if scope["type"] == "websocket":
-        return await ws_app(scope, receive, send)  # tests/ws_apps.py, shared with test_websocket.py
+        return await ws_app(scope, receive, send)  # tests/ws_apps.py, shared with tests/websocket/test_websocket.py
     if scope["type"] != "http":
         raise ValueError(f"unsupported scope type {scope['type']!r}")
     token = dict(scope["headers"]).get(b"x-compat-token")

@@ -150,7 +150,7 @@ def test_auto_mode_on_gil_build_chooses_processes():
 def test_auto_mode_chooses_threads_when_gil_is_disabled(tmp_path):
     """sys._is_gil_enabled() returning False (as on 3.13t/3.14t) selects thread mode, N = threads."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys._is_gil_enabled = lambda: False\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parent.parent)])}
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
     with serve("tests.apps:echo", "--worker-connections", "3", mode=None, threads=3, env=env) as server:
         results = _ok_json(_concurrent(["/sleep/0.3"] * 6, server.url))
         log = server.log()

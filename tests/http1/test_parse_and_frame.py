@@ -23,19 +23,21 @@ import httpx
 import pytest
 
 from pounce_worker.asgi import STATUS_PHRASES
-from pounce_worker.http1.fastpath import (
+from pounce_worker.http1.frame import (
+    HEADER_BLOCK_ENTRIES,
+    HEADER_BLOCK_SIZE,
+    FastResponse,
+    ResponseHeaderCache,
+    primed_h11,
+    render,
+)
+from pounce_worker.http1.parse import (
     FIELD_BLOCK_ENTRIES,
     FIELD_BLOCK_SIZE,
     FIELD_CACHE_ENTRIES,
     FIELD_CACHE_LINE,
-    HEADER_BLOCK_ENTRIES,
-    HEADER_BLOCK_SIZE,
-    FastResponse,
     FieldCache,
-    ResponseHeaderCache,
     parse_head,
-    primed_h11,
-    render,
 )
 from tests.harness import Gunicorn, raw_request, running
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
@@ -193,6 +195,38 @@ STATUSES = st.sampled_from([200, 201, 204, 301, 304, 404, 418, 500, 299])
 CHUNKS = st.lists(st.binary(max_size=8), max_size=4)
 
 
+def fast_start(writer, status, default_lines, headers, method, close, names, values):
+    """The fast writer's head for headers rendered now, or None when h11 must frame them."""
+    block = render(headers, names, values)
+    return writer.head(status, default_lines, block, method, close) if block.fast else None
+
+
+def run_production_body(writer_start, writer, chunks, head_only):
+    """A whole response framed as http1/exchange.py frames it: ``FastResponse.body`` per
+    ``http.response.body`` message, the last one ending the body (``more_body`` false),
+    and a body that contradicts Content-Length written as far as it is valid, then refused."""
+    out = []
+    try:
+        head = writer_start()
+    except h11.LocalProtocolError as exc:
+        return ("error", "start", str(exc))
+    if head is None:
+        return None
+    out.append(head)
+    try:
+        bodies = [b"" if head_only else chunk for chunk in chunks] or [b""]
+        for chunk in bodies[:-1]:
+            out.append(writer.body(chunk, True))
+        last = bodies[-1]
+        if not writer.chunked and writer.remaining != len(last):
+            out.append(writer.data(last))
+            writer.end()
+        out.append(writer.body(last, False))
+    except h11.LocalProtocolError as exc:
+        return ("error", "data" if "Too much" in str(exc) else "end", str(exc))
+    return b"".join(out)
+
+
 def run_response(writer_start, writer_data, writer_end, chunks, head_only):
     """Bytes of a whole response, or the LocalProtocolError message and the step it failed at."""
     out = []
@@ -231,7 +265,7 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
         # Cold caches, then the caches shared by every example (as a loop's are).
         writer = FastResponse()
         results.append(run_response(
-            lambda w=writer, n=names, v=values: w.start(status, default_lines, headers, method, close, n, v),
+            lambda w=writer, n=names, v=values: fast_start(w, status, default_lines, headers, method, close, n, v),
             writer.data, writer.end, chunks, head_only,
         ))
     # Through a loop's block cache, as protocol.py frames responses: the same bytes, warm or cold.
@@ -243,8 +277,14 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
             return w.head(status, default_lines, block, method, close) if block.fast else None
 
         results.append(run_response(cached_start, writer.data, writer.end, chunks, head_only))
+    # The way production frames a body (http1/exchange.py): FastResponse.body, one call a message.
+    writer = FastResponse()
+    results.append(run_production_body(
+        lambda w=writer: fast_start(w, status, default_lines, headers, method, close, WARM_NAMES, WARM_VALUES),
+        writer, chunks, head_only,
+    ))
     fast = results[0]
-    assert results[1:] == [fast] * 3
+    assert results[1:] == [fast] * 4
     if fast is None:
         return  # h11 frames this response (primed connection): nothing to compare
     conn = primed_h11(method, close)
@@ -265,18 +305,18 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
 
 def test_fast_response_defers_rewritten_headers_to_h11():
     for name in (b"transfer-encoding", b"connection", b"host"):
-        assert FastResponse().start(200, b"", [(name, b"chunked")], b"GET", False, set(), set()) is None
-    assert FastResponse().start(200, b"", [(b"content-length", b"1, 1")], b"GET", False, set(), set()) is None
+        assert fast_start(FastResponse(), 200, b"", [(name, b"chunked")], b"GET", False, set(), set()) is None
+    assert fast_start(FastResponse(), 200, b"", [(b"content-length", b"1, 1")], b"GET", False, set(), set()) is None
 
 
 def test_fast_response_caches_only_valid_names_and_values():
     names: set[bytes] = set()
     values: set[bytes] = set()
-    head = FastResponse().start(200, b"", [(b"x-a", b"ok")], b"GET", False, names, values)
+    head = fast_start(FastResponse(), 200, b"", [(b"x-a", b"ok")], b"GET", False, names, values)
     assert head == b"HTTP/1.1 200 OK\r\nx-a: ok\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert names == {b"x-a"} and values == {b"ok"}
     with pytest.raises(h11.LocalProtocolError):
-        FastResponse().start(200, b"", [(b"x-a", b"a\r\nb")], b"GET", False, names, values)
+        fast_start(FastResponse(), 200, b"", [(b"x-a", b"a\r\nb")], b"GET", False, names, values)
     assert values == {b"ok"}
 
 
@@ -442,7 +482,7 @@ def test_field_grammar_is_h11s(data: bytes) -> None:
     so a new h11 release that changes its (private) grammar fails here, not in production."""
     from h11._headers import _field_name_re, _field_value_re
 
-    from pounce_worker.http1.fastpath import FIELD_NAME, FIELD_VALUE
+    from pounce_worker.http1.parse import FIELD_NAME, FIELD_VALUE
 
     assert bool(FIELD_NAME.fullmatch(data)) == bool(_field_name_re.fullmatch(data))
     assert bool(FIELD_VALUE.fullmatch(data)) == bool(_field_value_re.fullmatch(data))

@@ -32,8 +32,9 @@ from types import SimpleNamespace
 import h11
 import pytest
 
+from pounce_worker.asgi import Rejection
 from pounce_worker.http1.connection import HTTPConnection
-from pounce_worker.http1.validate import HeadScan, Rejection
+from pounce_worker.http1.validate import HeadScan
 from tests.conftest import MODES
 from tests.harness import HOST, Gunicorn, read_until_close, reference, response_statuses
 from tests.hypothesis_compat import HealthCheck, given, settings, st

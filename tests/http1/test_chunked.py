@@ -27,9 +27,9 @@ import h11
 import pytest
 from gunicorn.config import Config
 
+from pounce_worker.asgi import Rejection
 from pounce_worker.config import ServerConfig
 from pounce_worker.http1.chunked import DEFAULT_MAX_LINE, FORBIDDEN_TRAILERS, ChunkedScanner, scanner_for
-from pounce_worker.http1.validate import Rejection
 from tests.hypothesis_compat import HealthCheck, example, given, settings, st
 
 HEAD = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -7,7 +7,7 @@
 * Lifespan shutdown raising: logged with its traceback, the worker still exits
   cleanly (master exit code 0, worker_exit runs).
 * A loop blocked by a synchronous call: WORKER TIMEOUT and a new worker
-  (tests/test_lifecycle.py); here, that the log then lists every loop's
+  (tests/loop/test_lifecycle.py); here, that the log then lists every loop's
   connections, the stuck loop's and its siblings'.
 """
 

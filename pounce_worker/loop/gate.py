@@ -1,0 +1,164 @@
+"""A loop's accept gate: its own reader on the shared listening sockets.
+
+asyncio's ``Server.close()`` closes the listening socket, and one listener is
+shared by every loop of the worker (and every worker of the master), so each
+loop watches the listeners with its own ``add_reader`` and opens and closes
+only that. The gate closes at the loop's ``worker_connections`` share (the
+connection waits in the kernel's backlog: backpressure, never a drop), when
+the worker stops or its ``max_requests`` budget is spent, and for a moment
+when a responsive sibling loop holds clearly fewer connections (fairness
+between the loops of a process, which the kernel's wake-ups do not give).
+
+A mixin of ``LoopServer``, whose state it reads and writes; apart only so that
+each file has one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..budget import RequestBudget
+    from ..config import ServerConfig
+    from ..http1.connection import HTTPConnection
+    from ..log import LoopLog
+    from .server import LoopServer
+
+#: Connections accepted per readiness event before yielding to other work.
+ACCEPT_BATCH = 16
+#: Seconds a loop steps aside so a less loaded sibling accepts a new connection.
+FAIRNESS_PAUSE = 0.005
+#: accept() errors that mean "out of a resource": back off instead of spinning.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class AcceptGate:
+    """Accepting new connections on this loop, within its share of ``worker_connections``."""
+
+    if TYPE_CHECKING:  # LoopServer's state this mixin uses, for type checkers only
+        loop: asyncio.AbstractEventLoop
+        log: LoopLog
+        config: ServerConfig
+        budget: RequestBudget
+        listeners: list[socket.socket]
+        siblings: tuple[LoopServer, ...]
+        ssl_context: ssl.SSLContext | None
+        connection_class: type[HTTPConnection]
+        setups: set[asyncio.Task[Any]]
+        accepting: bool
+        stopping: bool
+        active: int
+        peak: int
+        limit: int
+        last_tick: float
+        _backoff: asyncio.TimerHandle | None
+        _stop_requested: asyncio.Future[Any] | None
+
+    def _start_accepting(self) -> None:
+        if self.accepting or self.stopping:
+            return
+        for sock in self.listeners:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+        self.accepting = True
+
+    def _stop_accepting(self) -> None:
+        if not self.accepting:
+            return
+        for sock in self.listeners:
+            self.loop.remove_reader(sock.fileno())
+        self.accepting = False
+
+    def _accept(self, listener: socket.socket) -> None:
+        if self.stopping or self.budget.exhausted or (
+            self._stop_requested is not None and self._stop_requested.done()
+        ):
+            # A stop is queued behind this readiness event: leave the connection
+            # in the backlog for a sibling or the next worker.
+            self._stop_accepting()
+            return
+        for _ in range(ACCEPT_BATCH):
+            if self.active >= self.limit:
+                self._stop_accepting()
+                return
+            if self._sibling_should_take_it():
+                # Step aside briefly: the listener is readable for every loop, and a
+                # less loaded sibling (woken by the same event) accepts instead.
+                self._stop_accepting()
+                self._backoff = self.loop.call_later(FAIRNESS_PAUSE, self._resume_after_backoff)
+                return
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # a sibling loop (or process) won the race: normal
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self.log.error("accept() failed (%s); pausing accepts for 1s", exc)
+                    self._stop_accepting()
+                    self._backoff = self.loop.call_later(1.0, self._resume_after_backoff)
+                    return
+                raise
+            sock.setblocking(False)
+            self.active += 1
+            if self.active > self.peak:
+                self.peak = self.active
+            setup = self.loop.create_task(self._serve(sock))
+            self.setups.add(setup)
+            setup.add_done_callback(self.setups.discard)
+
+    def _sibling_should_take_it(self) -> bool:
+        """Whether a responsive sibling loop holds clearly fewer connections than this one.
+
+        Reads other loops' ``active`` and ``last_tick`` without a lock: plain
+        attribute reads, and a stale value only makes the heuristic less fair.
+        A sibling that has not ticked recently (blocked), is full or is stopping
+        is ignored, so a connection never waits on a loop that cannot take it;
+        the least loaded one never steps aside, so some loop always accepts.
+        """
+        if len(self.siblings) < 2:
+            return False
+        now = time.monotonic()
+        fresh = self.config.tick * 2 + 0.1
+        least = min(
+            (s.active for s in self.siblings
+             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh),
+            default=None,
+        )
+        return least is not None and self.active > least + 1
+
+    def _resume_after_backoff(self) -> None:
+        self._backoff = None
+        if self.active < self.limit:
+            self._start_accepting()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        made: HTTPConnection | None = None
+
+        def factory() -> HTTPConnection:
+            nonlocal made
+            made = self.connection_class(self)  # type: ignore[arg-type]  # self is the LoopServer
+            return made
+
+        try:
+            await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self.log.debug("Connection setup failed: %s", exc)
+            # The protocol exists before a TLS handshake; only connection_made (after
+            # it) hands the slot to the connection, whose close releases it.
+            if made is None or made.transport is None:
+                sock.close()
+                self._release_slot()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _release_slot(self) -> None:
+        self.active -= 1
+        if not self.accepting and not self.stopping and self._backoff is None and self.active < self.limit:
+            self._start_accepting()
