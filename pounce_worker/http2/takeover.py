@@ -11,7 +11,7 @@ with ``both``, its HTTP/1.1 request may be an upgrade and is served.
 The HTTP/1.1 connection calls ``take`` once from ``connection_made`` and
 ``upgrade`` for a parsed request that may be an h2c upgrade (h11 path only:
 the fast path hands every ``Upgrade`` request to h11). Its hot path pays
-nothing else: a prior-knowledge peer's first bytes are read here, by
+nothing else (h2 itself is imported only once a connection turns to HTTP/2): a prior-knowledge peer's first bytes are read here, by
 ``PrefaceSniffer``, before HTTPConnection sees any.
 """
 
@@ -23,12 +23,11 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from ..http1.proxy import ip_allowed
-from .connection import H2Connection
-from .exchange import StreamExchange
 from .headers import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
     from ..http1.connection import HTTPConnection
+    from .connection import H2Connection
 
 #: RFC 9113 §3.4: what a prior-knowledge client sends first.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -65,6 +64,8 @@ def take(connection: HTTPConnection) -> bool:
 
 
 def _become_h2(connection: HTTPConnection, data: bytes, replacing: Any = None) -> H2Connection:
+    from .connection import H2Connection  # imports h2: only once a connection speaks HTTP/2
+
     h2conn = H2Connection(connection.server, connection.transport, connection.client, connection.local,
                           connection.scheme, connection.trusted)
     connection.closed = True
@@ -182,6 +183,9 @@ def upgrade(connection: HTTPConnection, scope: dict[str, Any], target: bytes) ->
     settings = _settings(scope["headers"], scope["http_version"])
     if settings is None or not _trusted(connection):
         return False
+    from .connection import H2Connection
+    from .exchange import StreamExchange
+
     connection.release()
     server = connection.server
     transport = connection.transport
