@@ -20,35 +20,31 @@ are all done, or when the loop's drain runs out of ``graceful_timeout``.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
 from . import headers as _headers
 from .exchange import StreamExchange
 from .guard import Flood, FloodGuard
+from .lifecycle import ConnectionLifecycle
+from .machine import ServerMachine, error_code
 
 if TYPE_CHECKING:
     from ..loop.server import LoopServer
 
-#: Seconds a connection we closed may take to acknowledge our FIN (as http1's lingering close).
-LINGER = 2.0
 #: The request target of a refused method, as HTTP/1.1 refuses it (CONNECT: no tunnels).
 REFUSED_METHODS = {b"CONNECT": (405, "CONNECT is not served: an ASGI app cannot open a tunnel")}
+#: Streams a client may open past http2_max_concurrent_streams before the connection ends: each
+#: is refused (REFUSED_STREAM, RFC 9113 §5.1.2: safe to retry), as a client may have opened them
+#: before it read our SETTINGS; past the margin h2 ends the connection (PROTOCOL_ERROR).
+OVER_LIMIT_FACTOR = 2
 
 
-def _h2_config() -> h2.config.H2Configuration:
-    return h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
-
-
-class H2Connection(asyncio.Protocol):
+class H2Connection(ConnectionLifecycle, asyncio.Protocol):
     """asyncio protocol for one client connection that speaks HTTP/2."""
 
     def __init__(self, server: LoopServer, transport: asyncio.Transport, client: tuple[str, int] | None,
@@ -62,7 +58,7 @@ class H2Connection(asyncio.Protocol):
         self.local = local
         self.scheme = scheme
         self.trusted = trusted
-        self.h2 = h2.connection.H2Connection(config=_h2_config())
+        self.h2 = ServerMachine()
         header_list = config.http2_max_header_list_size
         values: dict[int, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.http2_max_concurrent_streams,
@@ -78,6 +74,10 @@ class H2Connection(asyncio.Protocol):
         # h2 read these from its default settings when it was built; ours apply from the start.
         self.h2.max_inbound_frame_size = config.http2_max_frame_size
         self.h2.decoder.max_header_list_size = header_list or 2**32
+        # Header block bytes h2 may hold while CONTINUATION frames arrive (machine.check_buffered).
+        self.block_limit = (header_list or 2**20) + 16384
+        #: True until the client's SETTINGS arrived: RFC 9113 §3.4, its first frame.
+        self.awaiting_settings = True
         self.streams: dict[int, StreamExchange] = {}
         self.heads: list[StreamExchange] = []
         self.blocked: dict[int, StreamExchange] = {}
@@ -123,6 +123,14 @@ class H2Connection(asyncio.Protocol):
         self.flush_soon()
 
     def _open_window(self) -> None:
+        """After our SETTINGS went into h2: what applies from now on, beyond what was announced."""
+        config = self.config
+        # h2 ends the connection past its own stream limit: ours is enforced per stream (_request).
+        announced = self.h2.local_settings
+        hard = dict(announced.items())
+        hard[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = min(
+            2**31 - 1, config.http2_max_concurrent_streams * OVER_LIMIT_FACTOR)
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=hard)  # type: ignore[arg-type]
         window = self.config.http2_initial_window_size
         if window < 65535:
             self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})  # h2 applies it on ACK
@@ -143,55 +151,34 @@ class H2Connection(asyncio.Protocol):
         if self.upgrade_h11 is not None:
             self.upgrade_body(data)
             return
+        h2conn = self.h2
+        if self.awaiting_settings:
+            pending = h2conn.data_to_send()  # our SETTINGS go before anything h2 answers
+            if pending:
+                self.transport.write(pending)
         try:
-            events = self.h2.receive_data(data)
+            events = h2conn.receive_data(data)
+            h2conn.check_buffered(self.block_limit)
         except h2.exceptions.ProtocolError as exc:
-            code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
-            self._fail(f"HTTP/2 protocol error, GOAWAY {getattr(code, 'name', code)}: {exc}")
+            code = error_code(exc)
+            self._fail(f"HTTP/2 protocol error, GOAWAY {code.name}: {exc}", code)
             return
+        if self.awaiting_settings and events:
+            if type(events[0]) is not h2.events.RemoteSettingsChanged:
+                h2conn.data_to_send()  # nothing is answered to a bad preface (a PING ACK...)
+                self._fail("the connection preface was not followed by SETTINGS (RFC 9113 section 3.4)",
+                           ErrorCodes.PROTOCOL_ERROR)
+                return
+            self.awaiting_settings = False
         try:
+            if h2conn.resets:
+                self.guard.reset(self.server.last_tick, h2conn.resets)
+                h2conn.resets = 0
             for event in events:
                 self._event(event)
         except Flood as exc:
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-            self._fail(f"HTTP/2 flood: {exc}")
+            self._fail(f"HTTP/2 flood: {exc}", ErrorCodes.ENHANCE_YOUR_CALM)
             return
-        self.flush_soon()
-
-    def upgrade_body(self, data: bytes) -> None:
-        """The h2c upgrade request's body, still in HTTP/1.1 framing, to stream 1; then HTTP/2.
-
-        RFC 9113 §3.2 (RFC 7540): the client sends the whole upgrading request
-        before its preface. Its size is capped (takeover.UPGRADE_BODY_LIMIT).
-        """
-        import h11
-
-        conn = self.upgrade_h11
-        if data:
-            conn.receive_data(data)
-        exchange = self.streams.get(1)
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.upgrade_h11 = None
-                self._fail(f"malformed body of an h2c upgrade request: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                break
-            if type(event) is h11.Data:
-                if exchange is not None and exchange.cycle is not None and not exchange.app_done:
-                    self._feed(exchange, bytes(event.data), True)
-                continue
-            # EndOfMessage (h11 then pauses: the request asked to switch protocols).
-            rest = bytes(conn.trailing_data[0])
-            self.upgrade_h11 = None
-            if exchange is not None:
-                self._request_ended(exchange)
-            if rest:
-                self.data_received(rest)
-                return
-            break
         self.flush_soon()
 
     def eof_received(self) -> bool | None:
@@ -246,6 +233,10 @@ class H2Connection(asyncio.Protocol):
         stream_id = event.stream_id
         if self.goaway_sent and stream_id > self.last_stream_id:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.config.http2_max_concurrent_streams:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self.guard.reset(self.server.last_tick)
             return
         self.idle_until = 0.0
         try:
@@ -325,8 +316,6 @@ class H2Connection(asyncio.Protocol):
         self.blocked.pop(event.stream_id, None)
         exchange.closed = True
         exchange.request_ended = True
-        if not exchange.end_sent:
-            self.guard.reset(self.server.last_tick)
         self._gone(exchange)
         self._maybe_idle()
 
@@ -506,112 +495,6 @@ class H2Connection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
-
-    # -- deadlines and closing ------------------------------------------------------
-
-    def arm(self, when: float) -> None:
-        if when and (not self.deadline or when < self.deadline):
-            self.deadline = when
-
-    def on_deadline(self) -> None:
-        """The earliest deadline passed: find which (idle, a stalled send, a stalled body) and act."""
-        self.deadline = 0.0
-        if self.lingering:
-            self.transport.close()
-            return
-        if self.closed:
-            return
-        now = time.monotonic()
-        if not self.streams:
-            if self.idle_until and self.idle_until <= now:
-                self.idle_until = 0.0
-                self.close()
-            else:
-                self.arm(self.idle_until)
-            return
-        for exchange in list(self.streams.values()):
-            if exchange.send_deadline and exchange.send_deadline <= now:
-                self._send_stalled(exchange)
-                if self.closed:
-                    return
-            elif exchange.body_deadline and exchange.body_deadline <= now:
-                self._body_stalled(exchange)
-        for exchange in self.streams.values():
-            self.arm(exchange.send_deadline)
-            self.arm(exchange.body_deadline)
-        self.arm(self.idle_until)
-        self.flush_soon()
-
-    def _send_stalled(self, exchange: StreamExchange) -> None:
-        timeout = self.config.send_timeout
-        if self.write_paused or self.h2.outbound_flow_control_window <= 0:
-            self.log.info(
-                "Closing HTTP/2 connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
-                self._ip(), timeout,
-            )
-            self.h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
-            self.release()
-            self.abort()
-            return
-        self.log.info(
-            "Resetting HTTP/2 stream %d from ip=%s: its window stayed closed for POUNCE_SEND_TIMEOUT=%gs",
-            exchange.stream_id, self._ip(), timeout,
-        )
-        self._reset_stream(exchange, ErrorCodes.CANCEL)
-        self._gone(exchange)
-
-    def _body_stalled(self, exchange: StreamExchange) -> None:
-        exchange.body_deadline = 0.0
-        timeout = self.config.body_timeout
-        self.refuse(exchange, 408, f"Request body not received in time (POUNCE_BODY_TIMEOUT={timeout:g}s)")
-
-    def _goaway(self, code: ErrorCodes) -> None:
-        if self.goaway_sent:
-            return
-        self.goaway_sent = True
-        self.last_stream_id = self.h2.highest_inbound_stream_id
-        self.release()
-        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=code)
-        if not self.closed:
-            self.transport.write(frame.serialize())
-
-    def shutdown(self) -> None:
-        """Graceful stop: GOAWAY with the last stream id, finish the streams in flight, then close."""
-        if self.closed:
-            return
-        self._goaway(ErrorCodes.NO_ERROR)
-        if not self.streams:
-            self.close()
-
-    def close(self) -> None:
-        """GOAWAY (NO_ERROR) if not sent yet, then a lingering close (FIN, drop what comes, close)."""
-        if self.closed:
-            return
-        self._goaway(ErrorCodes.NO_ERROR)
-        self.release()  # what h2 framed since (the last responses) goes before our FIN
-        self._all_gone()
-        self.closed = True
-        transport = self.transport
-        if transport.is_closing() or not transport.can_write_eof():
-            transport.close()
-            return
-        self.lingering = True
-        self.deadline = time.monotonic() + LINGER
-        transport.write_eof()
-
-    def abort(self) -> None:
-        self.closed = True
-        self._all_gone()
-        self.transport.abort()
-
-    def _fail(self, why: str) -> None:
-        """A connection error: h2 queued its GOAWAY; send it, one log line, close."""
-        self.log.warning("Closing HTTP/2 connection from ip=%s: %s", self._ip(), why)
-        self.goaway_sent = True
-        data = self.h2.data_to_send()
-        if data:
-            self.transport.write(data)
-        self.close()
 
     def _ip(self) -> str:
         return self.client[0] if self.client else "-"

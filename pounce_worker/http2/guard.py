@@ -22,7 +22,7 @@ PINGS = 100
 SETTINGS = 100
 PRIORITIES = 1000
 EMPTY_DATA = 1000
-#: Streams the client resets (or that end with an error) per WINDOW, on top of twice
+#: RST_STREAM frames from the client, and streams we refuse, per WINDOW, on top of twice
 #: http2_max_concurrent_streams: browsers cancel streams; floods cancel thousands.
 RESETS = 200
 
@@ -70,8 +70,8 @@ class FloodGuard:
         if self.empty_data > EMPTY_DATA:
             raise Flood(f"more than {EMPTY_DATA} empty DATA frames in {WINDOW:g}s")
 
-    def reset(self, now: float) -> None:
+    def reset(self, now: float, count: int = 1) -> None:
         self._roll(now)
-        self.resets += 1
+        self.resets += count
         if self.resets > self.reset_limit:
             raise Flood(f"more than {self.reset_limit} streams reset in {WINDOW:g}s (rapid reset)")

@@ -11,8 +11,9 @@ with ``both``, its HTTP/1.1 request may be an upgrade and is served.
 The HTTP/1.1 connection calls ``take`` once from ``connection_made`` and
 ``upgrade`` for a parsed request that may be an h2c upgrade (h11 path only:
 the fast path hands every ``Upgrade`` request to h11). Its hot path pays
-nothing else (h2 itself is imported only once a connection turns to HTTP/2): a prior-knowledge peer's first bytes are read here, by
-``PrefaceSniffer``, before HTTPConnection sees any.
+nothing else: a prior-knowledge peer's first bytes are read here, by
+``PrefaceSniffer``, before HTTPConnection sees any, and h2 itself is imported
+only once a connection turns to HTTP/2.
 """
 
 from __future__ import annotations
