@@ -102,10 +102,10 @@ class StreamExchange:
         if self.closed:
             return 0
         if self.head_only:
-            data = b""
+            data = b""  # HEAD, 204, 304: Content-Length describes a body never sent (RFC 9110 §8.6)
         size = len(data)
         error = None
-        if self.length is not None:
+        if self.length is not None and not self.head_only:
             left = self.length - self.sent
             if size > left:
                 data, size = data[:left], left

@@ -118,5 +118,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             (b"transfer-encoding", b"chunked"), (b"upgrade", b"h2c"), (b"X-Mixed-Case", b"yes"),
         ]})
         await send({"type": "http.response.body", "body": b"ok"})
+    elif path == "/text":
+        body = b"compressible text, " * 500
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/file":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send({"type": "http.response.pathsend", "path": query["path"]})
     else:
         await _json(send, {"path": path})

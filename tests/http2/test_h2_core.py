@@ -237,6 +237,31 @@ def test_response_waits_for_the_clients_window(mode):
             assert len(response.body) == 5000
 
 
+def test_head_keeps_the_content_length_without_a_body(mode):
+    with h2server(mode) as server, H2Client(server.port) as client:
+        response = client.response(client.request("/scope", method="HEAD"))
+        assert response.reset is None and response.status == 200
+        assert int(response.header(b"content-length")) > 0 and not response.body
+
+
+def test_compression_server_timing_and_pathsend_per_stream(mode, tmp_path):
+    import gzip
+    import os
+
+    blob = tmp_path / "blob.bin"
+    data = os.urandom(300_000)
+    blob.write_bytes(data)
+    env = {"POUNCE_COMPRESSION": "gzip", "POUNCE_SERVER_TIMING": "1"}
+    with h2server(mode, env=env) as server, H2Client(server.port) as client:
+        text = client.request("/text", headers=[(b"accept-encoding", b"gzip")])
+        sent = client.request(f"/file?path={blob}")
+        text_response, file_response = client.response(text), client.response(sent)
+        assert text_response.header(b"content-encoding") == b"gzip"
+        assert gzip.decompress(bytes(text_response.body)) == b"compressible text, " * 500
+        assert b"app;dur=" in (text_response.header(b"server-timing") or b"")
+        assert file_response.status == 200 and bytes(file_response.body) == data
+
+
 def test_connection_specific_headers_never_reach_the_wire(mode):
     with h2server(mode) as server, H2Client(server.port) as client:
         response = client.response(client.request("/headers"))
