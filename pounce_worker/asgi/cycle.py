@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Gunicorn's message for a 1xx with headers, accepted as the spec's early_hint is.
 INFORMATIONAL = "http.response.informational"
+#: The response trailers extension's message, after the last body message (exchanges that carry them).
+TRAILERS = "http.response.trailers"
 #: The body of the 500 an app failure gets before its response started.
 ERROR_BODY = b"Internal Server Error"
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
@@ -217,9 +219,13 @@ class RequestCycle:
             if not more_body:
                 self.end_response()
         else:
-            raise RuntimeError(
-                f"ASGI: message {message_type!r} sent after the response was complete"
-            )
+            trailers = getattr(exchange, "trailers", None) if message_type == TRAILERS else None
+            if trailers is None:
+                raise RuntimeError(
+                    f"ASGI: message {message_type!r} sent after the response was complete"
+                )
+            # The http.response.trailers extension (HTTP/2 exchanges carry it): after the body.
+            trailers(list(message.get("headers", ())), bool(message.get("more_trailers", False)))
 
     def end_response(self) -> None:
         """The exchange wrote the response's end: the wire moves on now, not when the app
@@ -261,6 +267,10 @@ class RequestCycle:
             if status < 200:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         raw = message.get("headers", ())
+        if message.get("trailers"):
+            expect = getattr(self.exchange, "expect_trailers", None)  # a wire without them ignores it
+            if expect is not None:
+                expect()
         if self.timing is None:
             headers = self.exchange.start(status, raw, True)
         else:  # Server-Timing (timing.py): a header of its own on every response, never cached

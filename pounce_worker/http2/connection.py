@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ..loop.server import LoopServer
 
 #: The request target of a refused method, as HTTP/1.1 refuses it (CONNECT: no tunnels).
+#: The ASGI extension for response trailers, advertised in HTTP/2 scopes.
+TRAILERS = "http.response.trailers"
 REFUSED_METHODS = {b"CONNECT": (405, "CONNECT is not served: an ASGI app cannot open a tunnel")}
 #: Streams a client may open past http2_max_concurrent_streams before the connection ends: each
 #: is refused (REFUSED_STREAM, RFC 9113 §5.1.2: safe to retry), as a client may have opened them
@@ -270,6 +272,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         except Rejection as exc:
             self.refuse(exchange, exc.status, str(exc))
             return
+        scope["extensions"][TRAILERS] = {}  # HTTP/2 carries them (StreamExchange.trailers)
         cycle = RequestCycle(server, exchange, scope, target, more_body, 0.0)
         exchange.cycle = cycle
         server.spawn_request(cycle)
@@ -357,7 +360,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
                 size = min(window, conn.max_outbound_frame_size, len(chunk))
                 if size == len(chunk):
                     out.popleft()
-                    last = not out and exchange.out_end and exchange.trailers is None
+                    last = not out and exchange.out_end and exchange.trailer_fields is None
                     conn.send_data(stream_id, chunk.tobytes(), end_stream=last)
                     if last:
                         exchange.end_sent = True
@@ -367,8 +370,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             else:
                 self.blocked.pop(stream_id, None)
                 if exchange.out_end and not exchange.end_sent:
-                    if exchange.trailers is not None:
-                        conn.send_headers(stream_id, exchange.trailers, end_stream=True)
+                    if exchange.trailer_fields is not None:
+                        conn.send_headers(stream_id, exchange.trailer_fields, end_stream=True)
                     else:
                         conn.end_stream(stream_id)
                     exchange.end_sent = True

@@ -49,7 +49,9 @@ class StreamExchange:
         self.out: deque[memoryview] = deque()
         self.out_end = False
         self.end_sent = False
-        self.trailers: list[tuple[bytes, bytes]] | None = None
+        #: Trailer fields to end the stream with, once complete (``trailers``), and those gathered so far.
+        self.trailer_fields: list[tuple[bytes, bytes]] | None = None
+        self.trailer_block: list[tuple[bytes, bytes]] = []
         #: True between a head that announced trailers and the trailers (see expect_trailers).
         self.trailers_expected: bool | None = None
         #: Content-Length of the response, and bytes counted against it.
@@ -114,7 +116,8 @@ class StreamExchange:
                 error = f"response body shorter than its Content-Length ({self.length})"
         self.sent += size
         if self.head is not None:
-            self.flush_head(end=not more and not size and not self.out and error is None)
+            self.flush_head(end=not more and not size and not self.out and error is None
+                            and self.trailers_expected is None)
             if self.end_sent:
                 self.connection.stream_sent(self)
                 return 0
@@ -132,11 +135,19 @@ class StreamExchange:
         """The app declared ``trailers: True`` in its head: the body's end waits for ``trailers``."""
         self.trailers_expected = True
 
-    def send_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        """Response trailers (the ``http.response.trailers`` extension): a HEADERS frame ending the stream."""
-        block, _ = _headers.response(200, trailers, ())
-        self.trailers = block[1:]
+    def trailers(self, headers: list[tuple[bytes, bytes]], more: bool) -> None:
+        """Response trailers (the ``http.response.trailers`` extension): a HEADERS frame that ends the stream.
+
+        ``more``: more trailer messages follow (ASGI's ``more_trailers``); they are sent together.
+        """
+        if self.trailers_expected is None or self.closed:
+            return
+        block, _ = _headers.response(200, headers, ())
+        self.trailer_block.extend(block[1:])
+        if more:
+            return
         self.trailers_expected = None
+        self.trailer_fields = self.trailer_block
         self.out_end = True
         self.connection.pump(self)
 
@@ -214,6 +225,11 @@ class StreamExchange:
     def complete(self) -> None:
         self.app_done = True
         self.body_deadline = 0.0
+        connection = self.connection
+        if self.trailers_expected is not None and connection.config.send_timeout:
+            # Announced trailers are what ends the stream: bounded, should the app never send them.
+            self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
+            connection.arm(self.send_deadline)
         self.connection.stream_done(self)
 
     def abort(self) -> None:

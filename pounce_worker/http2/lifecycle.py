@@ -145,6 +145,13 @@ class ConnectionLifecycle:
 
     def _send_stalled(self, exchange: StreamExchange) -> None:
         timeout = self.config.send_timeout
+        if exchange.trailers_expected is not None and exchange.app_done:
+            self.log.info("HTTP/2 stream %d from ip=%s: the app announced trailers and sent none within "
+                          "POUNCE_SEND_TIMEOUT=%gs; ending the stream without them", exchange.stream_id, self._ip(),
+                          timeout)
+            exchange.send_deadline = 0.0
+            exchange.trailers([], False)
+            return
         if self.write_paused or self.h2.outbound_flow_control_window <= 0:
             self.log.info(
                 "Closing HTTP/2 connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",

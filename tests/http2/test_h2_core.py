@@ -272,7 +272,6 @@ def test_connection_specific_headers_never_reach_the_wire(mode):
         assert bytes(response.body) == b"ok"
 
 
-@pytest.mark.xfail(strict=True, reason="asgi/cycle.py does not forward http.response.trailers to the exchange yet")
 def test_response_trailers(mode):
     with h2server(mode) as server, H2Client(server.port) as client:
         trailers = client.response(client.request("/trailers"))
