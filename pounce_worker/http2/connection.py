@@ -191,6 +191,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.closed = True
         self.deadline = 0.0
         self._all_gone()
+        self.server.streams -= len(self.streams)
+        self.streams.clear()
         self.server.connection_closed(self)  # type: ignore[arg-type]
 
     def pause_writing(self) -> None:
@@ -250,8 +252,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         ended = event.stream_ended is not None
         exchange = StreamExchange(self, stream_id, request.method == b"HEAD", request.expect_100)
         exchange.request_ended = ended
-        self.streams[stream_id] = exchange
-        self.requests += 1
+        self.add_stream(exchange)
         refused = REFUSED_METHODS.get(request.method)
         if refused is not None:
             self.refuse(exchange, *refused)
@@ -313,10 +314,10 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             self._forget(exchange)
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
-        exchange = self.streams.pop(event.stream_id, None)
+        exchange = self.streams.get(event.stream_id)
         if exchange is None:
             return
-        self.blocked.pop(event.stream_id, None)
+        self._drop(exchange)
         exchange.closed = True
         exchange.request_ended = True
         self._gone(exchange)
@@ -426,19 +427,11 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         cycle = exchange.cycle
         if exchange.closed:
             return
-        if (cycle is None or not cycle.response_started) and not exchange.head_sent:
-            body = (message + "\n").encode("utf-8", "replace")
-            exchange.head = None
-            exchange.out.clear()
-            exchange.length = None
-            exchange.head_only = False
-            exchange.trailers_expected = None
-            exchange.start(status, [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"content-length", b"%d" % len(body))], False)
-            exchange.body(body, False)
+        if exchange.replace(status, [(b"content-type", b"text/plain; charset=utf-8")],
+                            (message + "\n").encode("utf-8", "replace")):
             exchange.app_done = True
             if not exchange.end_sent:
-                self._reset_stream(exchange, ErrorCodes.CANCEL)
+                self._reset_stream(exchange, ErrorCodes.CANCEL)  # the rest of the request is not wanted
         else:
             self._reset_stream(exchange, ErrorCodes.PROTOCOL_ERROR)
         if cycle is None:
@@ -457,29 +450,25 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self._forget(exchange)
         self.flush_soon()
 
+    def add_stream(self, exchange: StreamExchange) -> None:
+        self.streams[exchange.stream_id] = exchange
+        self.requests += 1
+        self.server.streams += 1
+
+    def _drop(self, exchange: StreamExchange) -> None:
+        if self.streams.pop(exchange.stream_id, None) is not None:
+            self.server.streams -= 1
+        self.blocked.pop(exchange.stream_id, None)
+
     def _forget(self, exchange: StreamExchange) -> None:
         exchange.closed = True
-        self.streams.pop(exchange.stream_id, None)
-        self.blocked.pop(exchange.stream_id, None)
+        self._drop(exchange)
         self._maybe_idle()
 
     def _count(self, exchange: StreamExchange) -> None:
         if not exchange.counted:
             exchange.counted = True
             self.server.request_done()
-
-    def _maybe_idle(self) -> None:
-        if self.streams or self.closed:
-            return
-        if self.goaway_sent or self.server.stopping:
-            self.close()
-            return
-        keepalive = self.config.keepalive
-        if not keepalive:
-            self.close()
-            return
-        self.idle_until = self.server.deadline_base + keepalive
-        self.arm(self.idle_until)
 
     # -- writes -------------------------------------------------------------------
 

@@ -210,6 +210,10 @@ class StreamExchange:
         return 0 if self.head_only else sent
 
     def fail_unsent(self) -> bool:
+        return self.replace(500, ERROR_500[:1], b"Internal Server Error")
+
+    def replace(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Answer ``status`` instead of whatever the app framed, if none of it is on the wire yet."""
         if self.head_sent or self.closed:
             return False
         self.head = None
@@ -218,8 +222,8 @@ class StreamExchange:
         self.sent = 0
         self.out.clear()
         self.trailers_expected = None
-        self.start(500, ERROR_500, False)
-        self.body(b"Internal Server Error", False)
+        self.start(status, [*headers, (b"content-length", b"%d" % len(body))], False)
+        self.body(body, False)
         return True
 
     def complete(self) -> None:

@@ -110,6 +110,19 @@ class ConnectionLifecycle:
             break
         self.flush_soon()
 
+    def _maybe_idle(self) -> None:
+        if self.streams or self.closed:
+            return
+        if self.goaway_sent or self.server.stopping:
+            self.close()
+            return
+        keepalive = self.config.keepalive
+        if not keepalive:
+            self.close()
+            return
+        self.idle_until = self.server.deadline_base + keepalive
+        self.arm(self.idle_until)
+
     def arm(self, when: float) -> None:
         if when and (not self.deadline or when < self.deadline):
             self.deadline = when

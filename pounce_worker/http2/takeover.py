@@ -200,8 +200,7 @@ def upgrade(connection: HTTPConnection, scope: dict[str, Any], target: bytes) ->
     h2conn.start_upgraded(settings)
     method = scope["method"].encode("ascii")
     exchange = StreamExchange(h2conn, 1, method == b"HEAD", False)
-    h2conn.streams[1] = exchange
-    h2conn.requests += 1
+    h2conn.add_stream(exchange)
     headers = [(n, v) for n, v in scope["headers"] if n not in CONNECTION_SPECIFIC and n != b"http2-settings"]
     h2conn.upgrade_h11 = connection.conn
     h2conn.serve(exchange, method, target, headers, connection.scheme, True)

@@ -355,3 +355,26 @@ def test_each_stream_counts_toward_max_requests(mode):
             assert client.response(stream).status == 200
         assert client.wait(lambda: client.goaway is not None, timeout=15)
         server.wait_for_log(r"max_requests|Autorestarting|budget", timeout=15)
+
+
+def test_status_view_counts_open_streams(mode, tmp_path):
+    """Three streams held open on one connection: one connection, three streams; none once they end."""
+    import httpx
+
+    release = tmp_path / "release"
+    env = {"POUNCE_STATUS_BIND": "127.0.0.1:0"}
+    with h2server(mode, env=env) as server, H2Client(server.port) as client:
+        (address,) = server.wait_for_log(r"status view of worker \d+ on (\S+) \(POUNCE_STATUS_BIND\)")
+
+        def totals() -> dict:
+            return httpx.get(f"http://{address}/status", timeout=5).json()["totals"]
+
+        streams = [client.request(f"/hold?file={release}") for _ in range(3)]
+        poll_until(lambda: totals()["streams"] == 3, what="three open streams in the status view")
+        assert totals()["connections"] == 1
+        release.write_text("go")
+        for stream in streams:
+            assert client.response(stream).status == 200
+        poll_until(lambda: totals()["streams"] == 0, what="no open stream once they ended")
+        metrics = httpx.get(f"http://{address}/metrics", timeout=5).text
+        assert "pounce_http2_streams_open{" in metrics
