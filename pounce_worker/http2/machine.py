@@ -12,6 +12,7 @@ Each leans on one h2 internal, named here and nowhere else (h2 is pinned below 5
 - a header block split over CONTINUATION frames is bounded in bytes, not only
   in frames (h2 allows 64 of them, each up to the frame size;
   ``incoming_buffer._headers_buffer``);
+- hpack's per-field DEBUG logging is silenced (``hpack.hpack.log``);
 - the error code of a connection error follows RFC 9113 where h2 reports every
   invalid frame as PROTOCOL_ERROR: COMPRESSION_ERROR for an HPACK decoding error
   (§4.3), FRAME_SIZE_ERROR for a frame of a size its type forbids (§4.2, §6.5).
@@ -24,12 +25,30 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.exceptions
+import hpack.hpack
 from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 
 #: Bytes of one GOAWAY frame without debug data, as h2 queues it on a connection error.
 GOAWAY_SIZE = 17
+#: What the client sends is checked by h2 (RFC 9113 §8.2-8.3). What we send was checked and
+#: lower-cased by headers.response already: h2's second pass over it was a fifth of its cost.
+CONFIG = h2.config.H2Configuration(
+    client_side=False, header_encoding=None, validate_inbound_headers=True,
+    validate_outbound_headers=False, normalize_outbound_headers=False,
+)
+
+
+class _Quiet:
+    """hpack logs each integer and field it codes at DEBUG (a call and a level check, ~20 a request)."""
+
+    @staticmethod
+    def debug(*args: Any, **kwargs: Any) -> None:
+        return None
+
+
+hpack.hpack.log = _Quiet()  # type: ignore[assignment]
 
 
 class Oversized(h2.exceptions.ProtocolError):
@@ -44,9 +63,7 @@ class ServerMachine(h2.connection.H2Connection):
     """One server-side h2 connection; ``resets`` counts the client's RST_STREAM frames."""
 
     def __init__(self) -> None:
-        super().__init__(config=h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True,
-        ))
+        super().__init__(config=CONFIG)
         self.resets = 0
 
     def _receive_rst_stream_frame(self, frame: Any) -> Any:
