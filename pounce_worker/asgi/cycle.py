@@ -267,7 +267,7 @@ class RequestCycle:
             if status < 200:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         raw = message.get("headers", ())
-        if message.get("trailers"):
+        if "trailers" in message and message["trailers"]:  # (no method call on the hot path)
             expect = getattr(self.exchange, "expect_trailers", None)  # a wire without them ignores it
             if expect is not None:
                 expect()
