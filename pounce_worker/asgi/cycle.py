@@ -279,9 +279,9 @@ class RequestCycle:
             if status < 200:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         raw = message.get("headers", ())
-        if "trailers" in message and message["trailers"]:  # (no method call on the hot path)
+        if "trailers" in message:  # (a containment test: no method call on the hot path)
             expect = getattr(self.exchange, "expect_trailers", None)  # a wire without them ignores it
-            if expect is not None:
+            if message["trailers"] and expect is not None:
                 expect()
         if self.timing is None:
             headers = self.exchange.start(status, raw, True)

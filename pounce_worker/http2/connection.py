@@ -197,6 +197,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        for exchange in self.streams.values():
+            exchange.flow.paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -380,7 +382,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             exchange.closed = True
             out.clear()
         self.flush_soon()
-        if not exchange.write_blocked:
+        exchange.update_flow()
+        if not exchange.flow.paused:
             exchange.wake()
         if exchange.end_sent:
             self.stream_sent(exchange)

@@ -4,7 +4,7 @@ What differs from HTTP/1.1 lives here: the head waits (to the end of the loop
 iteration, or the first body bytes) so a failure before it can still become a
 500 and an empty body can end on the HEADERS frame; the body leaves as DATA
 frames only as far as both the stream's and the connection's send windows
-allow, and ``write_blocked``/``writable`` make the app wait for the rest, so a
+allow, and ``flow.paused``/``writable`` make the app wait for the rest, so a
 client that never opens its window holds one message per stream, never more;
 request bytes are acknowledged (WINDOW_UPDATE) only as the app consumes them;
 an abort resets this stream, never the connection.
@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..asgi import ClientDisconnected
+from ..io.flow import WriteFlow
 from . import headers as _headers
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class StreamExchange:
         self.app_done = False
         self.counted = False
         self._waiter: asyncio.Future[None] | None = None
+        #: ``paused`` while body bytes wait for a window or the socket is full (update_flow).
+        self.flow = WriteFlow()
+        self.flow.paused = connection.write_paused
         #: Connection-clock deadlines of what this stream waits for (0: nothing), see H2Connection.sweep.
         self.send_deadline = 0.0
         self.body_deadline = 0.0
@@ -101,6 +105,12 @@ class StreamExchange:
             self.end_sent = True
 
     def body(self, data: bytes | bytearray | memoryview, more: bool) -> int:
+        sent = self._write(data, more)
+        if not more:
+            self.complete()  # (after a refused body, _write raised: nothing is completed)
+        return sent
+
+    def _write(self, data: bytes | bytearray | memoryview, more: bool) -> int:
         if self.closed:
             return 0
         if self.head_only:
@@ -155,6 +165,10 @@ class StreamExchange:
     def write_blocked(self) -> bool:
         return (bool(self.out) and not self.closed) or self.connection.write_paused
 
+    def update_flow(self) -> None:
+        """Keep ``flow.paused`` (what the cycle reads before each write) equal to ``write_blocked``."""
+        self.flow.paused = self.write_blocked
+
     async def writable(self) -> None:
         connection = self.connection
         while self.write_blocked and not self.closed and not connection.closed:
@@ -169,6 +183,7 @@ class StreamExchange:
                 self.send_deadline = 0.0
 
     def wake(self) -> None:
+        self.update_flow()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -205,11 +220,13 @@ class StreamExchange:
             chunk = await loop.run_in_executor(None, file.read, min(FILE_CHUNK, size - sent))
             if not chunk:
                 raise EOFError(str(sent))
-            self.body(chunk, True)
+            self._write(chunk, True)
             sent += len(chunk)
         return 0 if self.head_only else sent
 
     def fail_unsent(self) -> bool:
+        # The app is done with this stream: a request body still coming is not wanted (stream_sent).
+        self.app_done = True
         return self.replace(500, ERROR_500[:1], b"Internal Server Error")
 
     def replace(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
@@ -223,10 +240,11 @@ class StreamExchange:
         self.out.clear()
         self.trailers_expected = None
         self.start(status, [*headers, (b"content-length", b"%d" % len(body))], False)
-        self.body(body, False)
+        self._write(body, False)  # not completed: the cycle (or the refusal) counts the request
         return True
 
     def complete(self) -> None:
+        """The response is whole (``body(..., False)``): the request counts, the stream may close."""
         self.app_done = True
         self.body_deadline = 0.0
         connection = self.connection
