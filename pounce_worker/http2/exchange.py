@@ -19,6 +19,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import h2.exceptions
+
 from ..asgi import ClientDisconnected
 from ..io.flow import WriteFlow
 from . import headers as _headers
@@ -140,6 +142,49 @@ class StreamExchange:
             self.out_end = True
         self.connection.pump(self)
         return size
+
+    def pump(self) -> None:
+        """Send what the windows allow of the body; the rest waits for a WINDOW_UPDATE (``blocked``)."""
+        if self.closed:
+            return
+        connection = self.connection
+        conn = connection.h2
+        stream_id = self.stream_id
+        out = self.out
+        try:
+            while out:
+                window = conn.local_flow_control_window(stream_id)
+                if window <= 0:
+                    connection.blocked[stream_id] = self
+                    break
+                chunk = out[0]
+                size = min(window, conn.max_outbound_frame_size, len(chunk))
+                if size == len(chunk):
+                    out.popleft()
+                    last = not out and self.out_end and self.trailer_fields is None
+                    conn.send_data(stream_id, chunk.tobytes(), end_stream=last)
+                    if last:
+                        self.end_sent = True
+                else:
+                    conn.send_data(stream_id, chunk[:size].tobytes())
+                    out[0] = chunk[size:]
+            else:
+                connection.blocked.pop(stream_id, None)
+                if self.out_end and not self.end_sent:
+                    if self.trailer_fields is not None:
+                        conn.send_headers(stream_id, self.trailer_fields, end_stream=True)
+                    else:
+                        conn.end_stream(stream_id)
+                    self.end_sent = True
+        except h2.exceptions.ProtocolError:  # (StreamClosedError among them) the stream is gone
+            self.closed = True
+            out.clear()
+        connection.flush_soon()
+        self.update_flow()
+        if not self.flow.paused:
+            self.wake()
+        if self.end_sent:
+            connection.stream_sent(self)
 
     def expect_trailers(self) -> None:
         """The app declared ``trailers: True`` in its head: the body's end waits for ``trailers``."""

@@ -301,14 +301,15 @@ def test_rst_stream_and_connection_loss_reach_the_app_as_disconnect(mode, tmp_pa
     with h2server(mode, env={"H2CORE_MARKS": str(tmp_path)}) as server:
         with H2Client(server.port) as client:
             stream = client.request("/wait-disconnect?id=reset", end=False)
-            client.wait(lambda: 0x4 in client.remote_settings)
+            # (A reset read together with its HEADERS never starts the app: wait until it runs.)
+            poll_until(lambda: (tmp_path / "started-reset").exists(), what="the app started")
             client.conn.reset_stream(stream)
             client.flush()
             poll_until(lambda: (tmp_path / "disconnect-reset").exists(), what="http.disconnect after RST_STREAM")
             assert client.response(client.request("/scope")).status == 200
         with H2Client(server.port) as client:
             client.request("/wait-disconnect?id=lost", end=False)
-            client.wait(lambda: 0x4 in client.remote_settings)
+            poll_until(lambda: (tmp_path / "started-lost").exists(), what="the app started")
         poll_until(lambda: (tmp_path / "disconnect-lost").exists(), what="http.disconnect after the connection closed")
 
 
