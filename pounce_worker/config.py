@@ -177,6 +177,44 @@ def _root_path(cfg: Any) -> str:
     return root_path
 
 
+def http2_settings(cfg: Any) -> dict[str, Any]:
+    """Gunicorn 27's six HTTP/2 settings, checked as Gunicorn's validators check them.
+
+    Gunicorn validates them when they are set; a Config built by other means
+    (tests, an older Gunicorn without them) gets Gunicorn's defaults, and an
+    out-of-range value fails the boot naming its setting, never a connection.
+    """
+    protocols = getattr(cfg, "http_protocols", None) or ["h1"]
+    if isinstance(protocols, str):
+        protocols = [p.strip().lower() for p in protocols.split(",") if p.strip()]
+    for proto in protocols:
+        if proto not in ("h1", "h2"):
+            raise ConfigError(f"http_protocols: {proto!r} is not one of h1, h2")
+    cleartext = getattr(cfg, "http2_cleartext", "off")
+    if cleartext is True or cleartext is False or cleartext is None:
+        cleartext = "prior-knowledge" if cleartext else "off"
+    cleartext = str(cleartext).strip().lower()
+    if cleartext not in ("off", "prior-knowledge", "upgrade", "both"):
+        raise ConfigError(f"http2_cleartext={cleartext!r} is not one of off, prior-knowledge, upgrade, both")
+    bounds = {
+        "http2_max_concurrent_streams": (100, 1, 2**31 - 1),
+        "http2_initial_window_size": (65535, 0, 2**31 - 1),
+        "http2_max_frame_size": (16384, 16384, 16777215),
+        "http2_max_header_list_size": (65536, 0, 2**32 - 1),
+    }
+    values: dict[str, Any] = {"http_protocols": tuple(protocols), "http2_cleartext": cleartext}
+    for name, (default, low, high) in bounds.items():
+        raw = getattr(cfg, name, default)
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is outside {low}..{high}")
+        values[name] = value
+    return values
+
+
 def share(total: int, loops: int, index: int) -> int:
     """Loop ``index``'s share of ``total`` connections; the shares add up to ``total``."""
     base, extra = divmod(total, loops)
@@ -237,6 +275,15 @@ class ServerConfig:
     ws_max_size: int = 16 * 1024 * 1024
     compression: _compression.CompressionPolicy | None = None
     server_timing: bool = False
+    #: Gunicorn's http_protocols in preference order, e.g. ("h2", "h1") (see http2_settings).
+    http_protocols: tuple[str, ...] = ("h1",)
+    #: Gunicorn's http2_cleartext: "off", "prior-knowledge", "upgrade" or "both".
+    http2_cleartext: str = "off"
+    http2_max_concurrent_streams: int = 100
+    http2_initial_window_size: int = 65535
+    http2_max_frame_size: int = 16384
+    #: 0: no limit (Gunicorn's meaning).
+    http2_max_header_list_size: int = 65536
     #: A request head of at most this many bytes cannot break any limit_request_* limit
     #: (derived: its request line is shorter, and it has room for fewer field lines of 4+ bytes).
     head_within_limits: int = field(init=False, default=0)
@@ -252,6 +299,28 @@ class ServerConfig:
         field_size = self.limit_request_field_size or 65536
         fields = self.limit_request_fields or 32768
         return line + 2 + fields * (field_size + 2) + 2
+
+    @property
+    def http2(self) -> bool:
+        """Whether HTTP/2 may be spoken at all (``h2`` in http_protocols, protocol "http")."""
+        return "h2" in self.http_protocols and self.protocol == "http"
+
+    @property
+    def alpn_protocols(self) -> list[str]:
+        """What TLS offers by ALPN, in http_protocols order (Gunicorn's sock._get_alpn_protocols)."""
+        if not self.http2:
+            return ["http/1.1"]
+        return [{"h1": "http/1.1", "h2": "h2"}[p] for p in self.http_protocols]
+
+    @property
+    def h2c_prior_knowledge(self) -> bool:
+        """Whether a trusted cleartext peer may open with the HTTP/2 preface."""
+        return self.http2 and not self.is_ssl and self.http2_cleartext in ("prior-knowledge", "both")
+
+    @property
+    def h2c_upgrade(self) -> bool:
+        """Whether a trusted cleartext peer may ask for ``Upgrade: h2c``."""
+        return self.http2 and not self.is_ssl and self.http2_cleartext in ("upgrade", "both")
 
     def connections_for(self, index: int) -> int:
         return share(self.worker_connections, self.loops, index)
@@ -351,4 +420,5 @@ class ServerConfig:
             ws_max_size=int(getattr(cfg, "websocket_max_message_size", 16 * 1024 * 1024) or 0),
             compression=compression,
             server_timing=bool(_env_number(env, "POUNCE_SERVER_TIMING")),
+            **http2_settings(cfg),
         )

@@ -30,6 +30,7 @@ from typing import Any
 from gunicorn import sock as gsock
 from gunicorn.workers import base
 
+from . import http2
 from . import mode as _mode
 from .asgi import ASGIApp, Message, Receive, Scope, Send, as_asgi3
 from .asgi.hooks import Hooks
@@ -123,11 +124,10 @@ class ThreadWorker(base.Worker):
             )
         chosen, why = _mode.choose()
         build = _mode.interpreter_build()
-        other = [p for p in getattr(cfg, "http_protocols", ["h1"]) if p != "h1"]
-        if other:
-            log.warning(
-                "pounce_worker: http_protocols=%s: this worker speaks HTTP/1.1 only; %s ignored "
-                "(TLS offers only http/1.1 in ALPN)", cfg.http_protocols, ", ".join(other),
+        if config.http2 and not http2.AVAILABLE:
+            raise RuntimeError(
+                f"pounce_worker: http_protocols={','.join(config.http_protocols)} includes h2 but the h2 "
+                "package is not installed: install pounce_worker[http2] (or h2), or drop h2 from http_protocols"
             )
         if getattr(cfg, "http_parser", "auto") == "fast":
             # -k asgi's 'fast' demands the gunicorn_h1c C parser; this worker never uses it.
@@ -233,8 +233,9 @@ class ThreadWorker(base.Worker):
             )
         ssl_context = gsock.ssl_context(self.cfg) if config.is_ssl else None
         if ssl_context is not None:
-            # Gunicorn's default context may offer h2 in ALPN; only HTTP/1.1 is spoken here.
-            ssl_context.set_alpn_protocols(["http/1.1"])
+            # ALPN in http_protocols order (h2 only when HTTP/2 is on), set once at boot: an
+            # ssl_context hook's own context gets the same list as Gunicorn's default one.
+            ssl_context.set_alpn_protocols(config.alpn_protocols)
         listeners = [getattr(s, "sock", s) for s in self.sockets]
         for listener in listeners:
             listener.setblocking(False)

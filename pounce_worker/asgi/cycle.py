@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Gunicorn's message for a 1xx with headers, accepted as the spec's early_hint is.
 INFORMATIONAL = "http.response.informational"
+#: The response trailers extension's message, after the last body message (exchanges that carry them).
+TRAILERS = "http.response.trailers"
 #: The body of the 500 an app failure gets before its response started.
 ERROR_BODY = b"Internal Server Error"
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
@@ -225,9 +227,13 @@ class RequestCycle:
             if self._waiter is not None:
                 self.wake()
         else:
-            raise RuntimeError(
-                f"ASGI: message {message_type!r} sent after the response was complete"
-            )
+            trailers = getattr(exchange, "trailers", None) if message_type == TRAILERS else None
+            if trailers is None:
+                raise RuntimeError(
+                    f"ASGI: message {message_type!r} sent after the response was complete"
+                )
+            # The http.response.trailers extension (HTTP/2 exchanges carry it): after the body.
+            trailers(list(message.get("headers", ())), bool(message.get("more_trailers", False)))
 
     def end_response(self, body: bytes | bytearray | memoryview) -> None:
         """The last body bytes: the exchange writes them and completes the response, which
@@ -273,6 +279,10 @@ class RequestCycle:
             if status < 200:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         raw = message.get("headers", ())
+        if "trailers" in message:  # (a containment test: no method call on the hot path)
+            expect = getattr(self.exchange, "expect_trailers", None)  # a wire without them ignores it
+            if message["trailers"] and expect is not None:
+                expect()
         if self.timing is None:
             headers = self.exchange.start(status, raw, True)
         else:  # Server-Timing (timing.py): a header of its own on every response, never cached

@@ -73,7 +73,8 @@ def access_environ(scope: dict[str, Any], client: tuple[str, int] | None) -> dic
         "RAW_URI": raw_uri,
         "PATH_INFO": scope["path"],
         "QUERY_STRING": query,
-        "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
+        # Gunicorn logs HTTP/2 requests as "HTTP/2.0" (its h2 Request.version is (2, 0)).
+        "SERVER_PROTOCOL": "HTTP/2.0" if scope["http_version"] == "2" else "HTTP/" + scope["http_version"],
         "REMOTE_ADDR": client[0] if client else "-",
         "REMOTE_PORT": str(client[1]) if client else "",
         "SCRIPT_NAME": scope.get("root_path", ""),

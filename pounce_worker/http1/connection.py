@@ -22,6 +22,7 @@ import h11
 from ..asgi import Rejection, timing
 from ..asgi.cycle import RequestCycle
 from ..asgi.scope import http_scope
+from ..http2 import takeover
 from ..io.flow import WriteFlow
 from ..websocket import upgrade as websocket
 from .chunked import ChunkedScanner
@@ -117,6 +118,8 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         self.trusted = bool(config.secure_scheme_headers or config.forward_script_name) and ip_allowed(
             peer_ip, config.forwarded_allow_all, config.forwarded_allow_nets
         )
+        if config.http2 and takeover.take(self):
+            return  # HTTP/2 by ALPN, or a trusted cleartext peer whose first bytes decide (http2/takeover.py)
         self.server.connection_opened(self)
         self._arm_header_timer()
 
@@ -262,7 +265,8 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         server.spawn_request(cycle)
 
     def _upgrade_to_websocket(self, scope: dict[str, Any], target: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
-        """Hand a WebSocket handshake to websocket.py (it swaps the transport's protocol).
+        """Hand a WebSocket handshake to websocket.py, an ``Upgrade: h2c`` to http2/takeover.py
+        (each swaps the transport's protocol).
 
         Only h11-path requests can be one: the fast path sends any request with
         ``Upgrade`` or ``Connection: upgrade`` to h11. An HTTP/1.0 request is never
@@ -271,7 +275,9 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         """
         if scope["http_version"] == "1.0":
             return False
-        return websocket.upgrade(self, scope, target, raw)
+        return websocket.upgrade(self, scope, target, raw) or (
+            self.config.h2c_upgrade and takeover.upgrade(self, scope, target)
+        )
 
     def _next_cycle(self) -> None:
         self.cycle = None

@@ -138,6 +138,8 @@ class LoopServer(AcceptGate, GracefulStop):
         self.fast_stop = False
         self.requests = 0
         self.rejected = 0
+        # HTTP/2 streams open on this loop's connections (http2/connection.py), for the status view.
+        self.streams = 0
         self.last_tick = time.monotonic()
         # What connection deadlines count from: see HTTPConnection._arm_header_timer.
         self.deadline_base = self.last_tick + config.tick

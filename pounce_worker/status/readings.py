@@ -62,6 +62,8 @@ class LoopReading:
     last_tick_age: float
     ticks: int
     lag_total: float
+    #: HTTP/2 streams open (each HTTP/2 connection holds one connection slot however many it carries).
+    streams: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ def read_loop(server: Any, now: float, budget_exhausted: bool = False) -> LoopRe
         last_tick_age=age,
         ticks=server.ticks,
         lag_total=server.lag_total,
+        streams=int(getattr(server, "streams", 0)),
     )
 
 
@@ -163,6 +166,7 @@ def to_json(reading: WorkerReading) -> bytes:
             "last_tick_age": round(loop.last_tick_age, 6),
             "ticks": loop.ticks,
             "lag_total": round(loop.lag_total, 6),
+            "streams": loop.streams,
         }
         for loop in reading.loops
     ]
@@ -184,6 +188,7 @@ def to_json(reading: WorkerReading) -> bytes:
         },
         "totals": {
             "connections": sum(loop.connections for loop in reading.loops),
+            "streams": sum(loop.streams for loop in reading.loops),
             "requests": sum(loop.requests for loop in reading.loops),
             "rejected": sum(loop.rejected for loop in reading.loops),
             "accept_paused_loops": sum(1 for loop in reading.loops if loop.accept_paused),
@@ -216,6 +221,8 @@ LOOP_METRICS: tuple[tuple[str, str, str, str], ...] = (
      "Connections accepted and not yet closed (keep-alive idle ones included).", "connections"),
     ("pounce_connections_limit", "gauge",
      "This loop's share of worker_connections; at it the loop stops accepting.", "connection_limit"),
+    ("pounce_http2_streams_open", "gauge",
+     "HTTP/2 streams open on this loop's connections (one connection slot each connection).", "streams"),
     ("pounce_connections_peak", "gauge",
      "Most connections this loop held at once since the worker booted.", "peak_connections"),
     ("pounce_accept_paused", "gauge",
