@@ -47,6 +47,7 @@ class RequestCycle:
     __slots__ = (
         "_waiter",
         "body",
+        "buffered",
         "disconnected",
         "exchange",
         "heard_disconnect",
@@ -83,7 +84,10 @@ class RequestCycle:
         self.heard_disconnect = False
         # The task running the app, once it outlives its eager first step (LoopServer.spawn_request).
         self.task: asyncio.Task[None] | None = None
-        self.body = bytearray()
+        # Body chunks not handed to the app yet, as they arrived (bytes: each is handed over
+        # as it is when it is alone, joined once otherwise), and how many bytes they hold.
+        self.body: list[bytes] = []
+        self.buffered = 0
         self.more_body = more_body
         self.received = 0
         self.request_complete = False
@@ -101,8 +105,14 @@ class RequestCycle:
     # -- pushed by the connection ------------------------------------------------
 
     def feed(self, data: bytes, more_body: bool) -> None:
-        """Body bytes arrived (``more_body=False``: the body ended). Raises ``Rejection`` past the cap."""
-        self.body += data
+        """Body bytes arrived (``more_body=False``: the body ended). Raises ``Rejection`` past the cap.
+
+        ``data`` must be ``bytes`` (it may reach the app as it is): each wire copies its
+        bytes out of its buffer once, and nothing here copies them again.
+        """
+        if data:
+            self.body.append(data)
+            self.buffered += len(data)
         self.more_body = more_body
         self.received += len(data)
         limit = self.server.config.max_body_size
@@ -149,17 +159,22 @@ class RequestCycle:
                 await self._wait()
             self.heard_disconnect = True
             return {"type": "http.disconnect"}
-        while not self.body and self.more_body and not self.disconnected and not self.response_complete:
+        while not self.buffered and self.more_body and not self.disconnected and not self.response_complete:
             await self._wait()
         if self.disconnected or self.response_complete:
             self.heard_disconnect = True
             return {"type": "http.disconnect"}
-        body = bytes(self.body)
         more_body = self.more_body
         self.request_complete = not more_body
-        if body:
-            self.body.clear()
-            self.exchange.consumed(len(body))
+        size = self.buffered
+        if size:
+            parts = self.body
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+            self.buffered = 0
+            self.exchange.consumed(size)
+        else:
+            body = b""
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def _wait(self) -> None:

@@ -75,8 +75,12 @@ class RequestReader:
                 cycle = self.cycle
                 if self.body_remaining:
                     take = min(len(buf), self.body_remaining)
-                    chunk = bytes(buf[:take])
-                    del buf[:take]
+                    if take == len(buf):  # the usual case: the buffer is body to its end
+                        chunk = bytes(buf)
+                        buf.clear()
+                    else:
+                        chunk = bytes(memoryview(buf)[:take])  # one copy, not a slice and its copy
+                        del buf[:take]
                     self.body_remaining -= take
                     if self.body_remaining:
                         self.body_progress(take)
@@ -93,7 +97,7 @@ class RequestReader:
                     except Rejection as exc:
                         self.reject(exc.status, str(exc))
                         return
-                    if len(cycle.body) > HIGH_WATER:
+                    if cycle.buffered > HIGH_WATER:
                         self.pause_reading()  # until the app consumes it
                     continue
                 if cycle is not None:
@@ -216,7 +220,7 @@ class RequestReader:
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
-                if len(cycle.body) > HIGH_WATER:
+                if cycle.buffered > HIGH_WATER:
                     self.pause_reading()  # until the app consumes it
             elif event_type is h11.EndOfMessage:
                 self.body_done()
