@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""HTTP/2 benchmark: h2load over h2c against every Python peer that speaks it (issue 13 point 7).
+
+    python bench/h2.py              # 3 x 10 s per server, about 3 minutes
+    python bench/h2.py --quick      # 1 x 3 s per server, under a minute
+    python bench/h2.py --list       # which servers are installed, then exit
+    python bench/h2.py --peers gunicorn-asgi,granian --connections 32 --streams 10
+
+Every server serves ``bench.apps:app`` (``GET /plain``: 13 bytes) from one worker process
+pinned to one CPU (``taskset``); h2load runs pinned to the other, ``-c 32 -m 10`` (32
+connections x 10 concurrent streams) over h2c with prior knowledge, as issue 13 measured
+it. Rows:
+
+=================  ===============================================================================
+gunicorn-asgi      ``gunicorn -k asgi --http-protocols h2,h1 --http2-cleartext prior-knowledge``
+                   (Gunicorn 27's own HTTP/2, h2 underneath): the reference of the ratios
+hypercorn          ``hypercorn --workers 1`` (h2c prior knowledge is always on)
+granian            ``granian --interface asgi --http 2 --workers 1`` (Rust, hyper)
+pounce             ``gunicorn -k pounce_worker.ThreadWorker`` with the same Gunicorn settings,
+                   process mode, one loop (asyncio); only once ``pounce_worker.http2`` exists
+pounce-uvloop      the same with ``--asgi-loop uvloop``
+=================  ===============================================================================
+
+Figures per server: requests/s (h2load's own, over its measured window), failed requests
+(h2load's ``failed + errored + timeout``, and non-2xx), and **server CPU per request**:
+utime+stime of the server's worker processes from /proc/PID/stat, sampled before and
+after each h2load run, divided by the requests that succeeded. Ratios are against
+``gunicorn-asgi``. Runs are interleaved (rep 1 of every server, then rep 2...), medians
+reported.
+
+Servers are started in their own session and stopped by their PID (SIGTERM, then SIGKILL to
+that process group). Results: ``bench/results/h2-<tag>.json`` and ``.txt``; server logs in
+``bench/results/logs/h2-<tag>/`` (not committed). See bench/README.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HOST = "127.0.0.1"
+APP = "bench.apps:app"
+PATH = "/plain"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The same Gunicorn settings for -k asgi and pounce_worker (Gunicorn 27's names, defaults
+#: but for the two that turn HTTP/2 on).
+GUNICORN_H2 = ("--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge")
+REFERENCE = "gunicorn-asgi"
+
+
+def gunicorn_cmd(py: str, worker: str, port: int, *extra: str) -> list[str]:
+    return [py, "-m", "gunicorn", "-k", worker, "-b", f"{HOST}:{port}", "--workers", "1", "--threads", "1",
+            "--no-control-socket", "--error-logfile", "-", "--log-level", "warning",
+            "--graceful-timeout", "5", *GUNICORN_H2, *extra, APP]
+
+
+@dataclass(frozen=True)
+class Peer:
+    key: str
+    label: str
+    needs: tuple[str, ...]
+
+    def cmd(self, py: str, port: int) -> list[str]:
+        if self.key == "gunicorn-asgi":
+            return gunicorn_cmd(py, "asgi", port)
+        if self.key == "pounce":
+            return gunicorn_cmd(py, "pounce_worker.ThreadWorker", port, "--asgi-loop", "asyncio")
+        if self.key == "pounce-uvloop":
+            return gunicorn_cmd(py, "pounce_worker.ThreadWorker", port, "--asgi-loop", "uvloop")
+        if self.key == "hypercorn":
+            return [py, "-m", "hypercorn", "--workers", "1", "--bind", f"{HOST}:{port}", APP]
+        if self.key == "granian":
+            return [py, "-m", "granian", "--interface", "asgi", "--http", "2", "--workers", "1",
+                    "--host", HOST, "--port", str(port), "--log-level", "warning", APP]
+        raise KeyError(self.key)
+
+    def env(self) -> dict[str, str]:
+        return {"POUNCE_WORKER_MODE": "processes"} if self.key.startswith("pounce") else {}
+
+
+PEERS = (
+    Peer("gunicorn-asgi", "gunicorn -k asgi (h2)", ("gunicorn", "h2")),
+    Peer("hypercorn", "hypercorn (asyncio, h2)", ("hypercorn", "h2")),
+    Peer("granian", "granian (asgi, --http 2)", ("granian",)),
+    Peer("pounce", "pounce_worker (asyncio)", ("gunicorn", "pounce_worker.http2", "h2")),
+    Peer("pounce-uvloop", "pounce_worker (uvloop)", ("gunicorn", "pounce_worker.http2", "h2", "uvloop")),
+)
+PEER_KEYS = tuple(p.key for p in PEERS)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``: a gunicorn master's workers, granian's workers."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, peer: Peer, py: str, log_dir: Path, cpu: int | None) -> None:
+        self.peer = peer
+        self.port = free_port()
+        self.log_path = log_dir / f"{peer.key}.log"
+        cmd = peer.cmd(py, self.port)
+        self.cmd = ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
+        env = dict(os.environ, **peer.env())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}{PATH}"
+
+    def wait_ready(self, h2load: str, timeout: float = 30.0) -> None:
+        """Until one h2c request through h2load succeeds (an HTTP/1.1 probe would get a 400 from
+        a Gunicorn prior-knowledge port)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.peer.key} exited with {self.proc.returncode}; see {self.log_path}")
+            out = subprocess.run([h2load, "-n", "1", "-c", "1", self.url], capture_output=True, text=True,
+                                 timeout=20).stdout
+            if "1 succeeded" in out and "status codes: 1 2xx" in out:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.peer.key} did not answer over h2c within {timeout} s; see {self.log_path}")
+
+    def cpu(self) -> float:
+        """Worker CPU seconds (a server without children is its own worker)."""
+        workers = descendants(self.pid)
+        return sum(cpu_seconds(p) for p in workers) if workers else cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        else:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # leftovers of a master that died
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+    def problems(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace")
+        lines = [ln for ln in text.splitlines() if any(w in ln for w in ("Traceback", "ERROR", "Booting worker"))]
+        boots = sum("Booting worker" in ln for ln in lines)
+        out = [ln for ln in lines if "Booting worker" not in ln][:5]
+        if boots > 1:
+            out.insert(0, f"{boots} worker boots (restarts)")
+        return out
+
+
+# -- one measurement -----------------------------------------------------------------------------
+
+
+def parse_h2load(out: str) -> dict[str, Any]:
+    """h2load's summary: req/s, requests done/succeeded/failed, 2xx, protocol."""
+    got: dict[str, Any] = {}
+    m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    if m:
+        got["seconds"] = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        got["req_s"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    if m:
+        total, _started, done, ok, failed, errored, timeout = map(int, m.groups())
+        got.update(total=total, done=done, succeeded=ok, failed=failed + errored + timeout)
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        got["non_2xx"] = sum(map(int, m.groups()[1:]))
+        got["ok_2xx"] = int(m.group(1))
+    m = re.search(r"Application protocol: (\S+)", out)
+    got["protocol"] = m.group(1) if m else None
+    return got
+
+
+def measure(server: Server, h2load: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [h2load, "-c", str(args.connections), "-m", str(args.streams), "-t", "1",
+           "-D", f"{args.duration:g}", "--warm-up-time", f"{args.warmup:g}", server.url]
+    if not args.no_pin:
+        cmd = ["taskset", "-c", str(args.client_cpu), *cmd]
+    before = server.cpu()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
+    after = server.cpu()
+    got = parse_h2load(out.stdout)
+    if "req_s" not in got or "succeeded" not in got:
+        raise RuntimeError(f"h2load: {out.stdout[-400:]} {out.stderr[-400:]}")
+    # The CPU sample spans warm-up and measured window alike; h2load's req/s only the window.
+    # Requests in the warm-up are not in h2load's counts, so CPU per request uses the window's
+    # share of the CPU: (after - before) x window / (window + warm-up).
+    window_share = args.duration / (args.duration + args.warmup)
+    got["srv_cpu"] = (after - before) * window_share
+    got["srv_pct"] = got["srv_cpu"] / args.duration * 100
+    ok = got.get("ok_2xx", got["succeeded"])
+    got["us_per_req"] = got["srv_cpu"] / ok * 1e6 if ok else None
+    got["failed_pct"] = 100.0 * (got["failed"] + got.get("non_2xx", 0)) / got["total"] if got["total"] else 100.0
+    return got
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def installed(py: str, modules: tuple[str, ...]) -> list[str]:
+    code = ("import importlib.util,sys\n"
+            "for m in sys.argv[1:]:\n"
+            "    try: print(m, importlib.util.find_spec(m) is not None)\n"
+            "    except ModuleNotFoundError: print(m, False)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([py, "-c", code, *modules], capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    return [line.split()[0] for line in out.splitlines() if line.endswith("False")]
+
+
+def versions(py: str, h2load: str) -> dict[str, str]:
+    code = ("import importlib.metadata as m,sys,json\nout={'python': sys.version.split()[0]}\n"
+            "for d in ['gunicorn','h2','hpack','hypercorn','granian','uvloop']:\n"
+            "    try: out[d]=m.version(d)\n    except Exception: pass\nprint(json.dumps(out))")
+    res = subprocess.run([py, "-c", code], capture_output=True, text=True)
+    out = json.loads(res.stdout) if res.returncode == 0 else {}
+    h2v = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout.split()
+    if h2v:
+        out["h2load"] = h2v[-1]
+    return out
+
+
+def _fmt(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def table(results: dict[str, Any], peers: list[Peer]) -> str:
+    lines = [f"  {'server':<28} {'req/s (min-max)':>26} {'failed %':>9} {'srv us/req (min-max)':>24} "
+             f"{'req/s /asgi':>11} {'us/req /asgi':>12} {'srv%':>5}"]
+    ref = results.get(REFERENCE, {})
+    for peer in peers:
+        r = results.get(peer.key)
+        if r is None:
+            continue
+        if r.get("error") and not r.get("runs"):
+            lines.append(f"  {peer.label:<28} failed: {r['error']}")
+            continue
+        runs = r["runs"]
+        us = [x["us_per_req"] for x in runs if x["us_per_req"]]
+        rps_ratio = f"{r['req_s_median'] / ref['req_s_median']:.2f}" if ref.get("req_s_median") else "-"
+        us_ratio = (f"{r['us_median'] / ref['us_median']:.2f}"
+                    if ref.get("us_median") and r.get("us_median") else "-")
+        lines.append(
+            f"  {peer.label:<28} {_fmt([x['req_s'] for x in runs], ',.0f'):>26} "
+            f"{statistics.median(x['failed_pct'] for x in runs):>9.1f} {_fmt(us, '.1f'):>24} "
+            f"{rps_ratio:>11} {us_ratio:>12} {statistics.median(x['srv_pct'] for x in runs):>5.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 x 3 s per server after 1 s warm-up")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--peers", default=",".join(PEER_KEYS))
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--warmup", type=float)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (h2load -m)")
+    ap.add_argument("--server-cpu", type=int, default=0)
+    ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the servers")
+    ap.add_argument("--tag")
+    ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    args = ap.parse_args(argv)
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else 1.0
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        print("h2load is not installed: apt-get install nghttp2-client")
+        return 2
+    if not args.no_pin and shutil.which("taskset") is None:
+        print("taskset is not installed (util-linux); use --no-pin")
+        return 2
+
+    wanted = [k.strip() for k in args.peers.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in PEER_KEYS]
+    if unknown:
+        print(f"unknown peers: {unknown}; known: {', '.join(PEER_KEYS)}")
+        return 2
+    peers = [p for p in PEERS if p.key in wanted]
+    skipped = {}
+    for peer in list(peers):
+        missing = installed(args.python, peer.needs)
+        if missing:
+            skipped[peer.key] = f"not installed: {', '.join(missing)}"
+            peers.remove(peer)
+    if args.list:
+        for peer in PEERS:
+            print(f"{peer.key:<16} {peer.label:<28} {skipped.get(peer.key, 'ok' if peer in peers else 'not asked')}")
+        return 0
+    for key, why in skipped.items():
+        print(f"skipping {key}: {why}")
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    tag = args.tag or started.strftime("%Y%m%d-%H%M%S")
+    log_dir = args.out_dir / "logs" / f"h2-{tag}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    servers: dict[str, Server] = {}
+    results: dict[str, Any] = {p.key: {"runs": []} for p in peers}
+    try:
+        for peer in peers:
+            server = Server(peer, args.python, log_dir, None if args.no_pin else args.server_cpu)
+            servers[peer.key] = server
+            try:
+                server.wait_ready(h2load)
+            except RuntimeError as exc:
+                results[peer.key]["error"] = str(exc)
+                print(f"{peer.key}: {exc}")
+                server.stop()
+                del servers[peer.key]
+        live = list(servers)
+        for rep in range(args.reps):
+            for key in live[rep % len(live):] + live[:rep % len(live)] if live else []:
+                try:
+                    run = measure(servers[key], h2load, args)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    results[key]["error"] = str(exc)
+                    print(f"{key}: {exc}")
+                    continue
+                results[key]["runs"].append(run)
+                print(f"{key:<16} rep {rep + 1}: {run['req_s']:>9,.0f} req/s, {run['failed_pct']:5.1f} % failed, "
+                      f"{run['us_per_req'] or 0:>7.1f} us/req srv {run['srv_pct']:>3.0f}% ({run['protocol']})",
+                      flush=True)
+        for key in live:
+            runs = results[key]["runs"]
+            us = [x["us_per_req"] for x in runs if x["us_per_req"]]
+            results[key]["us_median"] = statistics.median(us) if us else None
+            results[key]["req_s_median"] = statistics.median(x["req_s"] for x in runs) if runs else None
+    except KeyboardInterrupt:
+        print("interrupted: writing partial results")
+    finally:
+        problems = {}
+        for key, server in servers.items():
+            server.stop()
+            found = server.problems()
+            if found:
+                problems[key] = found
+    text = table(results, peers)
+    pin = "no pinning" if args.no_pin else f"server on CPU {args.server_cpu}, h2load on CPU {args.client_cpu}"
+    header = (f"bench/h2.py {tag}: {started:%Y-%m-%d %H:%M} UTC, {_cpu_model()}, h2load -c {args.connections} "
+              f"-m {args.streams} over h2c (prior knowledge), GET {PATH}, "
+              f"{args.reps} x {args.duration:g} s per server after {args.warmup:g} s warm-up, {pin}")
+    vers = versions(args.python, h2load)
+    header += "\n" + ", ".join(f"{k} {v}" for k, v in vers.items())
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "pounce_worker"],
+                           capture_output=True, text=True).stdout.split()
+    where = commit or "(not a git checkout)"
+    header += f"\npounce_worker at {where}{' + uncommitted changes' if dirty else ''}"
+    if skipped:
+        header += "\nnot run: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
+    if problems:
+        text += "\n\nProblems seen in the server logs:\n" + "\n".join(
+            f"  {k}: {line}" for k, lines in problems.items() for line in lines)
+    out = header + "\n\n" + text + "\n"
+    print("\n" + out)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"h2-{tag}.txt").write_text(out)
+    (args.out_dir / f"h2-{tag}.json").write_text(json.dumps({
+        "tag": tag, "started": started.isoformat(), "commit": commit, "dirty": bool(dirty),
+        "versions": vers, "args": {k: str(v) for k, v in vars(args).items()},
+        "cpu_model": _cpu_model(), "commands": {k: s.cmd for k, s in servers.items()},
+        "skipped": skipped, "problems": problems, "results": results,
+    }, indent=1))
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
