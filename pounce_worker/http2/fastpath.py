@@ -24,16 +24,24 @@ from typing import Any
 
 from h2.connection import AllowedStreamIDs, ConnectionInputs, TooManyStreamsError
 from h2.events import RequestReceived
+from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError
 from h2.stream import StreamInputs
+from h2.utilities import extract_method_header, is_informational_response
 from hyperframe.frame import DataFrame, HeadersFrame
 
-from .hpack_cache import CachingDecoder, StatelessEncoder
+from .hpack_cache import MAX_CACHED, CachingDecoder, StatelessEncoder, encode_block
 from .machine import ServerMachine
 
 _RECV_HEADERS = ConnectionInputs.RECV_HEADERS
 _STREAM_RECV_HEADERS = StreamInputs.RECV_HEADERS
 _STREAM_RECV_END_STREAM = StreamInputs.RECV_END_STREAM
 _ODD = AllowedStreamIDs.ODD
+_SEND_HEADERS = ConnectionInputs.SEND_HEADERS
+_SEND_DATA = ConnectionInputs.SEND_DATA
+_STREAM_SEND_HEADERS = StreamInputs.SEND_HEADERS
+_STREAM_SEND_INFORMATIONAL = StreamInputs.SEND_INFORMATIONAL_HEADERS
+_STREAM_SEND_END_STREAM = StreamInputs.SEND_END_STREAM
+_STREAM_SEND_DATA = StreamInputs.SEND_DATA
 #: Flag bits of the two frame types serialised here (RFC 9113 §6.1, §6.2); PADDED and PRIORITY
 #: frames go to hyperframe.
 _DATA_FLAGS = {"END_STREAM": 0x01}
@@ -47,6 +55,83 @@ class FastMachine(ServerMachine):
         super().__init__()
         self.encoder = StatelessEncoder(self.encoder)  # type: ignore[assignment]
         self.decoder = CachingDecoder(self.decoder)  # type: ignore[assignment]
+        #: Header lists sent before (plain tuples of bytes) -> (block, informational, :method).
+        self.sent_heads: dict[tuple[Any, ...], tuple[bytes, bool, bytes | None]] = {}
+
+    def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False,
+                     priority_weight: int | None = None, priority_depends_on: int | None = None,
+                     priority_exclusive: bool | None = None) -> None:
+        """h2's ``send_headers`` for a header list sent before on an open stream, without h2's per-field work."""
+        stream = self.streams.get(stream_id)
+        encoder: StatelessEncoder = self.encoder  # type: ignore[assignment]
+        entry = key = None
+        if (stream is not None and priority_weight is None and priority_depends_on is None
+                and priority_exclusive is None and not encoder.real.header_table.resized
+                and type(headers) is list):
+            key = tuple(headers)
+            try:
+                entry = self.sent_heads.get(key)
+            except TypeError:  # unhashable: h2 says what is wrong with it
+                key = None
+        if entry is None:
+            super().send_headers(stream_id, headers, end_stream, priority_weight, priority_depends_on,
+                                 priority_exclusive)
+            if key and all(type(f) is tuple and len(f) == 2 and type(f[0]) is bytes and type(f[1]) is bytes
+                           for f in key):
+                heads = self.sent_heads
+                if len(heads) >= MAX_CACHED:
+                    heads.clear()
+                heads[key] = (encode_block(key), is_informational_response(key), extract_method_header(key))
+            return
+        assert stream is not None
+        # From here on, h2's H2Connection.send_headers and H2Stream.send_headers, with the block cached.
+        block, informational, method = entry
+        self.state_machine.process_input(_SEND_HEADERS)
+        if informational:
+            if end_stream:
+                msg = "Cannot set END_STREAM on informational responses."
+                raise ProtocolError(msg)
+            stream.state_machine.process_input(_STREAM_SEND_INFORMATIONAL)
+        else:
+            stream.state_machine.process_input(_STREAM_SEND_HEADERS)
+        size = stream.max_outbound_frame_size or 0
+        pieces = [block[i:i + size] for i in range(0, len(block), size)]
+        if end_stream:
+            stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
+        if stream.state_machine.trailers_sent and not end_stream:
+            msg = "Trailers must have END_STREAM set."
+            raise ProtocolError(msg)
+        stream.request_method = method
+        last = len(pieces) - 1
+        out = [_frame(0x1, (0x1 if end_stream else 0) | (0x4 if last == 0 else 0), stream_id, pieces[0])]
+        out.extend(_frame(0x9, 0x4 if i == last else 0, stream_id, piece) for i, piece in enumerate(pieces) if i)
+        self._data_to_send += b"".join(out)
+
+    def send_data(self, stream_id: int, data: Any, end_stream: bool = False, pad_length: Any = None) -> None:
+        """h2's ``send_data`` without the DataFrame (its checks, transitions and windows, in its order)."""
+        if pad_length is not None:
+            super().send_data(stream_id, data, end_stream, pad_length)
+            return
+        frame_size = len(data)
+        if frame_size > 0 and frame_size > self.local_flow_control_window(stream_id):
+            msg = f"Cannot send {frame_size} bytes, flow control window is {self.local_flow_control_window(stream_id)}"
+            raise FlowControlError(msg)
+        if frame_size > self.max_outbound_frame_size:
+            msg = f"Cannot send frame size {frame_size}, max frame size is {self.max_outbound_frame_size}"
+            raise FrameTooLargeError(msg)
+        self.state_machine.process_input(_SEND_DATA)
+        stream = self.streams[stream_id]
+        machine = stream.state_machine
+        machine.process_input(_STREAM_SEND_DATA)
+        if type(data) is not bytes:
+            data = data.tobytes() if isinstance(data, memoryview) else data
+        if end_stream:
+            machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.outbound_flow_control_window -= frame_size
+        assert stream.outbound_flow_control_window >= 0 or frame_size == 0
+        self._data_to_send += _frame(0x0, 0x1 if end_stream else 0, stream_id, data)
+        self.outbound_flow_control_window -= frame_size
+        assert self.outbound_flow_control_window >= 0 or frame_size == 0
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         decoder: CachingDecoder = self.decoder  # type: ignore[assignment]
@@ -105,6 +190,11 @@ class FastMachine(ServerMachine):
             flag_byte = 0
             for flag in flags:
                 flag_byte |= bits[flag]
-            out.append(b"".join((size.to_bytes(3, "big"), bytes((frame.type, flag_byte)),
-                                 (frame.stream_id & 0x7FFFFFFF).to_bytes(4, "big"), data)))
+            out.append(_frame(frame.type, flag_byte, frame.stream_id, data))
         self._data_to_send += b"".join(out)
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """A frame's 9-byte head and its payload (RFC 9113 §4.1), as hyperframe's ``serialize`` writes it."""
+    return b"".join((len(payload).to_bytes(3, "big"), bytes((kind, flags)),
+                     (stream_id & 0x7FFFFFFF).to_bytes(4, "big"), payload))

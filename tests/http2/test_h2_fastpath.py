@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from h2.connection import ConnectionState
 from hpack import Encoder, NeverIndexedHeaderTuple
 from hpack.hpack import encode_integer
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
@@ -58,7 +59,7 @@ RESPONSES: list[list[Any]] = [
     [(b":status", b"204")],
     [(b"grpc-status", b"0"), (b"x-trailer", b"yes")],  # trailers
     [(b":status", b"200"), NeverIndexedHeaderTuple(b"set-cookie", b"secret=1")],
-    [(b":status", b"200"), (b"x-big", b"b" * 20000)],  # past one frame: CONTINUATION
+    [(b":status", b"200"), (b"x-big", b"~" * 20000)],  # past one frame (Huffman makes it no shorter): CONTINUATION
     [(b":status", b"200"), (b"cache-control", b"private"), (b"vary", b"accept-encoding")],
 ]
 
@@ -72,7 +73,11 @@ def settings_frame(ack: bool, values: dict[int, int]) -> bytes:
     return frame.serialize()
 
 
-client_steps = st.one_of(
+#: What a client commonly sends: requests whose blocks repeat (the cached path), on the next stream mostly.
+common_requests = st.tuples(st.just("request"), st.sampled_from([0, 0, 0, 1, 2, 3, 4, 6]), st.booleans(),
+                            st.sampled_from(["next"] * 8 + ["same", "even", "low"]), st.sampled_from([0, 0, 0, 3]))
+#: Everything else a client may send, valid or not.
+other_client_steps = st.one_of(
     st.tuples(st.just("request"), st.integers(0, len(REQUESTS) - 1), st.booleans(),
               st.sampled_from(["next", "next", "next", "same", "even", "low"]), st.integers(0, 3)),
     st.tuples(st.just("raw-headers"), stream_ids,
@@ -88,7 +93,10 @@ client_steps = st.one_of(
     st.tuples(st.just("priority"), stream_ids, st.integers(0, 9)),
     st.tuples(st.just("garbage"), st.binary(min_size=1, max_size=30)),
 )
-server_steps = st.one_of(
+#: What the server commonly does: answer the newest stream with a head it sent before, then its body.
+serve_steps = st.tuples(st.just("serve"), st.sampled_from([-1, -1, -1, -2, 0]), st.sampled_from([0, 0, 1, 9, 5, 3]),
+                        st.integers(0, 40), st.booleans())
+other_server_steps = st.one_of(
     st.tuples(st.just("respond"), st.integers(0, 9), st.integers(0, len(RESPONSES) - 1), st.booleans()),
     st.tuples(st.just("send-data"), st.integers(0, 9), st.integers(0, 20000), st.booleans()),
     st.tuples(st.just("end"), st.integers(0, 9)),
@@ -97,6 +105,9 @@ server_steps = st.one_of(
     st.tuples(st.just("local-settings"), st.dictionaries(st.sampled_from([1, 3, 4, 5, 6]), st.integers(0, 70000),
                                                          max_size=2)),
 )
+SERVER_STEPS = ("respond", "send-data", "end", "reset", "ack", "local-settings", "serve")
+steps_strategy = st.lists(st.one_of(common_requests, common_requests, common_requests, serve_steps, serve_steps,
+                                    serve_steps, other_client_steps, other_server_steps), min_size=10, max_size=80)
 
 
 class Client:
@@ -139,6 +150,15 @@ def client_bytes(client: Client, step: tuple[Any, ...]) -> bytes:
     kind = step[0]
     if kind == "request":
         return client.request(*step[1:])
+    if kind == "raw-request":
+        _, block, end = step
+        stream_id = client.next_id
+        client.next_id += 2
+        client.opened.append(stream_id)
+        return raw(0x1, 0x4 | (0x1 if end else 0), stream_id, block)
+    if kind == "body":
+        _, index, size, end = step
+        return raw(0x0, 0x1 if end else 0, client.stream(index), b"b" * size)
     if kind == "raw-headers":
         _, stream_id, block, end = step
         return raw(0x1, 0x4 | (0x1 if end else 0), stream_id, block)
@@ -169,10 +189,19 @@ def server_act(pair: Pair, client: Client, step: tuple[Any, ...]) -> None:
         pair.both(f"update_settings {step[1]}", lambda m: m.update_settings(step[1]))
         return
     stream_id = client.stream(step[1])
-    if kind == "respond":
+    if kind == "serve":
+        _, _, which, size, trailers = step
+        pair.both(f"send_headers {stream_id} {which}",
+                  lambda m: m.send_headers(stream_id, RESPONSES[which], end_stream=False), RESPONSES[which])
+        pair.both(f"send_data {stream_id} {size}",
+                  lambda m: m.send_data(stream_id, b"s" * size, end_stream=not trailers))
+        if trailers:
+            pair.both(f"trailers {stream_id}", lambda m: m.send_headers(stream_id, RESPONSES[6], end_stream=True),
+                      RESPONSES[6])
+    elif kind == "respond":
         _, _, which, end = step
         pair.both(f"send_headers {stream_id} {which} {end}",
-                  lambda m: m.send_headers(stream_id, RESPONSES[which], end_stream=end))
+                  lambda m: m.send_headers(stream_id, RESPONSES[which], end_stream=end), RESPONSES[which])
     elif kind == "send-data":
         _, _, size, end = step
 
@@ -188,12 +217,15 @@ def server_act(pair: Pair, client: Client, step: tuple[Any, ...]) -> None:
         pair.both(f"acknowledge {stream_id}", lambda m: m.acknowledge_received_data(step[2], stream_id))
 
 
-def run(steps: list[tuple[Any, ...]], chunks: int) -> None:
-    pair = Pair()
+def run(steps: list[tuple[Any, ...]], chunks: int, pair: Pair | None = None,
+        client_settings: dict[int, int] | None = None) -> None:
+    pair = pair or Pair()
     client = Client()
-    pending = PREFACE + settings_frame(False, {}) + settings_frame(True, {})
+    pending = PREFACE + settings_frame(False, client_settings or {}) + settings_frame(True, {})
     for step in steps:
-        if step[0] in ("respond", "send-data", "end", "reset", "ack", "local-settings"):
+        if pair.plain.machine.state_machine.state is ConnectionState.CLOSED:
+            break  # a connection error: nothing more happens on either side
+        if step[0] in SERVER_STEPS:
             if pending:
                 pair.receive(pending)
                 pending = b""
@@ -208,22 +240,64 @@ def run(steps: list[tuple[Any, ...]], chunks: int) -> None:
         pair.receive(pending)
 
 
+@pytest.mark.timeout(300)
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(st.one_of(client_steps, client_steps, server_steps), max_size=40), st.integers(1, 400))
+@given(steps_strategy, st.integers(1, 400))
 def test_same_as_h2_on_generated_sequences(steps: list[tuple[Any, ...]], chunks: int) -> None:
     run(steps, chunks)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.just("request"), st.integers(0, len(REQUESTS) - 1), st.booleans(),
-                          st.sampled_from(["next", "next", "next", "next", "same", "low"]), st.just(0)),
-                min_size=1, max_size=30),
-       st.lists(server_steps, max_size=20), st.randoms(use_true_random=False))
-def test_same_as_h2_on_request_heavy_sequences(requests: list[Any], answers: list[Any], rnd: Any) -> None:
-    """Mostly requests with repeated blocks: the cached path, interleaved with answers."""
-    steps: list[Any] = list(requests)
-    for answer in answers:
-        steps.insert(rnd.randint(0, len(steps)), answer)
+#: Blocks of indexed fields only, some naming dynamic-table entries (62+): the same bytes mean
+#: other fields once the table changed, which the request cache must notice.
+INDEXED_BLOCKS = [b"\x82\x86\x84", b"\x82\x86\x84\xbe", b"\x82\x86\x84\xbf", b"\x82\x86\xbe\xbf",
+                  b"\x83\x86\x84\xbe\xc0", b"\x82\x86\x84\xc5"]
+#: One round of a busy connection: requests on new streams (one header list, as h2load sends),
+#: their bodies, then the server answers them in some order, other steps in between.
+rounds = st.lists(st.tuples(
+    st.integers(1, 10), st.sampled_from([0, 0, 0, 1, 2, 3, 4]), st.booleans(),
+    st.lists(st.sampled_from([0, 0, 1, 9, 3, 8]), min_size=1, max_size=3),
+    st.lists(st.one_of(
+        st.tuples(st.just("raw-request"), st.sampled_from(INDEXED_BLOCKS), st.booleans()),
+        st.tuples(st.just("body"), st.integers(0, 9), st.sampled_from([0, 5, 7, 9]), st.booleans()),
+        st.tuples(st.just("window"), st.integers(0, 9), st.sampled_from([1, 40, 1000, 2**31 - 1])),
+        other_client_steps, other_server_steps), max_size=3),
+    st.randoms(use_true_random=False)),
+    min_size=1, max_size=8)
+#: The client's SETTINGS: a small window makes responses wait; a smaller table, size updates.
+client_settings = st.fixed_dictionaries({}, optional={
+    1: st.sampled_from([0, 100, 4096]), 4: st.sampled_from([0, 30, 100, 65535]), 5: st.just(16384)})
+
+
+@pytest.mark.timeout(300)  # CPU-bound, not timed: a loaded machine may take thrice as long
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rounds, st.sampled_from([10_000, 10_000, 200, 37]), client_settings, st.sampled_from([100, 100, 4, 1]),
+       st.sampled_from([0, 0, 0, 400]))
+def test_same_as_h2_on_busy_connections(plan: list[Any], chunks: int, settings_: dict[int, int], max_streams: int,
+                                        header_list: int) -> None:
+    """Mostly what a loaded connection sees: the cached request path and cached heads, every round."""
+    steps: list[Any] = []
+    for count, which, end, heads, extra, rnd in plan:
+        steps += [("request", which, end, "next", 0)] * count
+        if not end:
+            steps += [("body", -1 - i, rnd.choice([0, 5, 7]), True) for i in range(count)]
+        answers = [("serve", -1 - i, rnd.choice(heads), rnd.randint(0, 60), rnd.random() < 0.2) for i in range(count)]
+        rnd.shuffle(answers)
+        for step in extra:
+            answers.insert(rnd.randint(0, len(answers)), step)
+        steps += answers
+    run(steps, chunks, Pair(max_streams, header_list), settings_)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.tuples(st.just("request"), st.sampled_from([0, 2, 4, 5, 16]), st.just(True), st.just("next"), st.just(0)),
+    st.tuples(st.just("raw-request"),
+              st.sampled_from([b"\x82\x86\x84\xbe", b"\x82\x86\x84\xbf", b"\x82\x86\x84\xc0",
+                               b"\x82\x86\x84\xc0\xbe", b"\x82\x86\x84\xc1"]),
+              st.just(True))), min_size=2, max_size=24))
+def test_request_cache_follows_the_dynamic_table(steps: list[Any]) -> None:
+    """The same indexed block means other fields once the client inserted some: never a stale hit."""
     run(steps, 10_000)
 
 
@@ -265,3 +339,16 @@ def test_table_size_update_comes_first(table_size: int) -> None:
     for side in (pair.plain, pair.fast):
         assert side.blocks[0].startswith(update) == (table_size != 4096)
         assert not side.blocks[1].startswith(update)
+
+
+def test_request_cache_follows_the_header_list_limit() -> None:
+    """A block accepted under one ``max_header_list_size`` is refused under a smaller one, cached or not."""
+    pair = Pair()
+    client = Client()
+    pair.receive(PREFACE + settings_frame(False, {}) + settings_frame(True, {}))
+    for _ in range(3):  # indexes its fields, then stores the indexed block, then hits it
+        pair.receive(client.request(0, True, "next", 0))
+    for side in (pair.plain, pair.fast):
+        side.machine.decoder.max_header_list_size = 100
+    result = pair.receive(client.request(0, True, "next", 0))
+    assert result[0] == "error"
