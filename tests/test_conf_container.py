@@ -196,7 +196,11 @@ def test_dockerfile_copies_what_pip_install_needs() -> None:
                      for s in shlex.split(rest)[:-1] if not s.startswith("--")}
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    needed = {"pyproject.toml", "setup.cfg", *setup["options"]["packages"].split()}
+    packages = setup["options"]["packages"].split()
+    if packages == ["find:"]:  # the top-level packages find: includes (their subpackages come with them)
+        include = setup["options.packages.find"]["include"].replace(",", " ").split()
+        packages = [name for name in include if "." not in name and "*" not in name]
+    needed = {"pyproject.toml", "setup.cfg", *packages}
     for value in setup["metadata"].values():
         if value.startswith("file:"):
             needed.update(v.strip() for v in value[5:].split(","))

@@ -174,7 +174,7 @@ class RequestCycle:
 
     async def send(self, message: Message) -> None:
         exchange = self.exchange
-        if exchange.write_blocked:
+        if exchange.flow.paused:
             await exchange.writable()
         if self.disconnected:
             if self.heard_disconnect or self._waiter is not None:
@@ -214,10 +214,18 @@ class RequestCycle:
                 raise TypeError(
                     f"ASGI: 'http.response.body' body must be bytes, got {type(body).__name__}"
                 )
-            more_body = message.get("more_body", False)  # used for its truth value only
-            self.sent += exchange.body(body, more_body)
-            if not more_body:
-                self.end_response()
+            if message.get("more_body", False):  # used for its truth value only
+                self.sent += exchange.body(body, True)
+                return
+            # end_response(body), inlined: this runs once per request.
+            self.response_complete = True
+            try:
+                self.sent += exchange.body(body, False)
+            except BaseException:
+                self.response_complete = False  # refused (Content-Length): nothing was completed
+                raise
+            if self._waiter is not None:
+                self.wake()
         else:
             trailers = getattr(exchange, "trailers", None) if message_type == TRAILERS else None
             if trailers is None:
@@ -227,13 +235,17 @@ class RequestCycle:
             # The http.response.trailers extension (HTTP/2 exchanges carry it): after the body.
             trailers(list(message.get("headers", ())), bool(message.get("more_trailers", False)))
 
-    def end_response(self) -> None:
-        """The exchange wrote the response's end: the wire moves on now, not when the app
-        returns, so work the app does afterwards (background tasks) holds nothing up."""
+    def end_response(self, body: bytes | bytearray | memoryview) -> None:
+        """The last body bytes: the exchange writes them and completes the response, which
+        moves the wire on now (see ``Exchange.body``)."""
         self.response_complete = True
+        try:
+            self.sent += self.exchange.body(body, False)
+        except BaseException:
+            self.response_complete = False  # refused (Content-Length): nothing was completed
+            raise
         if self._waiter is not None:
             self.wake()
-        self.exchange.complete()
 
     def _informational(self, message: Message) -> None:
         """A 1xx before the final response: 103 Early Hints, written at once.
@@ -267,9 +279,9 @@ class RequestCycle:
             if status < 200:
                 raise RuntimeError("ASGI: informational (1xx) statuses cannot be sent with http.response.start")
         raw = message.get("headers", ())
-        if message.get("trailers"):
+        if "trailers" in message:  # (a containment test: no method call on the hot path)
             expect = getattr(self.exchange, "expect_trailers", None)  # a wire without them ignores it
-            if expect is not None:
+            if message["trailers"] and expect is not None:
                 expect()
         if self.timing is None:
             headers = self.exchange.start(status, raw, True)

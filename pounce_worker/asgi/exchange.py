@@ -17,7 +17,10 @@ exchange and the loop's services, never the connection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from ..io.flow import WriteFlow
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -46,16 +49,21 @@ class Exchange(Protocol):
         """Write a head ``start`` deferred, now (the app suspended between start and body)."""
 
     def body(self, data: bytes | bytearray | memoryview, more: bool) -> int:
-        """Frame and write body bytes; ``more=False`` ends the response (trailers are the wire's).
+        """Frame and write body bytes; ``more=False`` ends the response and completes it.
 
-        Returns how many body bytes count as sent (0 for HEAD, 204, 304). Raises when
-        the body contradicts the head (Content-Length): what was valid still goes
-        out. Never blocks: ``writable`` is where the cycle waits.
+        Completing it moves the wire on (the next request, the stream closed) now,
+        not when the app returns: work the app does after its response (background
+        tasks) holds nothing up. The cycle marks its response complete before the
+        last call. Returns how many body bytes count as sent (0 for HEAD, 204, 304).
+        Raises when the body contradicts the head (Content-Length): what was valid
+        still goes out, and nothing is completed. Never blocks: ``writable`` is where
+        the cycle waits.
         """
 
-    @property
-    def write_blocked(self) -> bool:
-        """Whether ``send`` must wait in ``writable`` before writing more."""
+    #: Whether ``send`` must wait in ``writable`` before writing more (``flow.paused``): the
+    #: connection's (HTTP/1.1) or the stream's (HTTP/2). An attribute, not a property: it is
+    #: read before every write, and a property is a call.
+    flow: WriteFlow
 
     async def writable(self) -> None:
         """Wait until more may be written: the transport drained (HTTP/1.1) or windows opened (HTTP/2)."""
@@ -82,9 +90,6 @@ class Exchange(Protocol):
     def fail_unsent(self) -> bool:
         """Nothing of the response is on the wire yet: make it a 500 that ends the exchange; False
         when it is too late."""
-
-    def complete(self) -> None:
-        """The response went out in full: the wire moves on (next request, stream closed)."""
 
     def abort(self) -> None:
         """End the exchange abnormally (an app failure mid-response, an incomplete response): the

@@ -65,8 +65,7 @@ async def send_path(cycle: RequestCycle, message: Message) -> None:
             raise RuntimeError(f"pathsend: {path} shrank while being sent ({exc} of {size} bytes)") from None
     finally:
         file.close()
-    cycle.sent += cycle.exchange.body(b"", False)
-    cycle.end_response()
+    cycle.end_response(b"")
 
 
 def _fail_unsent(cycle: RequestCycle) -> None:

@@ -232,7 +232,7 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         self,
         method: bytes,
         target: bytes,
-        http_version: bytes,
+        http_version: str,
         headers: list[tuple[bytes, bytes]],
         asked_close: bool,
         body_expected: bool,
@@ -250,18 +250,16 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             self._check_limits(method, target, headers, head_size)
         server = self.server
         scope = http_scope(
-            server, method, target, "1.1" if http_version == b"1.1" else http_version.decode("ascii"), headers,
-            self.client, self.local, self.scheme, self.trusted,
+            server, method, target, http_version, headers, self.client, self.local, self.scheme, self.trusted
         )
         if not self.fast and self._upgrade_to_websocket(scope, target, headers):
             return  # WebSocket handshake: the connection is websocket.py's from here on
         self.requests += 1
         keep_alive = config.keepalive > 0 and not server.stopping and not asked_close and not self.eof
-        expect_100 = not self.fast and self.conn.they_are_waiting_for_100_continue
-        exchange = H1Exchange(self, method, keep_alive, expect_100)
-        cycle = RequestCycle(server, exchange, scope, target, body_expected, self.parse_started)
+        cycle = RequestCycle(server, H1Exchange(self, method, keep_alive), scope, target, body_expected,
+                             self.parse_started)
         self.cycle = cycle
-        if body_expected and not expect_100:
+        if body_expected and (self.fast or not self.conn.they_are_waiting_for_100_continue):
             # (An Expect: 100-continue body starts its clock when the 100 is sent.)
             self.expect_body()
         server.spawn_request(cycle)
@@ -304,15 +302,16 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         else:
             self._arm_idle_timer(self.config.keepalive)
 
-    def on_response_complete(self, exchange: H1Exchange) -> None:
-        """The response went out in full; continue with the next request or close."""
+    def on_response_complete(self, close: bool) -> None:
+        """The response went out in full; continue with the next request, or close (``close``:
+        it said ``Connection: close``, or h11 says the connection cannot be reused)."""
         server = self.server
         server.requests += 1  # server.request_done(), inlined: this runs once per request
         if server.counted and server.budget.spend():
             server.worker.budget_exhausted()
         if self.closed:
             return
-        if exchange.must_close or not exchange.keep_alive:
+        if close:
             self.close()
             return
         if self.fast:

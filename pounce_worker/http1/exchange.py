@@ -1,7 +1,7 @@
 """One HTTP/1.1 request/response, as the ASGI cycle drives it (asgi/exchange.py).
 
-Framing is the fast writer's (fastpath.FastResponse: byte for byte what h11
-writes, for the common header sets) or h11's: the connection's own h11 on its
+Framing is the fast writer's (frame.FastResponse, which an H1Exchange is: byte
+for byte what h11 writes, for the common header sets) or h11's: the connection's own h11 on its
 h11 path, a primed one on the fast path for headers that need h11's rewriting
 rules. Around the framing, what HTTP/1.1 alone has:
 
@@ -53,50 +53,47 @@ class FileSpan:
         return self.size
 
 
-class H1Exchange:
-    """The wire side of one request on an HTTP/1.1 connection."""
+class H1Exchange(FastResponse):
+    """The wire side of one request on an HTTP/1.1 connection.
+
+    A ``FastResponse`` itself, so a response the fast writer frames costs no
+    object of its own (one object per request on the hot path, not two); ``h11``
+    is None while it does, or names the h11 connection that frames instead.
+    """
 
     __slots__ = (
         "connection",
-        "expect_100",
+        "flow",
         "h11",
         "head_only",
         "keep_alive",
         "method",
-        "must_close",
         "number",
         "pending_head",
-        "writer",
     )
 
-    def __init__(self, connection: HTTPConnection, method: bytes, keep_alive: bool, expect_100: bool) -> None:
+    def __init__(self, connection: HTTPConnection, method: bytes, keep_alive: bool) -> None:
         self.connection = connection
+        self.flow = connection.flow
         self.method = method
         self.keep_alive = keep_alive
-        # h11 knows only on its own path; the fast path hands Expect requests to h11.
-        self.expect_100 = expect_100
         self.head_only = method == b"HEAD"
-        self.writer: FastResponse | None = None
         self.h11: h11.Connection | None = None
         self.pending_head: bytes | None = None
-        self.must_close = False
         # Which request of the connection this is: abort() must not close a newer one's.
         self.number = connection.requests
 
     # -- flow control --------------------------------------------------------------
-
-    @property
-    def write_blocked(self) -> bool:
-        return self.connection.flow.paused
 
     async def writable(self) -> None:
         await self.connection.drain()
 
     def want_body(self) -> None:
         connection = self.connection
-        if self.expect_100:
-            # Only now that the app asks for the body do we invite the client to send it.
-            self.expect_100 = False
+        # Only now that the app asks for the body do we invite the client to send it. h11
+        # knows whether it waits (the fast path hands Expect requests to h11); it forgets
+        # once the client sends body bytes or we send any response.
+        if not connection.fast and connection.conn.they_are_waiting_for_100_continue:
             conn = connection.conn
             if not connection.closed and conn.their_state is h11.SEND_BODY:
                 connection.expect_body()  # the body's clock starts with the 100
@@ -125,8 +122,6 @@ class H1Exchange:
             if conn.their_http_version != b"1.1":
                 return
             data = conn.send(event)
-        if status == 100:
-            self.expect_100 = False  # the app invited the body itself
         if data:
             connection.write(data)
 
@@ -134,34 +129,34 @@ class H1Exchange:
         connection = self.connection
         server = connection.server
         close = not self.keep_alive
-        head = None
         if connection.fast:
             block = server.header_blocks.get(raw) if cacheable else render(
                 raw, server.header_blocks.names, server.header_blocks.values
             )
             headers: Sequence[tuple[bytes, bytes]] = block.headers
-            if block.fast:
-                writer = self.writer = FastResponse()
-                lines = server.default_lines if not block.has_defaults else default_header_lines(server, headers)
-                head = writer.head(status, lines, block, self.method, close)
-            else:
-                # Headers that need h11's rewriting rules: let h11 frame this one.
-                self.h11 = primed_h11(self.method, close)
+            if block.fast:  # the usual case: the fast writer (this object) frames it
+                self.pending_head = self.frame_head(
+                    status, server.default_lines if not block.has_defaults else default_header_lines(server, headers),
+                    block, self.method, close,
+                )
+                if server.eager_exchange is not self:
+                    server.flush_head_soon(self)  # see below
+                if status in NO_BODY_STATUS:
+                    self.head_only = True
+                return headers if not close else [*headers, CLOSE_HEADER]
+            # Headers that need h11's rewriting rules: let h11 frame this one.
+            self.h11 = primed_h11(self.method, close)
             has_defaults = block.has_defaults
         else:
             headers, has_defaults = normalize(raw)
             self.h11 = connection.conn
         if close:
             headers = [*headers, CLOSE_HEADER]
-        if head is None:
-            assert self.h11 is not None
-            defaults = default_headers(server, headers) if has_defaults else [
-                (b"server", server.config.server_header), (b"date", server.date_header)
-            ]
-            response = h11.Response(status_code=status, headers=[*defaults, *headers], reason=STATUS_PHRASES[status])
-            head = self.h11.send(response)
-        self.expect_100 = False
-        self.pending_head = head
+        defaults = default_headers(server, headers) if has_defaults else [
+            (b"server", server.config.server_header), (b"date", server.date_header)
+        ]
+        response = h11.Response(status_code=status, headers=[*defaults, *headers], reason=STATUS_PHRASES[status])
+        self.pending_head = self.h11.send(response)
         if server.eager_exchange is not self:
             # Not running eagerly (see LoopServer.spawn_request): the app may await
             # something before its body, and the client must see the head meanwhile.
@@ -177,8 +172,7 @@ class H1Exchange:
             self.connection.write(head)
 
     def body(self, body: bytes | bytearray | memoryview, more_body: bool) -> int:
-        writer = self.writer
-        if writer is None:
+        if self.h11 is not None:
             return self._h11_body(body, more_body)
         if self.head_only:
             body = b""
@@ -188,12 +182,12 @@ class H1Exchange:
         head = self.pending_head
         self.pending_head = None
         try:
-            if not more_body and not writer.chunked and writer.remaining != len(body):
+            if not more_body and not self.chunked and self.remaining != len(body):
                 # The body contradicts Content-Length: what fits still goes out with
-                # the head, then end() raises.
-                head = (head or b"") + writer.data(body)
-                writer.end()
-            data = writer.body(body, more_body)
+                # the head, then frame_end() raises.
+                head = (head or b"") + self.frame_data(body)
+                self.frame_end()
+            data = self.frame_body(body, more_body)
         except h11.LocalProtocolError:
             # The client sees the status (and the valid data) before the close.
             if head:
@@ -207,7 +201,7 @@ class H1Exchange:
             else:
                 connection.write(data)
         if not more_body:
-            self.must_close = not self.keep_alive
+            connection.on_response_complete(not self.keep_alive)
         return len(body)
 
     def _h11_body(self, body: bytes | bytearray | memoryview, more_body: bool) -> int:
@@ -216,6 +210,7 @@ class H1Exchange:
         head = self.pending_head
         chunks = [head] if head is not None else []
         sent = 0
+        must_close = False
         try:
             if body and not self.head_only:
                 payload = body if type(body) is bytes else bytes(body)
@@ -225,7 +220,7 @@ class H1Exchange:
                 sent = len(body)
             if not more_body:
                 end = conn.send(h11.EndOfMessage())
-                self.must_close = conn.our_state is h11.MUST_CLOSE
+                must_close = conn.our_state is h11.MUST_CLOSE
                 if end:
                     chunks.append(end)
         finally:
@@ -234,6 +229,8 @@ class H1Exchange:
             self.pending_head = None
             if chunks:
                 self.connection.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if not more_body:
+            self.connection.on_response_complete(must_close or not self.keep_alive)
         return sent
 
     async def send_file(self, file: BinaryIO, size: int) -> int:
@@ -270,17 +267,17 @@ class H1Exchange:
 
     def _file_framing(self, size: int) -> list[bytes | FileSpan]:
         """What goes on the wire for the file: framing bytes around a ``FileSpan`` (nothing for HEAD)."""
-        writer = self.writer
-        if writer is not None and self.pending_head is not None:
-            head = writer.declare_length(self.pending_head, size, self.head_only)
+        fast = self.h11 is None
+        if fast and self.pending_head is not None:
+            head = self.declare_length(self.pending_head, size, self.head_only)
             if head is not None:
                 self.pending_head = head
         if self.head_only or not size:
             return []
-        if writer is not None:
-            if writer.chunked:
+        if fast:
+            if self.chunked:
                 return [b"%x\r\n" % size, FileSpan(size), b"\r\n"]
-            writer.remaining -= size  # == size: the cycle checked it against Content-Length
+            self.remaining -= size  # == size: the cycle checked it against Content-Length
             return [FileSpan(size)]
         conn = self.h11
         assert conn is not None
@@ -294,9 +291,6 @@ class H1Exchange:
         return True
 
     # -- the end ---------------------------------------------------------------------------
-
-    def complete(self) -> None:
-        self.connection.on_response_complete(self)
 
     def abort(self) -> None:
         connection = self.connection

@@ -154,16 +154,20 @@ _HEAD_ENDS = {
 
 
 class FastResponse:
-    """Frames one response to an HTTP/1.1 request, byte for byte as h11 does."""
+    """Frames one response to an HTTP/1.1 request, byte for byte as h11 does.
+
+    ``http1/exchange.py``'s ``H1Exchange`` is one (a subclass): a response framed
+    here costs no object of its own. The methods are named ``frame_*`` so that
+    they cannot be mistaken for the exchange's own ``start``/``body``."""
 
     __slots__ = ("chunked", "remaining")
 
-    # No __init__: head() sets both fields, and a Python-level __init__ would cost
+    # No __init__: frame_head() sets both fields, and a Python-level __init__ would cost
     # a call per response.
     chunked: bool
     remaining: int
 
-    def head(self, status: int, default_lines: bytes, block: HeaderBlock, method: bytes, close: bool) -> bytes:
+    def frame_head(self, status: int, default_lines: bytes, block: HeaderBlock, method: bytes, close: bool) -> bytes:
         """The response head for a ``block`` whose ``fast`` is true.
 
         ``default_lines`` are the server's own header lines (known valid).
@@ -198,7 +202,7 @@ class FastResponse:
         self.remaining = 0 if head_only else length
         return head[:at] + b"content-length: %d\r\n" % length + head[at + len(chunked):]
 
-    def data(self, body: bytes) -> bytes:
+    def frame_data(self, body: bytes) -> bytes:
         if not body:
             return b""
         if self.chunked:
@@ -208,8 +212,8 @@ class FastResponse:
         self.remaining -= len(body)
         return body
 
-    def body(self, body: bytes, more_body: bool) -> bytes:
-        """``data(body)``, followed by ``end()`` unless more body follows: one call."""
+    def frame_body(self, body: bytes, more_body: bool) -> bytes:
+        """``frame_data(body)``, followed by ``frame_end()`` unless more body follows: one call."""
         if self.chunked:
             if not body:
                 return b"" if more_body else b"0\r\n\r\n"
@@ -222,7 +226,7 @@ class FastResponse:
             raise h11.LocalProtocolError("Too little data for declared Content-Length")
         return body
 
-    def end(self) -> bytes:
+    def frame_end(self) -> bytes:
         if self.chunked:
             return b"0\r\n\r\n"
         if self.remaining:

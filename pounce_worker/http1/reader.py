@@ -56,7 +56,7 @@ class RequestReader:
         def reject(self, status: int, message: str) -> None: ...
         def pause_reading(self) -> None: ...
         def start_request(
-            self, method: bytes, target: bytes, http_version: bytes, headers: list[tuple[bytes, bytes]],
+            self, method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
             asked_close: bool, body_expected: bool, head_size: int,
         ) -> None: ...
         def body_progress(self, size: int) -> None: ...
@@ -143,7 +143,7 @@ class RequestReader:
                     # value not seen valid before, a repeated Content-Type).
                     if content_types > 1 or host not in server.known_hosts:
                         check_parsed(host, content_types, server.known_hosts)
-                    self.start_request(method, target, b"1.1", headers, close, length > 0, end + 4)
+                    self.start_request(method, target, "1.1", headers, close, length > 0, end + 4)
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return
@@ -201,7 +201,7 @@ class RequestReader:
                 if self.chunked is not None and not self._scan_chunked(conn.trailing_data[0]):
                     return
                 try:
-                    self.start_request(request.method, request.target, request.http_version,
+                    self.start_request(request.method, request.target, request.http_version.decode("ascii"),
                                        list(request.headers), False, True, 0)
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))

@@ -85,6 +85,9 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.heads: list[StreamExchange] = []
         self.blocked: dict[int, StreamExchange] = {}
         self.guard = FloodGuard(config.http2_max_concurrent_streams, server.last_tick)
+        #: Streams reset in the read being handled (not started), and the last stream we acted on.
+        self.doomed: set[int] = set()
+        self.processed = 0
         self.closed = False
         self.write_paused = False
         self.read_paused = False
@@ -175,10 +178,13 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             self.awaiting_settings = False
         try:
             if h2conn.resets:
-                self.guard.reset(self.server.last_tick, h2conn.resets)
+                self.guard.reset(2 * h2conn.resets)
                 h2conn.resets = 0
+                # A stream reset in the same read as its HEADERS is never started (Rapid Reset).
+                self.doomed = {e.stream_id for e in events if type(e) is h2.events.StreamReset}
             for event in events:
                 self._event(event)
+            self.doomed.clear()
         except Flood as exc:
             self._fail(f"HTTP/2 flood: {exc}", ErrorCodes.ENHANCE_YOUR_CALM)
             return
@@ -198,6 +204,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        for exchange in self.streams.values():
+            exchange.flow.paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -236,12 +244,15 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
+        if self.doomed and stream_id in self.doomed:
+            return
+        self.processed = stream_id
         if self.goaway_sent and stream_id > self.last_stream_id:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if len(self.streams) >= self.config.http2_max_concurrent_streams:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-            self.guard.reset(self.server.last_tick)
+            self.guard.reset(1)
             return
         self.idle_until = 0.0
         try:
@@ -342,53 +353,22 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.flush_soon()
 
     def send_headers(self, stream_id: int, block: list[tuple[bytes, bytes]], end: bool) -> None:
-        self.h2.send_headers(stream_id, block, end_stream=end)
+        try:
+            self.h2.send_headers(stream_id, block, end_stream=end)
+        except h2.exceptions.ProtocolError:  # the stream was reset meanwhile: nothing to send
+            exchange = self.streams.get(stream_id)
+            if exchange is not None:
+                self._forget(exchange)
+                self._gone(exchange)
+            return
         self.flush_soon()
 
     def pump(self, exchange: StreamExchange) -> None:
-        """Send what the windows allow of ``exchange``'s body; the rest waits for a WINDOW_UPDATE."""
-        if exchange.closed:
-            return
-        conn = self.h2
-        stream_id = exchange.stream_id
-        out = exchange.out
-        try:
-            while out:
-                window = conn.local_flow_control_window(stream_id)
-                if window <= 0:
-                    self.blocked[stream_id] = exchange
-                    break
-                chunk = out[0]
-                size = min(window, conn.max_outbound_frame_size, len(chunk))
-                if size == len(chunk):
-                    out.popleft()
-                    last = not out and exchange.out_end and exchange.trailer_fields is None
-                    conn.send_data(stream_id, chunk.tobytes(), end_stream=last)
-                    if last:
-                        exchange.end_sent = True
-                else:
-                    conn.send_data(stream_id, chunk[:size].tobytes())
-                    out[0] = chunk[size:]
-            else:
-                self.blocked.pop(stream_id, None)
-                if exchange.out_end and not exchange.end_sent:
-                    if exchange.trailer_fields is not None:
-                        conn.send_headers(stream_id, exchange.trailer_fields, end_stream=True)
-                    else:
-                        conn.end_stream(stream_id)
-                    exchange.end_sent = True
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            exchange.closed = True
-            out.clear()
-        self.flush_soon()
-        if not exchange.write_blocked:
-            exchange.wake()
-        if exchange.end_sent:
-            self.stream_sent(exchange)
+        exchange.pump()
 
     def _unblock(self) -> None:
         for exchange in list(self.blocked.values()):
-            self.pump(exchange)
+            exchange.pump()
 
     def stream_sent(self, exchange: StreamExchange) -> None:
         """The response's END_STREAM is out: the stream closes once the request has ended too."""
@@ -401,6 +381,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
     def stream_done(self, exchange: StreamExchange) -> None:
         """The response is complete (for max_requests: RequestCycle._finish counts the others)."""
         self._count(exchange)
+        self.guard.answered()
         if exchange.end_sent:
             self.stream_sent(exchange)
 

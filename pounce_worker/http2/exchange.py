@@ -4,7 +4,7 @@ What differs from HTTP/1.1 lives here: the head waits (to the end of the loop
 iteration, or the first body bytes) so a failure before it can still become a
 500 and an empty body can end on the HEADERS frame; the body leaves as DATA
 frames only as far as both the stream's and the connection's send windows
-allow, and ``write_blocked``/``writable`` make the app wait for the rest, so a
+allow, and ``flow.paused``/``writable`` make the app wait for the rest, so a
 client that never opens its window holds one message per stream, never more;
 request bytes are acknowledged (WINDOW_UPDATE) only as the app consumes them;
 an abort resets this stream, never the connection.
@@ -19,7 +19,10 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import h2.exceptions
+
 from ..asgi import ClientDisconnected
+from ..io.flow import WriteFlow
 from . import headers as _headers
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ class StreamExchange:
         self.app_done = False
         self.counted = False
         self._waiter: asyncio.Future[None] | None = None
+        #: ``paused`` while body bytes wait for a window or the socket is full (update_flow).
+        self.flow = WriteFlow()
+        self.flow.paused = connection.write_paused
         #: Connection-clock deadlines of what this stream waits for (0: nothing), see H2Connection.sweep.
         self.send_deadline = 0.0
         self.body_deadline = 0.0
@@ -101,6 +107,12 @@ class StreamExchange:
             self.end_sent = True
 
     def body(self, data: bytes | bytearray | memoryview, more: bool) -> int:
+        sent = self._write(data, more)
+        if not more:
+            self.complete()  # (after a refused body, _write raised: nothing is completed)
+        return sent
+
+    def _write(self, data: bytes | bytearray | memoryview, more: bool) -> int:
         if self.closed:
             return 0
         if self.head_only:
@@ -131,6 +143,49 @@ class StreamExchange:
         self.connection.pump(self)
         return size
 
+    def pump(self) -> None:
+        """Send what the windows allow of the body; the rest waits for a WINDOW_UPDATE (``blocked``)."""
+        if self.closed:
+            return
+        connection = self.connection
+        conn = connection.h2
+        stream_id = self.stream_id
+        out = self.out
+        try:
+            while out:
+                window = conn.local_flow_control_window(stream_id)
+                if window <= 0:
+                    connection.blocked[stream_id] = self
+                    break
+                chunk = out[0]
+                size = min(window, conn.max_outbound_frame_size, len(chunk))
+                if size == len(chunk):
+                    out.popleft()
+                    last = not out and self.out_end and self.trailer_fields is None
+                    conn.send_data(stream_id, chunk.tobytes(), end_stream=last)
+                    if last:
+                        self.end_sent = True
+                else:
+                    conn.send_data(stream_id, chunk[:size].tobytes())
+                    out[0] = chunk[size:]
+            else:
+                connection.blocked.pop(stream_id, None)
+                if self.out_end and not self.end_sent:
+                    if self.trailer_fields is not None:
+                        conn.send_headers(stream_id, self.trailer_fields, end_stream=True)
+                    else:
+                        conn.end_stream(stream_id)
+                    self.end_sent = True
+        except h2.exceptions.ProtocolError:  # (StreamClosedError among them) the stream is gone
+            self.closed = True
+            out.clear()
+        connection.flush_soon()
+        self.update_flow()
+        if not self.flow.paused:
+            self.wake()
+        if self.end_sent:
+            connection.stream_sent(self)
+
     def expect_trailers(self) -> None:
         """The app declared ``trailers: True`` in its head: the body's end waits for ``trailers``."""
         self.trailers_expected = True
@@ -155,6 +210,10 @@ class StreamExchange:
     def write_blocked(self) -> bool:
         return (bool(self.out) and not self.closed) or self.connection.write_paused
 
+    def update_flow(self) -> None:
+        """Keep ``flow.paused`` (what the cycle reads before each write) equal to ``write_blocked``."""
+        self.flow.paused = self.write_blocked
+
     async def writable(self) -> None:
         connection = self.connection
         while self.write_blocked and not self.closed and not connection.closed:
@@ -169,6 +228,7 @@ class StreamExchange:
                 self.send_deadline = 0.0
 
     def wake(self) -> None:
+        self.update_flow()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -205,11 +265,13 @@ class StreamExchange:
             chunk = await loop.run_in_executor(None, file.read, min(FILE_CHUNK, size - sent))
             if not chunk:
                 raise EOFError(str(sent))
-            self.body(chunk, True)
+            self._write(chunk, True)
             sent += len(chunk)
         return 0 if self.head_only else sent
 
     def fail_unsent(self) -> bool:
+        # The app is done with this stream: a request body still coming is not wanted (stream_sent).
+        self.app_done = True
         return self.replace(500, ERROR_500[:1], b"Internal Server Error")
 
     def replace(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
@@ -223,10 +285,11 @@ class StreamExchange:
         self.out.clear()
         self.trailers_expected = None
         self.start(status, [*headers, (b"content-length", b"%d" % len(body))], False)
-        self.body(body, False)
+        self._write(body, False)  # not completed: the cycle (or the refusal) counts the request
         return True
 
     def complete(self) -> None:
+        """The response is whole (``body(..., False)``): the request counts, the stream may close."""
         self.app_done = True
         self.body_deadline = 0.0
         connection = self.connection

@@ -22,8 +22,11 @@ PINGS = 100
 SETTINGS = 100
 PRIORITIES = 1000
 EMPTY_DATA = 1000
-#: RST_STREAM frames from the client, and streams we refuse, per WINDOW, on top of twice
-#: http2_max_concurrent_streams: browsers cancel streams; floods cancel thousands.
+#: Rapid Reset credit, on top of twice http2_max_concurrent_streams: each RST_STREAM from the
+#: client costs 2, each stream we refuse 1, each response completed gives 1 back (up to the
+#: start). Not a rate: the flood's pace follows ours, so a slow server would never see a
+#: per-second budget exceeded while it serves every stream. Browsers cancel a few streams
+#: among many answered; a flood resets them all (answered ones too: their RST still comes).
 RESETS = 200
 
 
@@ -34,17 +37,17 @@ class Flood(Exception):
 class FloodGuard:
     """Per-connection counters of unproductive frames, reset every WINDOW."""
 
-    __slots__ = ("empty_data", "pings", "priorities", "reset_limit", "resets", "settings", "since")
+    __slots__ = ("empty_data", "pings", "priorities", "reset_credit", "reset_limit", "settings", "since")
 
     def __init__(self, max_streams: int, now: float) -> None:
-        self.reset_limit = RESETS + 2 * min(max_streams, 10_000)
+        self.reset_limit = self.reset_credit = RESETS + 2 * min(max_streams, 10_000)
         self.since = now
-        self.pings = self.settings = self.priorities = self.empty_data = self.resets = 0
+        self.pings = self.settings = self.priorities = self.empty_data = 0
 
     def _roll(self, now: float) -> None:
         if now - self.since >= WINDOW:
             self.since = now
-            self.pings = self.settings = self.priorities = self.empty_data = self.resets = 0
+            self.pings = self.settings = self.priorities = self.empty_data = 0
 
     def ping(self, now: float) -> None:
         self._roll(now)
@@ -70,8 +73,13 @@ class FloodGuard:
         if self.empty_data > EMPTY_DATA:
             raise Flood(f"more than {EMPTY_DATA} empty DATA frames in {WINDOW:g}s")
 
-    def reset(self, now: float, count: int = 1) -> None:
-        self._roll(now)
-        self.resets += count
-        if self.resets > self.reset_limit:
-            raise Flood(f"more than {self.reset_limit} streams reset in {WINDOW:g}s (rapid reset)")
+    def reset(self, cost: int = 2) -> None:
+        """A stream reset (``cost`` 2: by the client; 1: refused by us)."""
+        self.reset_credit -= cost
+        if self.reset_credit < 0:
+            raise Flood(f"streams reset far more often than answered (rapid reset: credit {self.reset_limit} spent)")
+
+    def answered(self) -> None:
+        """A response completed: some reset credit back."""
+        if self.reset_credit < self.reset_limit:
+            self.reset_credit += 1

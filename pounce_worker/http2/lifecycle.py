@@ -62,6 +62,7 @@ class ConnectionLifecycle:
         write_paused: bool
         deadline: float
         idle_until: float
+        processed: int
 
         def data_received(self, data: bytes) -> None: ...
         def flush_soon(self) -> None: ...
@@ -230,7 +231,8 @@ class ConnectionLifecycle:
         """A connection error: GOAWAY with ``code`` (in place of h2's own), one log line, close."""
         self.log.warning("Closing HTTP/2 connection from ip=%s: %s", self._ip(), why)
         self.goaway_sent = True
-        data = replace_goaway(self.h2.data_to_send(), code, self.h2.highest_inbound_stream_id)
+        # The last stream we acted on: h2 has read (and dropped) the rest of what came with it.
+        data = replace_goaway(self.h2.data_to_send(), code, self.processed)
         if not self.closed:
             self.transport.write(data)
         self.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import socket
 import ssl
 import sys
@@ -46,10 +45,11 @@ if TYPE_CHECKING:
     from ..budget import RequestBudget
     from ..websocket.session import WebSocketSession
 
-#: asyncio's eager start of a task (3.12+: ``Task(..., eager_start=True)``), or None.
+#: asyncio.Task where it can start eagerly (3.12+: ``eager_start=True``, passed at the call: a
+#: functools.partial with keywords would build a dict per request), or None.
 EAGER: Any = None
 if hasattr(asyncio, "eager_task_factory"):
-    EAGER = functools.partial(asyncio.Task, eager_start=True)  # type: ignore[call-arg]
+    EAGER = asyncio.Task
 #: Seconds a cancelled lifespan task gets to end (its ``finally`` blocks) before it is abandoned.
 LIFESPAN_CANCEL_WAIT = 1.0
 
@@ -64,6 +64,18 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 class LoopServer(AcceptGate, GracefulStop):
+    #: Slots, not a __dict__: a loop's server is read on every request's path, and CPython keeps
+    #: an instance's attributes inline only up to 30 of them (this class has more).
+    __slots__ = (
+        "_backoff", "_drained", "_early_stop", "_holding", "_pending_heads", "_stop_lock", "_stop_requested",
+        "_tick_due", "accepting", "active", "app", "bare_requests", "budget", "clock_requests", "config",
+        "connection_class", "connections", "counted", "date_header", "deadline_base", "default_lines",
+        "eager_exchange", "fast_stop", "finished", "header_blocks", "hooks", "index", "known_fields",
+        "known_hosts", "lag", "lag_total", "last_tick", "limit", "listeners", "log", "loop", "loop_kind",
+        "peak", "rejected", "requests", "setups", "siblings", "ssl_context", "started", "startup_began",
+        "startup_error", "state", "stopping", "tasks", "thread", "ticks", "worker",
+    )
+
     def __init__(
         self,
         index: int,
@@ -78,6 +90,8 @@ class LoopServer(AcceptGate, GracefulStop):
         loop_kind: str,
     ) -> None:
         self.index = index
+        self.startup_began = 0.0
+        self._drained: asyncio.Future[None] | None = None
         self.config = config
         self.app = app
         self.listeners = listeners
@@ -245,7 +259,6 @@ class LoopServer(AcceptGate, GracefulStop):
 
     #: When this loop's lifespan startup began (time.monotonic(); 0: not yet). Written once by
     #: the loop thread, read by the main thread (ThreadWorker._wait_started): a plain float.
-    startup_began = 0.0
 
     async def _startup(self, lifespan: Lifespan) -> bool:
         """Lifespan startup, bounded by POUNCE_LIFESPAN_STARTUP_TIMEOUT and cut short by a stop.
@@ -374,7 +387,7 @@ class LoopServer(AcceptGate, GracefulStop):
             exchange = cycle.exchange
             outer, self.eager_exchange = self.eager_exchange, exchange
             try:
-                task = EAGER(coro, loop=self.loop)
+                task = EAGER(coro, loop=self.loop, eager_start=True)
             finally:
                 self.eager_exchange = outer
             if task.done():

@@ -44,10 +44,9 @@ class GracefulStop:
         fast_stop: bool
         _backoff: asyncio.TimerHandle | None
         _stop_requested: asyncio.Future[Any] | None
+        _drained: asyncio.Future[None] | None
 
         def _stop_accepting(self) -> None: ...
-
-    _drained: asyncio.Future[None] | None = None
 
     def _begin_stop(self, graceful: bool) -> None:
         if not graceful:

@@ -1,8 +1,9 @@
 """Incoming frames (the fast path for the common ones, wsproto for the rest) and our own frames.
 
-The fast path takes whole unfragmented masked text/binary frames and frames our
-unfragmented messages; everything else goes to wsproto at a frame boundary.
-``tests/websocket/test_frames.py`` proves the two paths equal.
+The fast path takes whole unfragmented masked text/binary frames, compressed
+ones too (deflate.py), and frames our unfragmented messages; everything else
+goes to wsproto at a frame boundary. ``tests/websocket/test_frames.py`` proves
+the two paths equal.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..asgi import Message
+from .deflate import USABLE as INFLATE
+from .deflate import deflate, inflate
+from .mask import unmask
 
 try:
     from wsproto.connection import ConnectionState
@@ -36,38 +40,17 @@ QUEUE_HIGH_WATER = 65536
 #: a slice at once, and deflate expands up to ~1000x, so a slice bounds what one step allocates
 #: before the size check runs (a 256 KiB read could otherwise inflate to 256 MiB).
 DEFLATE_SLICE = 4096
-#: XOR tables, one per mask byte: ``_XOR[k]`` maps every byte b to b ^ k (as wsproto unmasks).
-_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``mask``: one big-int XOR for small payloads (fewer
-    steps), four ``translate`` passes over the strided slices for large ones (linear in size)."""
-    n = len(payload)
-    if n <= 256:
-        if not n:
-            return b""
-        return (int.from_bytes(payload, "little")
-                ^ int.from_bytes(mask * (n // 4 + 1), "little") & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
-    out = bytearray(payload)
-    out[0::4] = out[0::4].translate(_XOR[mask[0]])
-    out[1::4] = out[1::4].translate(_XOR[mask[1]])
-    out[2::4] = out[2::4].translate(_XOR[mask[2]])
-    out[3::4] = out[3::4].translate(_XOR[mask[3]])
-    return bytes(out)
-
-
-
-
 def feed(self: WebSocketSession, data: bytes) -> None:
     """Frames the fast path handles are handled here; every other byte goes to wsproto, whole frames.
 
     The fast path takes an unfragmented, masked text or binary frame with
-    no RSV bit and a minimal length, complete in this chunk, while the
-    connection is open and wsproto is not inside a fragmented message: it
-    unmasks it and delivers the message as wsproto would have. Anything
-    else (control frames, fragments, compressed or malformed frames, a frame
-    that is not all here) is passed to wsproto from its first byte, with the
+    no RSV bit (or RSV1 alone when permessage-deflate was agreed) and a
+    minimal length, complete in this chunk, while the connection is open
+    and wsproto is not inside a fragmented message: it unmasks (mask.py)
+    and inflates (deflate.py) it and delivers the message as wsproto would
+    have. Anything else (control frames, fragments, malformed frames, a
+    compressed frame whose outcome only wsproto decides, a frame that is
+    not all here) is passed to wsproto from its first byte, with the
     same chunk boundaries it would have had, so wsproto sees a stream of
     whole frames and decides everything it decides today.
     ``tests/websocket/test_frames.py`` proves the two paths equal.
@@ -84,6 +67,8 @@ def feed(self: WebSocketSession, data: bytes) -> None:
     start = 0  # the frame being looked at starts here
     n = len(data)
     ws = self.ws
+    ext = self.deflate
+    inflating = ext is not None and INFLATE and ext.enabled()
     while start < n or pending:
         if self.close_sent or ws.state is not ConnectionState.OPEN or self.transport.is_closing():
             self.fast = False  # closing: wsproto alone from here, to the end
@@ -125,12 +110,20 @@ def feed(self: WebSocketSession, data: bytes) -> None:
             minimal = 0xFFFF < length < 1 << 63
         total = head + length
         opcode = b0 & 0x0F
-        if (b0 & 0xF0) == 0x80 and b1 & 0x80 and (opcode == 1 or opcode == 2) and minimal \
+        rsv = b0 & 0x70
+        if b0 & 0x80 and b1 & 0x80 and (opcode == 1 or opcode == 2) and minimal \
+                and (not rsv or (rsv == 0x40 and inflating)) \
                 and not self._fp_fragmented and total <= avail and pos == start:
             end = start + total
             mask = data[end - length - 4:end - length]
-            payload = _unmask(data[end - length:end], mask)
-            if opcode == 1:
+            payload = unmask(data[end - length:end], mask)
+            if rsv:
+                got = inflate(self.deflate, payload, self.config.ws_max_size, opcode == 1)
+                if got is not None:
+                    pos = start = end
+                    self._on_fast_data(got[0], got[1])
+                    continue
+            elif opcode == 1:
                 try:
                     text = payload.decode("utf-8")
                 except UnicodeDecodeError:
@@ -245,11 +238,16 @@ def on_close(self: WebSocketSession, event: CloseConnection) -> None:
 
 
 def send_frame(self: WebSocketSession, first: int, payload: bytes) -> None:
-    """One unfragmented frame of ours, unmasked and uncompressed: what wsproto's send writes for it.
+    """One unfragmented frame of ours, unmasked: what wsproto's send writes for it.
 
-    Only while the connection is open (``fast``: our close frame is not out, so wsproto
-    would accept the message) and without permessage-deflate.
+    Only while the connection is open (our close frame is not out, so wsproto would
+    accept the message). With permessage-deflate (``out_deflate``) the payload is
+    compressed as wsproto would, with the same compressor (deflate.py).
     """
+    ext = self.out_deflate
+    if ext is not None:
+        payload = deflate(ext, payload)
+        first |= 0x40
     n = len(payload)
     if n < 126:
         head = bytes((first, n))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..asgi import ClientDisconnected, Message, defaults
 from ..http1.errors import error_page
+from . import deflate
 
 try:
     from wsproto.events import (
@@ -71,7 +72,12 @@ def accept(self: WebSocketSession, message: Message) -> None:
         AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=headers)  # type: ignore[arg-type]
     )
     self.handshake_done = self.accepted = True
-    self.fast_out = self.fast and not (self.deflate is not None and self.deflate.enabled())
+    ext = self.deflate
+    if ext is not None and ext.enabled():  # our frames compressed here too (deflate.py), when it can
+        self.fast_out = self.fast and deflate.USABLE
+        self.out_deflate = ext if self.fast_out else None
+    else:
+        self.fast_out = self.fast
     self.status = 101
     self.response_headers = headers
     self.server.request_done()

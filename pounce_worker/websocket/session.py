@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi import ASGI_VERSION, ClientDisconnected, Message
 from ..asgi.hooks import RequestView, ResponseView, access_environ
-from . import frames, handshake
+from ..io.flow import WriteFlow
+from . import deflate, frames, handshake
 from .frames import MAX_QUEUE, QUEUE_HIGH_WATER
 
 try:
@@ -99,8 +100,10 @@ class WebSocketSession(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         # Flow control.
         self.read_paused = False
-        self.write_paused = connection.flow.paused  # resume_writing now comes here
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Write flow control (io/flow.py), as the connection's was: resume_writing now comes here.
+        self.flow = WriteFlow()
+        if connection.flow.paused:
+            self.flow.pause()
         # Keep-alive and close timers.
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
@@ -111,7 +114,8 @@ class WebSocketSession(asyncio.Protocol):
         self._fp_head = b""  # a frame header split over reads (already given to wsproto)
         self._fp_owed = 0  # bytes of a frame wsproto has started that are still to come
         self._fp_fragmented = False  # wsproto is inside a fragmented message
-        self.fast_out = False  # our messages framed here: set at the accept, when no deflate was agreed
+        self.fast_out = False  # our messages framed here: set at the accept
+        self.out_deflate: PerMessageDeflate | None = None  # the extension our frames are compressed with
 
     # -- start -----------------------------------------------------------------------
 
@@ -141,24 +145,17 @@ class WebSocketSession(asyncio.Protocol):
         self.close_sent = True
         self._cancel_timers()
         self._disconnected(1006, "")  # no-op when a close frame already gave the code
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.close()
         self._wake()
         self._maybe_finished()
 
     def pause_writing(self) -> None:
         """The peer is not reading: stop reading it too, or the pongs its pings ask for pile up here."""
-        self.write_paused = True
+        self.flow.pause()
         self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume()
         self._queue_has_room()
 
     # -- LoopServer's connection interface ---------------------------------------------
@@ -301,12 +298,6 @@ class WebSocketSession(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
 
-    async def _drain(self) -> None:
-        while self.write_paused and not self.lost:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -333,14 +324,14 @@ class WebSocketSession(asyncio.Protocol):
         """Read again once the app has taken enough queued messages (before the close, after which
         ``_close`` keeps reading for the peer's answer)."""
         if self.read_paused and len(self.queue) < MAX_QUEUE and self.queued_bytes < QUEUE_HIGH_WATER \
-                and not self.close_sent and not self.write_paused and self.accepted:
+                and not self.close_sent and not self.flow.paused and self.accepted:
             self._resume_reading()
 
     # -- ASGI send ---------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        if self.write_paused:
-            await self._drain()
+        if self.flow.paused:
+            await self.flow.wait(self.loop)
         kind = message.get("type")
         if not self.handshake_done:
             if self.lost:
@@ -391,6 +382,8 @@ class WebSocketSession(asyncio.Protocol):
                 self.sent += len(event.data)
             else:
                 raise TypeError(f"ASGI: 'websocket.send' bytes must be bytes, got {type(data).__name__}")
+            if self.deflate is not None and deflate.USABLE and self.deflate.enabled():
+                deflate.compressor(self.deflate)  # ours, not wsproto's default: both paths alike
             self._write(self.ws.send(event))
             self.server.request_done()
         elif kind == "websocket.close":

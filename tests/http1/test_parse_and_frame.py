@@ -198,7 +198,7 @@ CHUNKS = st.lists(st.binary(max_size=8), max_size=4)
 def fast_start(writer, status, default_lines, headers, method, close, names, values):
     """The fast writer's head for headers rendered now, or None when h11 must frame them."""
     block = render(headers, names, values)
-    return writer.head(status, default_lines, block, method, close) if block.fast else None
+    return writer.frame_head(status, default_lines, block, method, close) if block.fast else None
 
 
 def run_production_body(writer_start, writer, chunks, head_only):
@@ -216,12 +216,12 @@ def run_production_body(writer_start, writer, chunks, head_only):
     try:
         bodies = [b"" if head_only else chunk for chunk in chunks] or [b""]
         for chunk in bodies[:-1]:
-            out.append(writer.body(chunk, True))
+            out.append(writer.frame_body(chunk, True))
         last = bodies[-1]
         if not writer.chunked and writer.remaining != len(last):
-            out.append(writer.data(last))
-            writer.end()
-        out.append(writer.body(last, False))
+            out.append(writer.frame_data(last))
+            writer.frame_end()
+        out.append(writer.frame_body(last, False))
     except h11.LocalProtocolError as exc:
         return ("error", "data" if "Too much" in str(exc) else "end", str(exc))
     return b"".join(out)
@@ -266,7 +266,7 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
         writer = FastResponse()
         results.append(run_response(
             lambda w=writer, n=names, v=values: fast_start(w, status, default_lines, headers, method, close, n, v),
-            writer.data, writer.end, chunks, head_only,
+            writer.frame_data, writer.frame_end, chunks, head_only,
         ))
     # Through a loop's block cache, as protocol.py frames responses: the same bytes, warm or cold.
     for _attempt in range(2):
@@ -274,9 +274,9 @@ def test_fast_response_bytes_equal_h11(status, method, close, headers, chunks):
 
         def cached_start(w=writer):
             block = WARM_BLOCKS.get(headers)
-            return w.head(status, default_lines, block, method, close) if block.fast else None
+            return w.frame_head(status, default_lines, block, method, close) if block.fast else None
 
-        results.append(run_response(cached_start, writer.data, writer.end, chunks, head_only))
+        results.append(run_response(cached_start, writer.frame_data, writer.frame_end, chunks, head_only))
     # The way production frames a body (http1/exchange.py): FastResponse.body, one call a message.
     writer = FastResponse()
     results.append(run_production_body(

@@ -26,7 +26,7 @@ from tests.apps import echo
 from tests.conftest import MODES
 from tests.harness import CONF, HOST, Gunicorn, parse_response, raw_request, require_tool, reserve_port
 
-APP = "tests.test_uwsgi:app"
+APP = "tests.http1.test_uwsgi:app"
 SITE = CONF / "nginx" / "pounce-uwsgi.conf"
 GUNICORN_ASGI = "gunicorn -k asgi"
 

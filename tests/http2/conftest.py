@@ -16,7 +16,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_certs(tmp_path_factory.mktemp("h2certs"))
 
 
-@pytest.fixture(scope="module", params=list(SERVERS))
+def _row(row: str, tls: bool | None = None) -> object:
+    """A fixture parameter; Gunicorn's own ``-k asgi`` row is marked ``peer`` (tests/run runs
+    peers' rows on the first interpreter leg only: a peer's behaviour does not change with ours)."""
+    value = row if tls is None else (row, tls)
+    return pytest.param(value, marks=pytest.mark.peer) if row == "asgi" else value
+
+
+@pytest.fixture(scope="module", params=[_row(row) for row in SERVERS])
 def h2c(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
     """A server of each row speaking h2c (prior knowledge), shared by a module's tests.
 
@@ -31,7 +38,7 @@ def h2c(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
         server.stop()
 
 
-@pytest.fixture(scope="module", params=[(row, tls) for row in SERVERS for tls in (False, True)],
+@pytest.fixture(scope="module", params=[_row(row, tls) for row in SERVERS for tls in (False, True)],
                 ids=lambda p: f"{p[0]}-{'tls' if p[1] else 'h2c'}")
 def h2any(request: pytest.FixtureRequest, certs: dict[str, Path]) -> Iterator[Gunicorn]:
     """A server of each row over each transport: h2c prior knowledge, and TLS where ALPN picks ``h2``.

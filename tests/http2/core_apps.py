@@ -101,7 +101,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("the app fails mid-response")
     elif path == "/wait-disconnect":
-        # Never answers: waits for the client to leave, and says when it heard it.
+        # Never answers: waits for the client to leave, and says when it started and when it heard it.
+        _mark(f"started-{query.get('id', '0')}", "started")
         message = await receive()
         while message["type"] != "http.disconnect":
             message = await receive()

@@ -301,14 +301,15 @@ def test_rst_stream_and_connection_loss_reach_the_app_as_disconnect(mode, tmp_pa
     with h2server(mode, env={"H2CORE_MARKS": str(tmp_path)}) as server:
         with H2Client(server.port) as client:
             stream = client.request("/wait-disconnect?id=reset", end=False)
-            client.wait(lambda: 0x4 in client.remote_settings)
+            # (A reset read together with its HEADERS never starts the app: wait until it runs.)
+            poll_until(lambda: (tmp_path / "started-reset").exists(), what="the app started")
             client.conn.reset_stream(stream)
             client.flush()
             poll_until(lambda: (tmp_path / "disconnect-reset").exists(), what="http.disconnect after RST_STREAM")
             assert client.response(client.request("/scope")).status == 200
         with H2Client(server.port) as client:
             client.request("/wait-disconnect?id=lost", end=False)
-            client.wait(lambda: 0x4 in client.remote_settings)
+            poll_until(lambda: (tmp_path / "started-lost").exists(), what="the app started")
         poll_until(lambda: (tmp_path / "disconnect-lost").exists(), what="http.disconnect after the connection closed")
 
 
@@ -378,3 +379,27 @@ def test_status_view_counts_open_streams(mode, tmp_path):
         poll_until(lambda: totals()["streams"] == 0, what="no open stream once they ended")
         metrics = httpx.get(f"http://{address}/metrics", timeout=5).text
         assert "pounce_http2_streams_open{" in metrics
+
+
+def test_body_over_the_cap_gets_413_on_its_stream_only(mode):
+    with h2server(mode, env={"POUNCE_MAX_BODY_SIZE": "1000"}) as server, H2Client(server.port) as client:
+        declared = client.response(client.request("/scope", method="POST", body=b"x" * 2000,
+                                                  headers=[(b"content-length", b"2000")]))
+        assert declared.status == 413
+        streamed = client.request("/slow-read", method="POST", end=False)
+        client.send_body(streamed, b"y" * 5000, end=False)
+        response = client.response(streamed)
+        assert response.status == 413
+        assert client.response(client.request("/scope")).status == 200 and client.goaway is None
+
+
+@pytest.mark.serial
+def test_stalled_request_body_gets_408(mode):
+    """A body the app waits for that stops: 408 on that stream after POUNCE_BODY_TIMEOUT, the connection lives."""
+    env = {"POUNCE_BODY_TIMEOUT": "1", "POUNCE_SHUTDOWN_TICK": "0.2"}
+    with h2server(mode, env=env) as server, H2Client(server.port) as client:
+        stream = client.request("/slow-read", method="POST", end=False)
+        client.send_body(stream, b"z" * 100, end=False)
+        response = client.response(stream, timeout=15)
+        assert response.status == 408
+        assert client.response(client.request("/scope")).status == 200

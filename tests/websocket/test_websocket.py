@@ -539,6 +539,39 @@ def test_deflate_bomb_is_cut_at_max_size(server: Gunicorn) -> None:
     assert rcvd is not None and rcvd.code == 1009
 
 
+def test_deflate_with_context_takeover_keeps_one_history(server: Gunicorn) -> None:
+    """Compressed messages both ways with context takeover (websockets' default offer, as a browser):
+    each echo inflates on the client's side of one continuing history, repeats included."""
+    messages: list[Any] = ["hello " * 200, bytes(range(256)) * 64, "hello " * 200, "é" * 5000, b"", ""]
+
+    async def go() -> list[Any]:
+        async with connect(url(server, "/echo"), max_size=None) as ws:
+            extensions = ws.response.headers.get("sec-websocket-extensions") or ""
+            assert "permessage-deflate" in extensions and "no_context_takeover" not in extensions
+            echoed = []
+            for message in messages:
+                await ws.send(message)
+                echoed.append(await ws.recv())
+            return echoed
+
+    assert run(go()) == messages
+
+
+def test_deflate_limit_is_exact(server: Gunicorn) -> None:
+    """A compressed message of exactly the limit once inflated is delivered; one byte more is 1009."""
+    async def go() -> Any:
+        async with connect(url(server, "/echo"), max_size=None) as ws:
+            await ws.send(b"\x00" * MAX_SIZE)
+            assert len(await ws.recv()) == MAX_SIZE
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.send(b"\x00" * (MAX_SIZE + 1))
+                await ws.recv()
+            return caught.value.rcvd
+
+    rcvd = run(go())
+    assert rcvd is not None and rcvd.code == 1009 and str(MAX_SIZE) in rcvd.reason
+
+
 def test_backpressure_stops_reading_until_the_app_consumes(server: Gunicorn) -> None:
     """The app reads nothing: the client's sends block (kernel buffers fill), then all arrive once it reads."""
     total = 40
