@@ -9,6 +9,8 @@ everything else to h2 unchanged, at the same point h2 would have handled it.
   HPACK decoding and h2's field validation; the stream is opened and its state
   machine driven exactly as h2's ``_receive_headers_frame`` does.
 - Every header block we send is stateless (``StatelessEncoder``).
+- h2 formats every received frame for a trace log line nobody reads (``_receive_frame``):
+  not here.
 - HEADERS and DATA frames without padding or priority are serialised directly
   (``_prepare_for_sending``): hyperframe builds a ``Flags`` set and packs with
   ``struct`` field by field; the bytes are the same.
@@ -23,11 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from h2.connection import AllowedStreamIDs, ConnectionInputs, TooManyStreamsError
+from h2.errors import ErrorCodes
 from h2.events import RequestReceived
-from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError
+from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, StreamClosedError, StreamIDTooLowError
 from h2.stream import StreamInputs
 from h2.utilities import extract_method_header, is_informational_response
-from hyperframe.frame import DataFrame, HeadersFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from .hpack_cache import MAX_CACHED, CachingDecoder, StatelessEncoder, encode_block
 from .machine import ServerMachine
@@ -132,6 +135,32 @@ class FastMachine(ServerMachine):
         self._data_to_send += _frame(0x0, 0x1 if end_stream else 0, stream_id, data)
         self.outbound_flow_control_window -= frame_size
         assert self.outbound_flow_control_window >= 0 or frame_size == 0
+
+    def _receive_frame(self, frame: Any) -> Any:
+        """h2's ``_receive_frame`` without its trace line, whose ``repr(frame)`` ran for every frame."""
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
 
     def _receive_headers_frame(self, frame: Any) -> Any:
         decoder: CachingDecoder = self.decoder  # type: ignore[assignment]

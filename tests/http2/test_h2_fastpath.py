@@ -352,3 +352,20 @@ def test_request_cache_follows_the_header_list_limit() -> None:
         side.machine.decoder.max_header_list_size = 100
     result = pair.receive(client.request(0, True, "next", 0))
     assert result[0] == "error"
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_frame_on_a_forgotten_stream(reset: bool) -> None:
+    """HEADERS again on a stream h2 closed and forgot: RST_STREAM(STREAM_CLOSED) if we reset it,
+    a connection error if it ended normally (RFC 9113 §5.1), as h2's own ``_receive_frame`` says."""
+    pair = Pair()
+    client = Client()
+    pair.receive(PREFACE + settings_frame(False, {}) + settings_frame(True, {}))
+    pair.receive(client.request(0, not reset, "next", 0))
+    if reset:
+        server_act(pair, client, ("reset", -1, ERROR_CODES[8]))
+    else:
+        server_act(pair, client, ("serve", -1, 0, 5, False))
+    pair.receive(client.request(0, True, "next", 0))  # opening stream 3 prunes closed stream 1
+    result = pair.receive(raw(0x1, 0x5, 1, b"\x82\x86\x84"))
+    assert (result[0] == "ok") == reset
