@@ -19,7 +19,7 @@ request costs h2. Under load the same blocks repeat, so both directions cache:
   part of the cache key (``Decoder.max_header_list_size``,
   ``max_allowed_table_size``): a block accepted under one is not under another.
 
-tests/http2/test_h2_fastpath_hpack.py proves both against hpack itself.
+tests/http2/test_h2_fastpath.py proves both against h2 and hpack themselves (through ``FastMachine``).
 """
 
 from __future__ import annotations
