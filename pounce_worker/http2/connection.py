@@ -29,9 +29,10 @@ from h2.errors import ErrorCodes
 
 from . import headers as _headers
 from .exchange import StreamExchange
+from .fastpath import FastMachine
 from .guard import Flood, FloodGuard
 from .lifecycle import ConnectionLifecycle
-from .machine import ServerMachine, error_code
+from .machine import error_code
 
 if TYPE_CHECKING:
     from ..loop.server import LoopServer
@@ -60,7 +61,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.local = local
         self.scheme = scheme
         self.trusted = trusted
-        self.h2 = ServerMachine()
+        self.h2 = FastMachine()
         header_list = config.http2_max_header_list_size
         values: dict[int, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.http2_max_concurrent_streams,

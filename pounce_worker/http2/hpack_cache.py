@@ -1,0 +1,203 @@
+"""HPACK without its per-request cost: stateless response blocks, cached request blocks.
+
+hpack codes every field in pure Python, a call per integer and per string, and
+h2 then validates each decoded field again: together about a third of what one
+request costs h2. Under load the same blocks repeat, so both directions cache:
+
+- **Responses**: every field is either a static-table match (indexed) or a
+  literal *without indexing*. Such a block never touches the client's dynamic
+  table, so it is a pure function of the header list and is cached per
+  connection. The price is a few bytes per response (nothing is indexed); the
+  one piece of encoder state HPACK still has, a pending dynamic table size
+  update (the client's SETTINGS_HEADER_TABLE_SIZE), is emitted first, as hpack
+  would (RFC 7541 §4.2).
+- **Requests**: a block made only of indexed fields (each a single byte
+  0x81-0xFE: index 1-126) does not change the decoder's dynamic table either, so
+  while the table stays as it is, the same bytes decode (and validate) to the
+  same list. Any other block is decoded by hpack, and the cache is emptied
+  first, since that block may change the table. The decoder's two limits are
+  part of the cache key (``Decoder.max_header_list_size``,
+  ``max_allowed_table_size``): a block accepted under one is not under another.
+
+tests/http2/test_h2_fastpath.py proves both against h2 and hpack themselves (through ``FastMachine``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack.hpack import encode_integer
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.table import HeaderTable
+
+#: Cached blocks per connection before the cache starts over (a Date per second, a few lengths).
+MAX_CACHED = 256
+#: A block of indexed fields with indexes 1-126 only: decoding it leaves the dynamic table as it is.
+ONLY_INDEXED = re.compile(rb"[\x81-\xfe]*")
+
+_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+#: (name, value) -> static index, and name -> its first static index (RFC 7541 Appendix A).
+_STATIC_FIELDS: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAMES: dict[bytes, int] = {}
+for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    _STATIC_FIELDS.setdefault((_name, _value), _index)
+    _STATIC_NAMES.setdefault(_name, _index)
+
+
+def _string(data: bytes) -> bytes:
+    """An HPACK string literal, Huffman-coded when that is shorter (as hpack chooses)."""
+    coded = _HUFFMAN.encode(data)
+    if len(coded) < len(data):
+        prefix = encode_integer(len(coded), 7)
+        prefix[0] |= 0x80
+        return bytes(prefix) + coded
+    return bytes(encode_integer(len(data), 7)) + data
+
+
+def _field(name: bytes, value: bytes, never_indexed: bool) -> bytes:
+    """One field: the static table's full match, else a literal (never) without indexing."""
+    if not never_indexed:
+        index = _STATIC_FIELDS.get((name, value))
+        if index is not None:
+            return bytes((0x80 | index,))  # every static index is below 127: one byte
+    flag = 0x10 if never_indexed else 0x00
+    index = _STATIC_NAMES.get(name)
+    if index is not None:
+        head = encode_integer(index, 4)
+        head[0] |= flag
+        return bytes(head) + _string(value)
+    return bytes((flag,)) + _string(name) + _string(value)
+
+
+def encode_block(headers: Any) -> bytes:
+    """The stateless HPACK block of ``headers``: (bytes, bytes) pairs, h2's HeaderTuples."""
+    return b"".join(_field(name, value, isinstance(field, NeverIndexedHeaderTuple) or
+                           (len(field) > 2 and bool(field[2])))
+                    for field in headers for name, value in (field[:2],))
+
+
+class StatelessEncoder:
+    """Stands where h2 keeps its ``hpack.Encoder``: h2 calls ``encode`` and sets ``header_table_size``.
+
+    ``real`` keeps HPACK's table-size bookkeeping (the size updates still owed to the peer);
+    its dynamic table stays empty, as nothing is ever indexed.
+    """
+
+    def __init__(self, real: Encoder) -> None:
+        self.real = real
+        self.cache: dict[Any, bytes] = {}
+
+    @property
+    def header_table_size(self) -> int:
+        return self.real.header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.real.header_table_size = value
+
+    @property
+    def header_table(self) -> HeaderTable:
+        return self.real.header_table
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        real = self.real
+        prefix = b""
+        if real.header_table.resized:
+            prefix = real._encode_table_size_change()
+            real.header_table.resized = False
+        try:
+            key = tuple(headers) if all(type(field) is tuple for field in headers) else None
+        except TypeError:  # a field h2 would reject (an unhashable value): hpack says which
+            key = None
+        cache = self.cache
+        block = cache.get(key) if key is not None else None
+        if block is None:
+            block = encode_block(headers)
+            if key is not None:
+                if len(cache) >= MAX_CACHED:
+                    cache.clear()
+                cache[key] = block
+        return prefix + block
+
+
+class CachingDecoder:
+    """Stands where h2 keeps its ``hpack.Decoder``; ``lookup``/``store`` cache whole validated lists."""
+
+    def __init__(self, real: Decoder) -> None:
+        self.real = real
+        self.cache: dict[bytes, tuple[list[Any], list[Any]]] = {}
+        self.limits: tuple[int, int] = (-1, -1)
+        #: The block hpack decoded last, and what it decoded to (``last_raw``).
+        self.last: tuple[bytes, list[Any]] = (b"", [])
+
+    # -- what h2 reads and sets on its decoder --------------------------------------
+
+    @property
+    def max_header_list_size(self) -> int:
+        return self.real.max_header_list_size
+
+    @max_header_list_size.setter
+    def max_header_list_size(self, value: int) -> None:
+        self.real.max_header_list_size = value
+
+    @property
+    def max_allowed_table_size(self) -> int:
+        return self.real.max_allowed_table_size
+
+    @max_allowed_table_size.setter
+    def max_allowed_table_size(self, value: int) -> None:
+        self.real.max_allowed_table_size = value
+
+    @property
+    def header_table_size(self) -> int:
+        return self.real.header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.real.header_table_size = value
+
+    @property
+    def header_table(self) -> HeaderTable:
+        return self.real.header_table
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        """hpack's decode; a block that may change the dynamic table empties the cache first."""
+        if ONLY_INDEXED.fullmatch(data) is None:
+            self.cache.clear()
+        self.last = (b"", [])
+        headers = list(self.real.decode(data, raw=raw))
+        if raw:
+            self.last = (data, headers)
+        return headers
+
+    def last_raw(self, data: bytes) -> list[Any] | None:
+        """What hpack decoded ``data`` to, if it was the last block it decoded."""
+        block, headers = self.last
+        return headers if block is data else None
+
+    # -- the cache of validated request header lists -------------------------------
+
+    def lookup(self, data: bytes) -> tuple[list[Any], list[Any]] | None:
+        """(decoded, validated) headers of ``data`` last time, if the table and limits are still the same."""
+        real = self.real
+        limits = (real.max_header_list_size, real.max_allowed_table_size)
+        if limits != self.limits:
+            self.cache.clear()
+            self.limits = limits
+            return None
+        return self.cache.get(data)
+
+    def store(self, data: bytes, headers: tuple[list[Any], list[Any]]) -> None:
+        """Remember a request block that decoded and validated to ``headers`` (if only of indexed fields)."""
+        real = self.real
+        if (real.max_header_list_size, real.max_allowed_table_size) != self.limits:
+            self.cache.clear()
+            return
+        if ONLY_INDEXED.fullmatch(data) is not None:
+            cache = self.cache
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            cache[data] = headers
