@@ -18,11 +18,10 @@ from h2.connection import ConnectionState
 from hpack import Encoder, NeverIndexedHeaderTuple
 from hpack.hpack import encode_integer
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from pounce_worker.http2.fastpath import FastMachine
 from tests.http2.fastpath_driver import ERROR_CODES, Pair
+from tests.hypothesis_compat import HealthCheck, given, leg_examples, settings, st
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/plain"), (b":authority", b"127.0.0.1:8000")]
@@ -241,7 +240,8 @@ def run(steps: list[tuple[Any, ...]], chunks: int, pair: Pair | None = None,
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=leg_examples(1500), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps_strategy, st.integers(1, 400))
 def test_same_as_h2_on_generated_sequences(steps: list[tuple[Any, ...]], chunks: int) -> None:
     run(steps, chunks)
@@ -269,7 +269,8 @@ client_settings = st.fixed_dictionaries({}, optional={
 
 
 @pytest.mark.timeout(300)  # CPU-bound, not timed: a loaded machine may take thrice as long
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=leg_examples(500), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rounds, st.sampled_from([10_000, 10_000, 200, 37]), client_settings, st.sampled_from([100, 100, 4, 1]),
        st.sampled_from([0, 0, 0, 400]))
 def test_same_as_h2_on_busy_connections(plan: list[Any], chunks: int, settings_: dict[int, int], max_streams: int,
@@ -289,7 +290,7 @@ def test_same_as_h2_on_busy_connections(plan: list[Any], chunks: int, settings_:
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=leg_examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(
     st.tuples(st.just("request"), st.sampled_from([0, 2, 4, 5, 16]), st.just(True), st.just("next"), st.just(0)),
     st.tuples(st.just("raw-request"),
