@@ -458,3 +458,9 @@ def make_rig(clock: Clock) -> Iterator[Callable[..., Rig]]:
         rig.close()
         errors += rig.loop_errors
     assert not errors, f"the loop reported errors: {errors}"
+
+
+@pytest.fixture(params=["fast", "h11"])
+def fast(request: pytest.FixtureRequest) -> bool:
+    """Both request paths: the fast path (default) and h11 (POUNCE_FAST_PATH=0)."""
+    return request.param == "fast"

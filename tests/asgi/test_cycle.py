@@ -17,11 +17,6 @@ import pytest
 from tests.http1.apps import GET, H11_CLOSE, SERVER_CLOSE, body, get, hello, ok, post, start
 
 
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return request.param == "fast"
-
-
 @pytest.fixture
 def post_requests() -> list[tuple[int, int, str]]:
     """What Gunicorn's ``post_request`` hook saw, per request: (status, bytes sent, path)."""

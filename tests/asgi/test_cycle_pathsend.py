@@ -23,11 +23,6 @@ from tests.http1.apps import GET, start
 BLOCK = 256 * 1024
 
 
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return request.param == "fast"
-
-
 @pytest.fixture
 def data_file(tmp_path: Path) -> Path:
     path = tmp_path / "data.bin"

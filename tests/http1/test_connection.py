@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tests.http1.apps import (
     GET,
     H11_CLOSE,
@@ -30,13 +28,6 @@ from tests.http1.apps import (
     refusal,
     start,
 )
-
-
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    """Both request paths: the fast path (default) and h11 (POUNCE_FAST_PATH=0)."""
-    return request.param == "fast"
-
 
 # -- framing, keep-alive, close -------------------------------------------------------------------
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tests.http1.apps import (
     BODY_408,
     GET,
@@ -29,12 +27,6 @@ from tests.http1.apps import (
     refusal,
     start,
 )
-
-
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return request.param == "fast"
-
 
 # -- the request head -------------------------------------------------------------------------------
 

@@ -34,12 +34,6 @@ EAGER = hasattr(asyncio, "eager_task_factory")
 needs_eager = pytest.mark.skipif(not EAGER, reason="request tasks start eagerly on Python 3.12+ only")
 
 
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    """Both request paths: the fast path (default) and h11 (POUNCE_FAST_PATH=0)."""
-    return request.param == "fast"
-
-
 # -- held writes ------------------------------------------------------------------------------------
 
 

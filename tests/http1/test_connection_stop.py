@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.http1.apps import GET, H11_CLOSE, SERVER_CLOSE, Gated, hello, ok
-
-
-@pytest.fixture(params=["fast", "h11"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return request.param == "fast"
 
 
 def closing(body: bytes, fast: bool) -> bytes:
