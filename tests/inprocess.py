@@ -233,14 +233,22 @@ class Conn:
 
     def __init__(self, rig: Rig, protocol: asyncio.Protocol, transport: FakeTransport) -> None:
         self.rig = rig
-        self.protocol = protocol
         self.transport = transport
+        transport.protocol = protocol
+
+    @property
+    def protocol(self) -> Any:
+        """The transport's protocol now: the one a WebSocket or HTTP/2 takeover installed, if any."""
+        return self.transport.protocol
+
+    def _deliver(self, data: bytes) -> None:
+        self.protocol.data_received(data)
 
     # -- the client's side ------------------------------------------------------------------
 
     def send(self, data: bytes, settle: bool = True) -> None:
         """Bytes arrive from the client, in one read (as the transport's read callback delivers them)."""
-        self.rig.call(self.protocol.data_received, data, settle=settle)
+        self.rig.call(self._deliver, data, settle=settle)
 
     def send_eof(self, settle: bool = True) -> None:
         """The client's FIN: as asyncio's transport, close unless the protocol says to keep it open."""

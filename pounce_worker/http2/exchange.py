@@ -73,6 +73,11 @@ class StreamExchange:
         #: Connection-clock deadlines of what this stream waits for (0: nothing), see H2Connection.sweep.
         self.send_deadline = 0.0
         self.body_deadline = 0.0
+        #: The body's rate rule, as HTTP/1.1's (http1/deadlines.expect_body): where the deadline
+        #: stands for a body exactly at POUNCE_BODY_MIN_RATE, from the app's first wait on; and
+        #: since when the app holds what came (the client's clock stops then), 0 while it waits.
+        self.body_clock = 0.0
+        self.body_paused = 0.0
 
     # -- the Exchange protocol -------------------------------------------------
 
@@ -239,9 +244,22 @@ class StreamExchange:
             self.expect_100 = False
             if not self.head_sent and self.head is None and not self.closed:
                 connection.send_headers(self.stream_id, [(b":status", b"100")], False)
-        if not self.request_ended and connection.config.body_timeout:
-            self.body_deadline = connection.server.deadline_base + connection.config.body_timeout
-            connection.arm(self.body_deadline)
+        config = connection.config
+        timeout = config.body_timeout
+        if self.request_ended or not timeout:
+            return
+        # The app waits for body bytes: the client's clock runs (see connection._data).
+        base = connection.server.deadline_base
+        if not self.body_clock:
+            self.body_clock = base + timeout
+        elif self.body_paused:
+            self.body_clock += base - self.body_paused  # the app held the bytes meanwhile, not the client
+        self.body_paused = 0.0
+        deadline = base + timeout
+        if config.body_min_rate and self.body_clock < deadline:
+            deadline = self.body_clock
+        self.body_deadline = deadline
+        connection.arm(deadline)
 
     def consumed(self, size: int) -> None:
         if not self.request_ended and not self.closed:

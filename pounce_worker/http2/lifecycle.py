@@ -10,7 +10,9 @@ each has one, checked by the loop's tick (``LoopServer.sweep`` calls
   ``POUNCE_SEND_TIMEOUT``, then RST_STREAM (or, when the connection's own
   window or the socket is what is stuck, GOAWAY and close);
 - a stream whose app waits for body bytes: ``POUNCE_BODY_TIMEOUT`` without
-  progress, then 408 (or RST_STREAM once the response started);
+  progress, or a body behind ``POUNCE_BODY_MIN_RATE`` past that first allowance
+  (both as for HTTP/1.1; the clock stops while the app holds what came), then
+  408 (or RST_STREAM once the response started);
 - no stream open: ``keepalive``, then GOAWAY(NO_ERROR) and a lingering close;
 - after our FIN: ``LINGER`` seconds for the client's.
 
@@ -69,6 +71,7 @@ class ConnectionLifecycle:
         def release(self) -> None: ...
         def refuse(self, exchange: StreamExchange, status: int, message: str) -> None: ...
         def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None: ...
+        def _body_arrived(self, exchange: StreamExchange, size: int) -> None: ...
         def _request_ended(self, exchange: StreamExchange) -> None: ...
         def _reset_stream(self, exchange: StreamExchange, code: ErrorCodes) -> None: ...
         def _gone(self, exchange: StreamExchange) -> None: ...
@@ -98,6 +101,8 @@ class ConnectionLifecycle:
                 break
             if type(event) is h11.Data:
                 if exchange is not None and exchange.cycle is not None and not exchange.app_done:
+                    if exchange.body_clock:
+                        self._body_arrived(exchange, len(event.data))
                     self._feed(exchange, bytes(event.data), True)
                 continue
             # EndOfMessage (h11 then pauses: the request asked to switch protocols).
@@ -185,8 +190,9 @@ class ConnectionLifecycle:
 
     def _body_stalled(self, exchange: StreamExchange) -> None:
         exchange.body_deadline = 0.0
-        timeout = self.config.body_timeout
-        self.refuse(exchange, 408, f"Request body not received in time (POUNCE_BODY_TIMEOUT={timeout:g}s)")
+        config = self.config
+        self.refuse(exchange, 408, f"Request body not received in time (POUNCE_BODY_TIMEOUT={config.body_timeout:g}s, "
+                    f"POUNCE_BODY_MIN_RATE={config.body_min_rate:g} bytes/s)")
 
     def _goaway(self, code: ErrorCodes) -> None:
         if self.goaway_sent:
