@@ -16,13 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-
+from tests.http2.rig_client import SETTINGS, Client
 from tests.inprocess import Rig
-
-SETTINGS = {"http_protocols": "h2,h1", "http2_cleartext": "prior-knowledge", "forwarded_allow_ips": "127.0.0.1"}
 
 
 class Reader:
@@ -52,52 +47,6 @@ class Reader:
                 break
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"%d" % total})
-
-
-class Client:
-    """h2's client side over one in-process connection."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        self.h2.initiate_connection()
-        self.conn = rig.connect()
-        self.events: list[Any] = []
-        self.flush()
-
-    def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data:
-            self.conn.send(data)
-        out = self.conn.take()
-        if out:
-            self.events += self.h2.receive_data(out)
-            more = self.h2.data_to_send()
-            if more:
-                self.conn.send(more)
-
-    def post(self, body: bytes = b"") -> int:
-        stream = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream, [(":method", "POST"), (":path", "/"), (":scheme", "http"),
-                                      (":authority", "test")], end_stream=False)
-        if body:
-            self.h2.send_data(stream, body)
-        self.flush()
-        return stream
-
-    def send(self, stream: int, body: bytes, end: bool = False) -> None:
-        self.h2.send_data(stream, body, end_stream=end)
-        self.flush()
-
-    def status(self, stream: int) -> int | None:
-        self.flush()
-        for event in self.events:
-            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
-                return int(dict(event.headers)[b":status"])
-        return None
-
-    def body(self, stream: int) -> bytes:
-        return b"".join(e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream)
 
 
 def start(make_rig: Any, app: Any, **env: str) -> tuple[Rig, Client]:
