@@ -42,7 +42,7 @@ COPY_IGNORE = (".git", "build", "dist", "__pycache__", ".pytest_cache", ".mypy_c
 SDIST_NEEDS = (
     "PKG-INFO", "setup.cfg", "pyproject.toml", "README.rst", "CHANGELOG.rst", "LICENSE",
     "docs/settings.rst", "conf/example_app.py", "conf/gunicorn.conf.py", "conf/systemd/pounce.service",
-    "tests/run", "tests/harness.py", "tests/test_package.py", "pounce_worker/__init__.py",
+    "tests/run", "tests/harness/__init__.py", "tests/test_package.py", "pounce_worker/__init__.py",
 )
 #: The Python versions the classifiers name; python_requires starts at the first.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
