@@ -90,6 +90,10 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.skipif(getattr(sys.flags, "nogil", False) and sys.version_info < (3, 12, 0, "final"),
+                    reason="the colesbury/nogil-3.12 fork (3.12.0a4) cannot run the current packaging that "
+                           "build needs (InvalidVersion on '0.dev0'); the pure-Python wheel is built and "
+                           "served on the other legs")
 def test_wheel_from_sdist_installs_and_serves(tmp_path: Path) -> None:
     started = time.monotonic()
     before = _tree_state()
