@@ -43,6 +43,7 @@ class StreamExchange:
         self.connection = connection
         self.stream_id = stream_id
         self.head_only = head_only
+        self.head_request = head_only
         self.expect_100 = expect_100
         self.cycle: Any = None
         #: The response head, held until the first body bytes or the end of the iteration.
@@ -78,6 +79,9 @@ class StreamExchange:
         #: since when the app holds what came (the client's clock stops then), 0 while it waits.
         self.body_clock = 0.0
         self.body_paused = 0.0
+        #: Request body bytes fed to the cycle and not yet read by the app: acknowledged (the
+        #: windows reopened) as it reads them, or all at once when the stream goes.
+        self.held = 0
 
     # -- the Exchange protocol -------------------------------------------------
 
@@ -156,6 +160,7 @@ class StreamExchange:
         conn = connection.h2
         stream_id = self.stream_id
         out = self.out
+        moved = False
         try:
             while out:
                 window = conn.local_flow_control_window(stream_id)
@@ -163,6 +168,7 @@ class StreamExchange:
                     connection.blocked[stream_id] = self
                     break
                 chunk = out[0]
+                moved = True
                 size = min(window, conn.max_outbound_frame_size, len(chunk))
                 if size == len(chunk):
                     out.popleft()
@@ -185,6 +191,9 @@ class StreamExchange:
             self.closed = True
             out.clear()
         connection.flush_soon()
+        if moved and out and self.send_deadline:
+            # The client reads, if slowly: POUNCE_SEND_TIMEOUT counts from its last progress.
+            self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
         self.update_flow()
         if not self.flow.paused:
             self.wake()
@@ -262,7 +271,11 @@ class StreamExchange:
         connection.arm(deadline)
 
     def consumed(self, size: int) -> None:
-        if not self.request_ended and not self.closed:
+        held = self.held
+        if size > held:
+            size = held  # (bytes of an h2c upgrade's HTTP/1.1 body are outside the windows)
+        if size:
+            self.held = held - size
             self.connection.acknowledge(self.stream_id, size)
 
     def informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -297,7 +310,7 @@ class StreamExchange:
         if self.head_sent or self.closed:
             return False
         self.head = None
-        self.head_only = False
+        self.head_only = self.head_request  # a HEAD request's 500 or refusal has no body either
         self.length = None
         self.sent = 0
         self.out.clear()
@@ -311,8 +324,9 @@ class StreamExchange:
         self.app_done = True
         self.body_deadline = 0.0
         connection = self.connection
-        if self.trailers_expected is not None and connection.config.send_timeout:
-            # Announced trailers are what ends the stream: bounded, should the app never send them.
+        if (self.trailers_expected is not None or self.out) and connection.config.send_timeout:
+            # Announced trailers are what ends the stream, or the last bytes wait for a window:
+            # bounded, should the app never send them or the client never open it.
             self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
             connection.arm(self.send_deadline)
         self.connection.stream_done(self)
@@ -320,4 +334,9 @@ class StreamExchange:
     def abort(self) -> None:
         self.app_done = True
         self.head = None
+        if self.end_sent:
+            # What is on the wire is whole (a refusal replaced the app's response): nothing to
+            # reset but a request body still coming (connection.stream_sent does that).
+            self.connection.stream_sent(self)
+            return
         self.connection.reset(self, "INTERNAL_ERROR")

@@ -173,7 +173,8 @@ class ConnectionLifecycle:
             return
         if self.write_paused or self.h2.outbound_flow_control_window <= 0:
             self.log.info(
-                "Closing HTTP/2 connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
+                "Closing HTTP/2 connection from ip=%s: its window (or the socket) stayed shut for "
+                "POUNCE_SEND_TIMEOUT=%gs",
                 self._ip(), timeout,
             )
             self.release()
