@@ -321,16 +321,6 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
                 self._body_arrived(exchange, len(data))
             self._feed(exchange, data, True)
 
-    def _body_arrived(self, exchange: StreamExchange, size: int) -> None:
-        """Body bytes for a stream whose body clock runs: credit them to the rate rule; if the app
-        was waiting, it now has work, and the deadline waits for its next ``want_body``."""
-        rate = self.config.body_min_rate
-        if rate:
-            exchange.body_clock += size / rate
-        if exchange.body_deadline:
-            exchange.body_deadline = 0.0
-            exchange.body_paused = self.server.deadline_base
-
     def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None:
         from ..asgi import Rejection
 

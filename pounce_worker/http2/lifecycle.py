@@ -71,7 +71,6 @@ class ConnectionLifecycle:
         def release(self) -> None: ...
         def refuse(self, exchange: StreamExchange, status: int, message: str) -> None: ...
         def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None: ...
-        def _body_arrived(self, exchange: StreamExchange, size: int) -> None: ...
         def _request_ended(self, exchange: StreamExchange) -> None: ...
         def _reset_stream(self, exchange: StreamExchange, code: ErrorCodes) -> None: ...
         def _gone(self, exchange: StreamExchange) -> None: ...
@@ -188,6 +187,16 @@ class ConnectionLifecycle:
         )
         self._reset_stream(exchange, ErrorCodes.CANCEL)
         self._gone(exchange)
+
+    def _body_arrived(self, exchange: StreamExchange, size: int) -> None:
+        """Body bytes for a stream whose body clock runs: credit them to the rate rule; if the app
+        was waiting, it now has work, and the deadline waits for its next ``want_body``."""
+        rate = self.config.body_min_rate
+        if rate:
+            exchange.body_clock += size / rate
+        if exchange.body_deadline:
+            exchange.body_deadline = 0.0
+            exchange.body_paused = self.server.deadline_base
 
     def _body_stalled(self, exchange: StreamExchange) -> None:
         exchange.body_deadline = 0.0
