@@ -161,10 +161,12 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         """Wait until the transport's write buffer is below its low-water mark.
 
         A client that stops reading would keep the app waiting here, and its
-        connection slot, forever: after POUNCE_SEND_TIMEOUT the connection is aborted
-        (its buffer is full, so nothing more could reach the client anyway).
+        connection slot, forever: once it has taken nothing for POUNCE_SEND_TIMEOUT
+        the connection is aborted (its buffer is full, so nothing more could reach
+        the client anyway).
         """
-        await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled)
+        await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled,
+                             self.transport.get_write_buffer_size)
 
     def _send_stalled(self) -> None:
         if self.flow.paused and not self.closed:
