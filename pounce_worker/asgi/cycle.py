@@ -411,7 +411,10 @@ class RequestCycle:
             self.scope["method"], self.scope["path"], exc_info=exc,
         )
         if not self.response_started:
-            await self._send_500()
+            try:
+                await self._send_500()
+            except (ClientDisconnected, OSError):  # the client left (or stopped reading) meanwhile
+                self.exchange.abort()
         else:
             # Mid-response, or after it (a background task, or a framework re-raising after
             # its own 500): the exchange ends abnormally, as uvicorn closes the connection;

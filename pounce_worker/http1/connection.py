@@ -170,13 +170,17 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
 
     def _send_stalled(self) -> None:
         if self.flow.paused and not self.closed:
-            self.log.info(
-                "Closing connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
-                self.client[0] if self.client else "-", self.config.send_timeout,
-            )
-            self.closed = True
-            self.held = None
-            self.transport.abort()
+            self.abort_stalled()
+
+    def abort_stalled(self) -> None:
+        """The client took nothing of our response for POUNCE_SEND_TIMEOUT: one log line, abort."""
+        self.log.info(
+            "Closing connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
+            self.client[0] if self.client else "-", self.config.send_timeout,
+        )
+        self.closed = True
+        self.held = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -443,8 +447,7 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             cycle.client_gone()
         transport = self.transport
         if self.eof or transport.is_closing() or not transport.can_write_eof():
-            self.deadline = 0.0
-            transport.close()
+            self.close_transport()
             return
         self.phase = LINGERING
         self.deadline = time.monotonic() + LINGER

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 #: ACTIVE: a request head (POUNCE_HEADER_TIMEOUT, when armed) or the app (no deadline);
 #: BODY: a body the app waits for (POUNCE_BODY_TIMEOUT/_MIN_RATE); UNREAD_BODY: the rest of
 #: a body after the response (keepalive); IDLE: the next request (keepalive); LINGER: the
-#: client's FIN after ours (LINGER). One attribute, not a flag each: CPython keeps an
+#: client's FIN after ours (LINGER); DRAINING: the client to take what we wrote before our
+#: close (POUNCE_SEND_TIMEOUT without progress). One attribute, not a flag each: CPython keeps an
 #: object's attributes inline only up to 30 of them, and this object is on every request's path.
-ACTIVE, BODY, UNREAD_BODY, IDLE, LINGERING = 0, 1, 2, 3, 4
+ACTIVE, BODY, UNREAD_BODY, IDLE, LINGERING, DRAINING = 0, 1, 2, 3, 4, 5
 
 
 class ConnectionDeadlines:
@@ -118,7 +119,9 @@ class ConnectionDeadlines:
         phase, self.phase = self.phase, ACTIVE
         if phase == LINGERING:
             self.phase = LINGERING
-            self.transport.close()  # lingering is over: whatever the client still sends is its loss
+            self.close_transport()  # lingering is over: whatever the client still sends is its loss
+        elif phase == DRAINING:
+            self._drain_timeout()
         elif phase == IDLE:
             self._idle_timeout()
         elif phase == BODY:
@@ -130,6 +133,34 @@ class ConnectionDeadlines:
             )
         else:
             self._header_timeout()
+
+    def close_transport(self) -> None:
+        """``transport.close()``, which first waits for our write buffer to drain: bounded, so that
+        a client that never reads its last response does not keep its slot (POUNCE_SEND_TIMEOUT
+        in which it takes nothing, as for a response the app is still writing)."""
+        transport = self.transport
+        transport.close()
+        left = transport.get_write_buffer_size()
+        if left and self.config.send_timeout:
+            self.phase = DRAINING
+            self.body_clock = float(left)  # what is left to send (the body's clock is free once closing)
+            self.deadline = self.server.deadline_base + self.config.send_timeout
+        else:
+            self.deadline = 0.0
+
+    def _drain_timeout(self) -> None:
+        transport = self.transport
+        left = transport.get_write_buffer_size()
+        if not left or transport.get_protocol() is not self:
+            return
+        if left < self.body_clock:  # the client took some: it gets the timeout again
+            self.phase = DRAINING
+            self.body_clock = float(left)
+            self.deadline = self.server.deadline_base + self.config.send_timeout
+            return
+        self.log.info("Closing connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
+                      self.client[0] if self.client else "-", self.config.send_timeout)
+        transport.abort()
 
     def _body_timeout(self) -> None:
         config = self.config

@@ -30,6 +30,7 @@ import h11
 from ..asgi import STATUS_PHRASES, ClientDisconnected
 from ..asgi.defaults import NO_BODY_STATUS, default_headers
 from ..io.sendfile import send_file
+from .deadlines import ACTIVE
 from .errors import ERROR_PAGE
 from .frame import FastResponse, default_header_lines, normalize, primed_h11, render
 
@@ -69,6 +70,7 @@ class H1Exchange(FastResponse):
         "keep_alive",
         "method",
         "number",
+        "owe_100",
         "pending_head",
     )
 
@@ -93,13 +95,19 @@ class H1Exchange(FastResponse):
         # Only now that the app asks for the body do we invite the client to send it. h11
         # knows whether it waits (the fast path hands Expect requests to h11); it forgets
         # once the client sends body bytes or we send any response.
-        if not connection.fast and connection.conn.they_are_waiting_for_100_continue:
+        if not connection.fast and not connection.closed:
             conn = connection.conn
-            if not connection.closed and conn.their_state is h11.SEND_BODY:
-                connection.expect_body()  # the body's clock starts with the 100
-                data = conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
-                if data:
-                    connection.write(data)
+            if conn.their_state is h11.SEND_BODY:
+                # owe_100: a 100 still owed, the app having sent another 1xx (a 103) first (h11
+                # forgets the client waits once any 1xx is out). Set only then: read with a default.
+                if conn.they_are_waiting_for_100_continue or getattr(self, "owe_100", False):
+                    self.owe_100 = False
+                    connection.expect_body()  # the body's clock starts with the 100
+                    data = conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+                    if data:
+                        connection.write(data)
+                elif connection.phase == ACTIVE and not connection.read_paused:
+                    connection.expect_body()  # body bytes came without our 100: the clock runs now
         connection.resume_reading()
 
     def consumed(self, size: int) -> None:
@@ -121,6 +129,8 @@ class H1Exchange(FastResponse):
             conn = connection.conn
             if conn.their_http_version != b"1.1":
                 return
+            if status != 100 and conn.they_are_waiting_for_100_continue:
+                self.owe_100 = True  # h11 forgets the client waits once this 1xx is out
             data = conn.send(event)
         if data:
             connection.write(data)
@@ -251,7 +261,8 @@ class H1Exchange(FastResponse):
                     raise ClientDisconnected("the client disconnected")
                 try:
                     sent = await send_file(
-                        connection.loop, connection.transport, file, size, lambda: connection.closed, connection.drain
+                        connection.loop, connection.transport, file, size, lambda: connection.closed, connection.drain,
+                        connection.config.send_timeout, connection.abort_stalled,
                     )
                 except ConnectionError as exc:
                     raise ClientDisconnected("the client disconnected") from exc

@@ -229,3 +229,20 @@ def test_client_leaving_mid_file_is_a_quiet_disconnect(server: Gunicorn, tmp_pat
     # The worker still serves files.
     with httpx.Client(base_url=server.url, timeout=20) as client:
         assert client.get(target(big)).content == big.read_bytes()
+
+
+def test_a_client_that_stops_reading_a_file_is_let_go_at_the_send_timeout(tmp_path: Path) -> None:
+    """The kernel's sendfile (asyncio) waits for the socket as long as it takes: a client that
+    stops reading a large file is aborted after POUNCE_SEND_TIMEOUT, with its one log line."""
+    big = tmp_path / "stalled.bin"
+    with open(big, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(1024 * 1024))
+    with Gunicorn("tests.feature_apps:app", "--asgi-loop", "asyncio", mode="threads",
+                  env={"POUNCE_SEND_TIMEOUT": "1"}) as server:
+        with socket.create_connection((HOST, server.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            sock.sendall(http_request("GET", target(big)))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert wait_until(lambda: "POUNCE_SEND_TIMEOUT=1s" in server.log(), 20), server.output()
+        assert "Exception in ASGI application" not in server.log()

@@ -487,3 +487,80 @@ def test_send_timeout_zero_waits_for_the_client_forever(make_rig, fast):
     conn.start_reading()
     assert sent == [True]
     assert conn.output() == ok(b"x")
+
+
+# -- found in review (session 6): states that had no deadline ------------------------------------
+
+
+def test_an_expect_body_sent_without_waiting_for_the_100_has_the_body_deadline(make_rig):
+    """Expect: 100-continue, then body bytes at once (curl sends after 1 s anyway), then a stall:
+    the body's clock starts when the app waits for it (there is no 100 to start it)."""
+    rig = make_rig(Echo(), fast_path=False)  # (the fast path hands Expect requests to h11)
+    conn = rig.connect()
+    conn.send(post(b"abc", length=100, extra=b"Expect: 100-continue\r\n"))
+    rig.advance(29.9)
+    assert conn.open
+    rig.advance(0.1)
+    assert conn.output().startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_103_before_the_body_still_gets_the_client_its_100(make_rig):
+    """The app sends 103 Early Hints, then reads the body: h11 forgets the client waits for a 100
+    once any 1xx is out, but the client still gets one (RFC 9110 §10.1.1), and the body deadline."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload"]})
+        await receive()
+        await send(start(200))
+        await send(body(b"read"))
+
+    rig = make_rig(app, fast_path=False)
+    conn = rig.connect()
+    conn.send(post(b"", length=100, extra=b"Expect: 100-continue\r\n"))
+    out = conn.take()
+    assert out.startswith(b"HTTP/1.1 103 ") and b"HTTP/1.1 100 " in out
+    rig.advance(30)
+    assert b"HTTP/1.1 408 " in conn.output()
+
+
+BIG = b"x" * 1_000_000
+
+
+def test_a_client_that_never_reads_its_last_response_is_let_go(make_rig, fast):
+    """The app wrote its whole response and returned; the client reads none of it: the close that
+    follows (idle, or Connection: close) waits for our buffer only POUNCE_SEND_TIMEOUT."""
+
+    async def app(scope, receive, send):
+        await send(start(200, [(b"content-length", b"%d" % len(BIG))]))
+        await send(body(BIG))
+
+    for request in (GET, get(extra=b"Connection: close\r\n")):
+        rig = make_rig(app, fast_path=fast, keepalive=2)
+        conn = rig.connect()
+        conn.transport.full = True  # the client stops reading: our write fills the buffer
+        conn.send(request)
+        seconds = 0
+        while not conn.lost and seconds < 70:
+            rig.advance(1)
+            seconds += 1
+        # keepalive (2 s, keep-alive only), the lingering close (2 s), then 60 s of our buffer untouched
+        assert conn.lost and seconds in (62, 64) and "abort" in conn.kinds(), seconds
+        assert "POUNCE_SEND_TIMEOUT=60s" in rig.log.text("info")
+
+
+def test_an_app_failing_while_the_client_does_not_read_leaves_no_task_exception(make_rig, fast):
+    gate = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await gate.wait()
+        raise ValueError("boom")
+
+    rig = make_rig(app, fast_path=fast)
+    conn = rig.connect()
+    conn.send(GET)
+    conn.stop_reading()
+    tasks = list(rig.server.tasks)
+    rig.call(gate.set)
+    rig.advance(61)
+    assert "abort" in conn.kinds()
+    assert tasks and all(task.done() and task.exception() is None for task in tasks)
