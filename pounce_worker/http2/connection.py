@@ -27,6 +27,9 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
+from ..asgi import Rejection
+from ..asgi.cycle import RequestCycle
+from ..asgi.scope import http_scope
 from . import headers as _headers
 from .exchange import StreamExchange
 from .fastpath import FastMachine
@@ -275,10 +278,6 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
     def serve(self, exchange: StreamExchange, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
               scheme: str, more_body: bool) -> None:
         """Build the scope and start the app for one stream (a request, or the h2c upgrade's stream 1)."""
-        from ..asgi import Rejection
-        from ..asgi.cycle import RequestCycle
-        from ..asgi.scope import http_scope
-
         server = self.server
         try:
             scope = http_scope(server, method, target, "2", headers, self.client, self.local, scheme, self.trusted)
@@ -310,8 +309,6 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             self._feed(exchange, data, True)
 
     def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None:
-        from ..asgi import Rejection
-
         try:
             exchange.cycle.feed(data, more)
         except Rejection as exc:
