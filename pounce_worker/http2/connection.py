@@ -86,6 +86,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.awaiting_settings = True
         self.streams: dict[int, StreamExchange] = {}
         self.heads: list[StreamExchange] = []
+        #: The app's response header lists checked before on this connection (headers.ResponseCache).
+        self.response_cache = _headers.ResponseCache()
         self.blocked: dict[int, StreamExchange] = {}
         self.guard = FloodGuard(config.http2_max_concurrent_streams, server.last_tick)
         #: Streams reset in the read being handled (not started), and the last stream we acted on.
