@@ -101,7 +101,8 @@ class FastMachine(ServerMachine):
         else:
             stream.state_machine.process_input(_STREAM_SEND_HEADERS)
         size = stream.max_outbound_frame_size or 0
-        pieces = [block[i:i + size] for i in range(0, len(block), size)]
+        # One frame (the usual case); else h2's split (an empty block or a size of 0 fail as in h2).
+        pieces = [block] if 0 < len(block) <= size else [block[i:i + size] for i in range(0, len(block), size)]
         if end_stream:
             stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
         if stream.state_machine.trailers_sent and not end_stream:
@@ -109,6 +110,9 @@ class FastMachine(ServerMachine):
             raise ProtocolError(msg)
         stream.request_method = method
         last = len(pieces) - 1
+        if not last:
+            self._data_to_send += _frame(0x1, 0x5 if end_stream else 0x4, stream_id, block)
+            return
         out = [_frame(0x1, (0x1 if end_stream else 0) | (0x4 if last == 0 else 0), stream_id, pieces[0])]
         out.extend(_frame(0x9, 0x4 if i == last else 0, stream_id, piece) for i, piece in enumerate(pieces) if i)
         self._data_to_send += b"".join(out)
