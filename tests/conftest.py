@@ -14,7 +14,7 @@ MODES = ("threads", "processes")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # A marker every process this pytest process starts inherits (see tests/harness.py). Each
+    # A marker every process this pytest process starts inherits (see tests/harness/). Each
     # xdist worker makes its own, replacing the controller's, so each checks only its own.
     os.environ[SESSION_ENV] = f"{uuid.uuid4().hex}-{os.getpid()}"
 

@@ -100,6 +100,9 @@ class FakeTransport(asyncio.Transport):
         # high-water mark, and the transport pauses its protocol as asyncio's does, in write().
         self.full = False
         self.protocol_paused = False
+        #: What get_write_buffer_size says: bytes written and not yet taken by the client
+        #: (a test sets it, and lowers it with Conn.read_some).
+        self.buffered = 0
 
     # -- what the connection calls ---------------------------------------------------------
 
@@ -121,7 +124,7 @@ class FakeTransport(asyncio.Transport):
         return not self.tls
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.eof_written:
@@ -233,14 +236,22 @@ class Conn:
 
     def __init__(self, rig: Rig, protocol: asyncio.Protocol, transport: FakeTransport) -> None:
         self.rig = rig
-        self.protocol = protocol
         self.transport = transport
+        transport.protocol = protocol
+
+    @property
+    def protocol(self) -> Any:
+        """The transport's protocol now: the one a WebSocket or HTTP/2 takeover installed, if any."""
+        return self.transport.protocol
+
+    def _deliver(self, data: bytes) -> None:
+        self.protocol.data_received(data)
 
     # -- the client's side ------------------------------------------------------------------
 
     def send(self, data: bytes, settle: bool = True) -> None:
         """Bytes arrive from the client, in one read (as the transport's read callback delivers them)."""
-        self.rig.call(self.protocol.data_received, data, settle=settle)
+        self.rig.call(self._deliver, data, settle=settle)
 
     def send_eof(self, settle: bool = True) -> None:
         """The client's FIN: as asyncio's transport, close unless the protocol says to keep it open."""
@@ -265,6 +276,10 @@ class Conn:
     def read_buffered(self, settle: bool = True) -> None:
         """The client reads what is buffered (resume_writing), and no more: the next write fills it again."""
         self.rig.call(self.transport.resume_protocol, settle=settle)
+
+    def read_some(self, size: int) -> None:
+        """The client takes ``size`` bytes of our buffer, which stays over its low-water mark."""
+        self.transport.buffered = max(0, self.transport.buffered - size)
 
     def start_reading(self, settle: bool = True) -> None:
         """The client reads again, and keeps reading."""

@@ -171,7 +171,7 @@ def test_socket_activation_serves_and_reloads(mode: str, tmp_path: Path) -> None
     reserved = reserve_port()
     port = reserved.getsockname()[1]
     cmd = [activate, "-l", f"{HOST}:{port}"]
-    # The suite's marker (tests/harness.py), so a service left running is found and stopped.
+    # The suite's marker (tests/harness/), so a service left running is found and stopped.
     for name, value in {**env, SESSION_ENV: os.environ[SESSION_ENV]}.items():
         cmd += ["-E", f"{name}={value}"]
     cmd += argv

@@ -42,7 +42,7 @@ COPY_IGNORE = (".git", "build", "dist", "__pycache__", ".pytest_cache", ".mypy_c
 SDIST_NEEDS = (
     "PKG-INFO", "setup.cfg", "pyproject.toml", "README.rst", "CHANGELOG.rst", "LICENSE",
     "docs/settings.rst", "conf/example_app.py", "conf/gunicorn.conf.py", "conf/systemd/pounce.service",
-    "tests/run", "tests/harness.py", "tests/test_package.py", "pounce_worker/__init__.py",
+    "tests/run", "tests/harness/__init__.py", "tests/test_package.py", "pounce_worker/__init__.py",
 )
 #: The Python versions the classifiers name; python_requires starts at the first.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
@@ -90,6 +90,10 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.skipif(getattr(sys.flags, "nogil", False) and sys.version_info < (3, 12, 0, "final"),
+                    reason="the colesbury/nogil-3.12 fork (3.12.0a4) cannot run the current packaging that "
+                           "build needs (InvalidVersion on '0.dev0'); the pure-Python wheel is built and "
+                           "served on the other legs")
 def test_wheel_from_sdist_installs_and_serves(tmp_path: Path) -> None:
     started = time.monotonic()
     before = _tree_state()

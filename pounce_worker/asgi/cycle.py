@@ -46,6 +46,7 @@ class RequestCycle:
 
     __slots__ = (
         "_waiter",
+        "_waiters",
         "body",
         "buffered",
         "disconnected",
@@ -99,6 +100,8 @@ class RequestCycle:
         # Read the clock only for what uses it (access log, post_request, Server-Timing).
         self.start_time = time.monotonic() if server.clock_requests else 0.0
         self._waiter: asyncio.Future[None] | None = None
+        #: receive() calls waiting beside the first (a disconnect listener next to the app's own).
+        self._waiters: list[asyncio.Future[None]] | None = None
         # Server-Timing marks of this request (timing.py), None when the feature is off.
         self.timing = timing.RequestTiming(parse_started, self.start_time) if server.config.server_timing else None
 
@@ -149,6 +152,10 @@ class RequestCycle:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # -- receive -----------------------------------------------------------------
 
@@ -179,11 +186,26 @@ class RequestCycle:
 
     async def _wait(self) -> None:
         self.exchange.want_body()
-        self._waiter = self.server.loop.create_future()
+        waiter = self.server.loop.create_future()
+        if self._waiter is None:
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+            return
+        # Another receive() already waits (Starlette's is_disconnected() polls beside a listener,
+        # in a scope already cancelled): each waits on its own future, so that one caller's
+        # cancellation never leaves the other waiting on a future nobody wakes.
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(waiter)
         try:
-            await self._waiter
+            await waiter
         finally:
-            self._waiter = None
+            waiters.remove(waiter)
 
     # -- send ----------------------------------------------------------------------
 
@@ -192,7 +214,7 @@ class RequestCycle:
         if exchange.flow.paused:
             await exchange.writable()
         if self.disconnected:
-            if self.heard_disconnect or self._waiter is not None:
+            if self.heard_disconnect or self._waiter is not None or self._waiters:
                 # The app listens for http.disconnect and learns it there (Django races a
                 # listener against its view, then cancels the view): raising here too
                 # would skip Django's response.close() and its request_finished signal.
@@ -239,7 +261,7 @@ class RequestCycle:
             except BaseException:
                 self.response_complete = False  # refused (Content-Length): nothing was completed
                 raise
-            if self._waiter is not None:
+            if self._waiter is not None or self._waiters:
                 self.wake()
         else:
             trailers = getattr(exchange, "trailers", None) if message_type == TRAILERS else None
@@ -259,7 +281,7 @@ class RequestCycle:
         except BaseException:
             self.response_complete = False  # refused (Content-Length): nothing was completed
             raise
-        if self._waiter is not None:
+        if self._waiter is not None or self._waiters:
             self.wake()
 
     def _informational(self, message: Message) -> None:

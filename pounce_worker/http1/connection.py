@@ -161,10 +161,12 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         """Wait until the transport's write buffer is below its low-water mark.
 
         A client that stops reading would keep the app waiting here, and its
-        connection slot, forever: after POUNCE_SEND_TIMEOUT the connection is aborted
-        (its buffer is full, so nothing more could reach the client anyway).
+        connection slot, forever: once it has taken nothing for POUNCE_SEND_TIMEOUT
+        the connection is aborted (its buffer is full, so nothing more could reach
+        the client anyway).
         """
-        await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled)
+        await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled,
+                             self.transport.get_write_buffer_size)
 
     def _send_stalled(self) -> None:
         if self.flow.paused and not self.closed:
@@ -187,7 +189,11 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             timeout = self.config.header_timeout  # _arm_header_timer(), inlined
             self.deadline = self.server.deadline_base + timeout if timeout else 0.0
         if self.proxy_buffer is not None:
-            data = self._strip_proxy_header(data)
+            try:
+                data = self.strip_proxy_header(data)
+            except Rejection as exc:
+                self.reject(exc.status, str(exc))
+                return
             if not data:
                 return
         if self.fast:
@@ -202,8 +208,13 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             self.conn.receive_data(data)
             self.handle_events()
 
-    def _strip_proxy_header(self, data: bytes) -> bytes:
-        """Consume a PROXY header before the first request; return what follows it."""
+    def strip_proxy_header(self, data: bytes) -> bytes:
+        """Consume a PROXY header before the first request; return what follows it (b"" while
+        incomplete). Raises ``Rejection`` for a malformed one or one from a peer not allowed.
+
+        Also called by http2/takeover's preface sniffer: a proxy sends its PROXY header first
+        whatever protocol follows.
+        """
         buf = self.proxy_buffer + data  # type: ignore[operator]
         config = self.config
         try:
@@ -212,10 +223,9 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
                 peer_ip = self.client[0] if self.client else None
                 if not ip_allowed(peer_ip, config.proxy_allow_all, config.proxy_allow_nets):
                     raise Rejection(403, f"PROXY header from {peer_ip}, not in proxy_allow_ips")
-        except Rejection as exc:
+        except Rejection:
             self.proxy_buffer = None
-            self.reject(exc.status, str(exc))
-            return b""
+            raise
         if not complete:
             self.proxy_buffer = buf
             return b""

@@ -30,6 +30,7 @@ from h2.errors import ErrorCodes
 from ..asgi import Rejection
 from ..asgi.cycle import RequestCycle
 from ..asgi.scope import http_scope
+from ..http1.proxy import ip_allowed
 from . import headers as _headers
 from .exchange import StreamExchange
 from .fastpath import FastMachine
@@ -64,6 +65,11 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.local = local
         self.scheme = scheme
         self.trusted = trusted
+        # A client's ``:scheme`` is honoured only from a peer allowed to speak for the connection,
+        # as Gunicorn 27 does: every h2c peer is one (http2/takeover.py lets no other speak
+        # it), a TLS client only when it is in forwarded_allow_ips; for others, the transport's.
+        self.scheme_trusted = scheme == "http" or ip_allowed(
+            client[0] if client else None, config.forwarded_allow_all, config.forwarded_allow_nets)
         self.h2 = FastMachine()
         header_list = config.http2_max_header_list_size
         values: dict[int, int] = {
@@ -146,8 +152,11 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         if window < 65535:
             self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})  # h2 applies it on ACK
         # The connection's receive window starts at 65,535 whatever SETTINGS says (RFC 9113
-        # §6.9.2): open it to the stream window, so one upload may use its whole window.
-        extra = self.config.http2_initial_window_size - 65535
+        # §6.9.2): open it to every stream's window at once, so that an app that has not read
+        # its body yet never blocks another stream's upload (whose app would wait for bytes
+        # its client cannot send). Memory stays bounded by the stream windows: each reopens
+        # only as its app reads (StreamExchange.consumed).
+        extra = min(2**31 - 1, window * self.config.http2_max_concurrent_streams) - 65535
         if extra > 0:
             self.h2.increment_flow_control_window(extra)
 
@@ -274,7 +283,9 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         if refused is not None:
             self.refuse(exchange, *refused)
             return
-        scheme = request.scheme.decode("ascii", "replace") if request.scheme in (b"http", b"https") else self.scheme
+        scheme = self.scheme
+        if self.scheme_trusted and request.scheme in (b"http", b"https"):
+            scheme = request.scheme.decode("ascii")
         self.serve(exchange, request.method, request.target, request.headers, scheme, not ended)
 
     def serve(self, exchange: StreamExchange, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -305,9 +316,10 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             return
         if size > len(data):  # padding is flow-controlled but never reaches the app
             self._acknowledge(stream_id, size - len(data))
-        if exchange.body_deadline:
-            exchange.body_deadline = self.server.deadline_base + self.config.body_timeout
         if data:
+            exchange.held += len(data)  # acknowledged as the app reads them, or when the stream goes
+            if exchange.body_clock:
+                self._body_arrived(exchange, len(data))
             self._feed(exchange, data, True)
 
     def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None:
@@ -408,9 +420,9 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         cycle = exchange.cycle
         if exchange.closed:
             return
+        exchange.app_done = True  # (first: a refusal sent whole then ends a request body still coming)
         if exchange.replace(status, [(b"content-type", b"text/plain; charset=utf-8")],
                             (message + "\n").encode("utf-8", "replace")):
-            exchange.app_done = True
             if not exchange.end_sent:
                 self._reset_stream(exchange, ErrorCodes.CANCEL)  # the rest of the request is not wanted
         else:
@@ -440,6 +452,12 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         if self.streams.pop(exchange.stream_id, None) is not None:
             self.server.streams -= 1
         self.blocked.pop(exchange.stream_id, None)
+        if exchange.held:
+            # Body bytes no app will read now: the connection's window gets them back (h2 skips
+            # the stream's, which is closed), or every upload would shrink it for good.
+            self._acknowledge(exchange.stream_id, exchange.held)
+            exchange.held = 0
+            self.flush_soon()
 
     def _forget(self, exchange: StreamExchange) -> None:
         exchange.closed = True

@@ -43,6 +43,7 @@ class StreamExchange:
         self.connection = connection
         self.stream_id = stream_id
         self.head_only = head_only
+        self.head_request = head_only
         self.expect_100 = expect_100
         self.cycle: Any = None
         #: The response head, held until the first body bytes or the end of the iteration.
@@ -73,6 +74,14 @@ class StreamExchange:
         #: Connection-clock deadlines of what this stream waits for (0: nothing), see H2Connection.sweep.
         self.send_deadline = 0.0
         self.body_deadline = 0.0
+        #: The body's rate rule, as HTTP/1.1's (http1/deadlines.expect_body): where the deadline
+        #: stands for a body exactly at POUNCE_BODY_MIN_RATE, from the app's first wait on; and
+        #: since when the app holds what came (the client's clock stops then), 0 while it waits.
+        self.body_clock = 0.0
+        self.body_paused = 0.0
+        #: Request body bytes fed to the cycle and not yet read by the app: acknowledged (the
+        #: windows reopened) as it reads them, or all at once when the stream goes.
+        self.held = 0
 
     # -- the Exchange protocol -------------------------------------------------
 
@@ -153,6 +162,7 @@ class StreamExchange:
         conn = connection.h2
         stream_id = self.stream_id
         out = self.out
+        moved = False
         try:
             while out:
                 window = conn.local_flow_control_window(stream_id)
@@ -160,6 +170,7 @@ class StreamExchange:
                     connection.blocked[stream_id] = self
                     break
                 chunk = out[0]
+                moved = True
                 size = min(window, conn.max_outbound_frame_size, len(chunk))
                 if size == len(chunk):
                     out.popleft()
@@ -182,6 +193,9 @@ class StreamExchange:
             self.closed = True
             out.clear()
         connection.flush_soon()
+        if moved and out and self.send_deadline:
+            # The client reads, if slowly: POUNCE_SEND_TIMEOUT counts from its last progress.
+            self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
         self.update_flow()
         if not self.flow.paused:
             self.wake()
@@ -241,12 +255,29 @@ class StreamExchange:
             self.expect_100 = False
             if not self.head_sent and self.head is None and not self.closed:
                 connection.send_headers(self.stream_id, [(b":status", b"100")], False)
-        if not self.request_ended and connection.config.body_timeout:
-            self.body_deadline = connection.server.deadline_base + connection.config.body_timeout
-            connection.arm(self.body_deadline)
+        config = connection.config
+        timeout = config.body_timeout
+        if self.request_ended or not timeout:
+            return
+        # The app waits for body bytes: the client's clock runs (see connection._data).
+        base = connection.server.deadline_base
+        if not self.body_clock:
+            self.body_clock = base + timeout
+        elif self.body_paused:
+            self.body_clock += base - self.body_paused  # the app held the bytes meanwhile, not the client
+        self.body_paused = 0.0
+        deadline = base + timeout
+        if config.body_min_rate and self.body_clock < deadline:
+            deadline = self.body_clock
+        self.body_deadline = deadline
+        connection.arm(deadline)
 
     def consumed(self, size: int) -> None:
-        if not self.request_ended and not self.closed:
+        held = self.held
+        if size > held:
+            size = held  # (bytes of an h2c upgrade's HTTP/1.1 body are outside the windows)
+        if size:
+            self.held = held - size
             self.connection.acknowledge(self.stream_id, size)
 
     def informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -281,7 +312,7 @@ class StreamExchange:
         if self.head_sent or self.closed:
             return False
         self.head = None
-        self.head_only = False
+        self.head_only = self.head_request  # a HEAD request's 500 or refusal has no body either
         self.length = None
         self.sent = 0
         self.out.clear()
@@ -295,8 +326,9 @@ class StreamExchange:
         self.app_done = True
         self.body_deadline = 0.0
         connection = self.connection
-        if self.trailers_expected is not None and connection.config.send_timeout:
-            # Announced trailers are what ends the stream: bounded, should the app never send them.
+        if (self.trailers_expected is not None or self.out) and connection.config.send_timeout:
+            # Announced trailers are what ends the stream, or the last bytes wait for a window:
+            # bounded, should the app never send them or the client never open it.
             self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
             connection.arm(self.send_deadline)
         self.connection.stream_done(self)
@@ -304,4 +336,9 @@ class StreamExchange:
     def abort(self) -> None:
         self.app_done = True
         self.head = None
+        if self.end_sent:
+            # What is on the wire is whole (a refusal replaced the app's response): nothing to
+            # reset but a request body still coming (connection.stream_sent does that).
+            self.connection.stream_sent(self)
+            return
         self.connection.reset(self, "INTERNAL_ERROR")

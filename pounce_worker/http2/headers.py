@@ -70,6 +70,8 @@ def request(block: Iterable[tuple[bytes, bytes]]) -> Request:
         headers.append((name, value))
     if not method:
         raise ValueError("request without :method")
+    if not _NAME.match(method):  # h2 lets any bytes through; RFC 9110 §9.1: a token
+        raise ValueError(f"malformed :method {method[:40]!r}")
     if not target and method != b"CONNECT":
         raise ValueError("request without :path")
     authority = authority or host or b""

@@ -10,7 +10,9 @@ each has one, checked by the loop's tick (``LoopServer.sweep`` calls
   ``POUNCE_SEND_TIMEOUT``, then RST_STREAM (or, when the connection's own
   window or the socket is what is stuck, GOAWAY and close);
 - a stream whose app waits for body bytes: ``POUNCE_BODY_TIMEOUT`` without
-  progress, then 408 (or RST_STREAM once the response started);
+  progress, or a body behind ``POUNCE_BODY_MIN_RATE`` past that first allowance
+  (both as for HTTP/1.1; the clock stops while the app holds what came), then
+  408 (or RST_STREAM once the response started);
 - no stream open: ``keepalive``, then GOAWAY(NO_ERROR) and a lingering close;
 - after our FIN: ``LINGER`` seconds for the client's.
 
@@ -98,6 +100,8 @@ class ConnectionLifecycle:
                 break
             if type(event) is h11.Data:
                 if exchange is not None and exchange.cycle is not None and not exchange.app_done:
+                    if exchange.body_clock:
+                        self._body_arrived(exchange, len(event.data))
                     self._feed(exchange, bytes(event.data), True)
                 continue
             # EndOfMessage (h11 then pauses: the request asked to switch protocols).
@@ -168,7 +172,8 @@ class ConnectionLifecycle:
             return
         if self.write_paused or self.h2.outbound_flow_control_window <= 0:
             self.log.info(
-                "Closing HTTP/2 connection from ip=%s: it read nothing of the response for POUNCE_SEND_TIMEOUT=%gs",
+                "Closing HTTP/2 connection from ip=%s: its window (or the socket) stayed shut for "
+                "POUNCE_SEND_TIMEOUT=%gs",
                 self._ip(), timeout,
             )
             self.release()
@@ -183,10 +188,21 @@ class ConnectionLifecycle:
         self._reset_stream(exchange, ErrorCodes.CANCEL)
         self._gone(exchange)
 
+    def _body_arrived(self, exchange: StreamExchange, size: int) -> None:
+        """Body bytes for a stream whose body clock runs: credit them to the rate rule; if the app
+        was waiting, it now has work, and the deadline waits for its next ``want_body``."""
+        rate = self.config.body_min_rate
+        if rate:
+            exchange.body_clock += size / rate
+        if exchange.body_deadline:
+            exchange.body_deadline = 0.0
+            exchange.body_paused = self.server.deadline_base
+
     def _body_stalled(self, exchange: StreamExchange) -> None:
         exchange.body_deadline = 0.0
-        timeout = self.config.body_timeout
-        self.refuse(exchange, 408, f"Request body not received in time (POUNCE_BODY_TIMEOUT={timeout:g}s)")
+        config = self.config
+        self.refuse(exchange, 408, f"Request body not received in time (POUNCE_BODY_TIMEOUT={config.body_timeout:g}s, "
+                    f"POUNCE_BODY_MIN_RATE={config.body_min_rate:g} bytes/s)")
 
     def _goaway(self, code: ErrorCodes) -> None:
         if self.goaway_sent:

@@ -23,6 +23,7 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
+from ..asgi import Rejection
 from ..http1.proxy import ip_allowed
 from .headers import CONNECTION_SPECIFIC
 
@@ -56,7 +57,7 @@ def take(connection: HTTPConnection) -> bool:
             return False
         _become_h2(connection, b"")
         return True
-    if not config.h2c_prior_knowledge or config.proxy_protocol != "off" or not _trusted(connection):
+    if not config.h2c_prior_knowledge or not _trusted(connection):
         return False
     sniffer = PrefaceSniffer(connection)
     transport.set_protocol(sniffer)
@@ -87,6 +88,17 @@ class PrefaceSniffer(asyncio.Protocol):
         self.transport = connection.transport
 
     def data_received(self, data: bytes) -> None:
+        connection = self.connection
+        if connection.proxy_buffer is not None:
+            # proxy_protocol: the proxy's PROXY header comes first, whatever protocol follows
+            # (HAProxy's ``send-proxy`` with ``proto h2``); the client it names is the stream's.
+            try:
+                data = connection.strip_proxy_header(data)
+            except Rejection as exc:
+                self._hand_over(h2=False, rejection=exc)
+                return
+            if not data:
+                return
         buffer = self.buffer = self.buffer + data
         if len(buffer) < len(PREFACE) and PREFACE.startswith(buffer):
             return  # a prefix of the preface so far: wait for the rest (the deadline bounds it)
@@ -95,7 +107,7 @@ class PrefaceSniffer(asyncio.Protocol):
         else:
             self._hand_over(h2=False)
 
-    def _hand_over(self, h2: bool) -> None:
+    def _hand_over(self, h2: bool, rejection: Rejection | None = None) -> None:
         connection = self.connection
         server = connection.server
         self.closed = True
@@ -105,6 +117,9 @@ class PrefaceSniffer(asyncio.Protocol):
             return
         server.connection_upgraded(self, connection)  # type: ignore[arg-type]
         self.transport.set_protocol(connection)
+        if rejection is not None:
+            connection.reject(rejection.status, str(rejection))
+            return
         if connection.config.http2_cleartext == "prior-knowledge":
             connection.reject(400, "expected the HTTP/2 connection preface (http2_cleartext='prior-knowledge')")
             return

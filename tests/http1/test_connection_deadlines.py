@@ -444,6 +444,32 @@ def test_send_timeout_counts_each_wait_not_the_whole_response(make_rig, fast):
     assert conn.output().endswith(b"1\r\nx\r\n" * 3 + b"0\r\n\r\n")
 
 
+def test_send_timeout_counts_from_the_clients_last_progress_within_one_write(make_rig, fast):
+    """One 1 MB body message to a client reading it slowly: the wait is long, but the client takes
+    some of the buffer every 50 s, so POUNCE_SEND_TIMEOUT (60 s) never fires; once it stops, it does."""
+
+    async def app(scope, receive, send):
+        await send(start(200))
+        await send(body(b"x" * 1_000_000))
+
+    rig = make_rig(app, fast_path=fast)
+    conn = rig.connect()
+    conn.stop_reading()
+    conn.transport.buffered = 1_000_000
+    conn.send(GET)
+    for _ in range(4):
+        for _ in range(10):
+            rig.advance(5)
+        conn.read_some(100_000)  # (seen at the next quarter-timeout check, 15 s apart)
+    for _ in range(11):
+        rig.advance(5)
+    assert "abort" not in conn.kinds()  # 55 s since the last progress: not yet
+    for _ in range(4):
+        rig.advance(5)
+    assert "abort" in conn.kinds()  # 75 s: the stall is declared within 1.25 timeouts of it
+    assert "POUNCE_SEND_TIMEOUT=60s" in rig.log.text("info")
+
+
 def test_send_timeout_zero_waits_for_the_client_forever(make_rig, fast):
     sent: list[bool] = []
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.harness import Gunicorn
 from tests.http2.h2_harness import SERVERS, client_context, h2_server, make_certs
+from tests.inprocess import clock, make_rig  # noqa: F401  (the in-process rig's fixtures)
 
 
 @pytest.fixture(scope="session")

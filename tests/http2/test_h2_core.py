@@ -64,6 +64,15 @@ def test_prior_knowledge_with_curl(mode):
         assert not any(name.startswith(":") for name, _ in seen["headers"])
 
 
+def test_prior_knowledge_after_a_proxy_header_with_curl():
+    """A proxy's PROXY header, then h2c (HAProxy's send-proxy with proto h2): curl --haproxy-protocol."""
+    with h2server("threads", "--proxy-protocol", "v1", "--proxy-allow-from", "127.0.0.1") as server:
+        out = curl("--haproxy-protocol", "--http2-prior-knowledge", "-w", "\n%{http_version}", f"{server.url}/scope")
+        body, version = out.stdout.rsplit("\n", 1)
+        assert version == "2", out
+        assert json.loads(body)["http_version"] == "2"
+
+
 def test_alpn_over_tls_with_curl(mode, cert):
     certfile, keyfile = cert
     with h2server(mode, "--certfile", str(certfile), "--keyfile", str(keyfile)) as server:
