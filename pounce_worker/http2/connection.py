@@ -27,6 +27,9 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
+from ..asgi import Rejection
+from ..asgi.cycle import RequestCycle
+from ..asgi.scope import http_scope
 from ..http1.proxy import ip_allowed
 from . import headers as _headers
 from .exchange import StreamExchange
@@ -89,6 +92,8 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         self.awaiting_settings = True
         self.streams: dict[int, StreamExchange] = {}
         self.heads: list[StreamExchange] = []
+        #: The app's response header lists checked before on this connection (headers.ResponseCache).
+        self.response_cache = _headers.ResponseCache()
         self.blocked: dict[int, StreamExchange] = {}
         self.guard = FloodGuard(config.http2_max_concurrent_streams, server.last_tick)
         #: Streams reset in the read being handled (not started), and the last stream we acted on.
@@ -286,10 +291,6 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
     def serve(self, exchange: StreamExchange, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
               scheme: str, more_body: bool) -> None:
         """Build the scope and start the app for one stream (a request, or the h2c upgrade's stream 1)."""
-        from ..asgi import Rejection
-        from ..asgi.cycle import RequestCycle
-        from ..asgi.scope import http_scope
-
         server = self.server
         try:
             scope = http_scope(server, method, target, "2", headers, self.client, self.local, scheme, self.trusted)
@@ -322,8 +323,6 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
             self._feed(exchange, data, True)
 
     def _feed(self, exchange: StreamExchange, data: bytes, more: bool) -> None:
-        from ..asgi import Rejection
-
         try:
             exchange.cycle.feed(data, more)
         except Rejection as exc:

@@ -88,9 +88,11 @@ class StreamExchange:
     def start(self, status: int, headers: Any, cacheable: bool) -> Any:
         connection = self.connection
         server = connection.server
-        block, self.length = _headers.response(
-            status, headers, ((b"server", connection.config.server_header), (b"date", server.date_header))
-        )
+        defaults = ((b"server", connection.config.server_header), (b"date", server.date_header))
+        if cacheable:
+            block, self.length = connection.response_cache.response(status, headers, defaults)
+        else:
+            block, self.length = _headers.response(status, headers, defaults)
         if status in NO_BODY_STATUS:
             self.head_only = True
         self.expect_100 = False

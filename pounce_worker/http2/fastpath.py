@@ -7,7 +7,10 @@ everything else to h2 unchanged, at the same point h2 would have handled it.
 - A request HEADERS frame opening a new stream, whose block is one the
   connection decoded and validated before (``CachingDecoder.lookup``), skips
   HPACK decoding and h2's field validation; the stream is opened and its state
-  machine driven exactly as h2's ``_receive_headers_frame`` does.
+  machine driven exactly as h2's ``_receive_headers_frame`` does. Such frames,
+  arriving whole while h2 holds no partial frame, are read without h2's
+  ``FrameBuffer`` and hyperframe objects (``receive_data``); at the first other
+  frame the rest of the bytes go to h2.
 - Every header block we send is stateless (``StatelessEncoder``).
 - h2 formats every received frame for a trace log line nobody reads (``_receive_frame``):
   not here.
@@ -98,7 +101,8 @@ class FastMachine(ServerMachine):
         else:
             stream.state_machine.process_input(_STREAM_SEND_HEADERS)
         size = stream.max_outbound_frame_size or 0
-        pieces = [block[i:i + size] for i in range(0, len(block), size)]
+        # One frame (the usual case); else h2's split (an empty block or a size of 0 fail as in h2).
+        pieces = [block] if 0 < len(block) <= size else [block[i:i + size] for i in range(0, len(block), size)]
         if end_stream:
             stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
         if stream.state_machine.trailers_sent and not end_stream:
@@ -106,6 +110,9 @@ class FastMachine(ServerMachine):
             raise ProtocolError(msg)
         stream.request_method = method
         last = len(pieces) - 1
+        if not last:
+            self._data_to_send += _frame(0x1, 0x5 if end_stream else 0x4, stream_id, block)
+            return
         out = [_frame(0x1, (0x1 if end_stream else 0) | (0x4 if last == 0 else 0), stream_id, pieces[0])]
         out.extend(_frame(0x9, 0x4 if i == last else 0, stream_id, piece) for i, piece in enumerate(pieces) if i)
         self._data_to_send += b"".join(out)
@@ -135,6 +142,50 @@ class FastMachine(ServerMachine):
         self._data_to_send += _frame(0x0, 0x1 if end_stream else 0, stream_id, data)
         self.outbound_flow_control_window -= frame_size
         assert self.outbound_flow_control_window >= 0 or frame_size == 0
+
+    def receive_data(self, data: Any) -> Any:
+        """h2's ``receive_data``, with the commonest frames read here without frame objects.
+
+        A HEADERS frame (END_HEADERS, maybe END_STREAM, no other flag) opening a new odd stream
+        past every one seen, whose block the decoder cached, opens the stream here
+        (``_open_cached``), as h2's ``FrameBuffer`` and ``_receive_frame`` would. At the first
+        frame that is anything else (or when h2 holds bytes or a header block of its own) the
+        rest goes to h2, at that frame boundary. A connection error ends the connection as
+        h2's does, with the bytes after the frame left in h2's buffer as h2 leaves them.
+        """
+        buffer = self.incoming_buffer
+        if buffer._data or buffer._preamble_len or buffer._headers_buffer or type(data) is not bytes:
+            return super().receive_data(data)
+        limit = buffer.max_frame_size = self.max_inbound_frame_size
+        lookup = self.decoder.lookup  # type: ignore[attr-defined]
+        streams = self.streams
+        events: list[Any] = []
+        pos = 0
+        end = len(data)
+        while end - pos >= 9:
+            flags = data[pos + 4]
+            if data[pos + 3] != 0x1 or flags | 0x1 != 0x5:
+                break
+            length = int.from_bytes(data[pos:pos + 3], "big")
+            stop = pos + 9 + length
+            if stop > end or length > limit:
+                break
+            stream_id = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            if not stream_id & 1 or stream_id <= self.highest_inbound_stream_id or stream_id in streams:
+                break
+            cached = lookup(data[pos + 9:stop])
+            if cached is None:
+                break
+            pos = stop
+            try:
+                events += self._open_cached(stream_id, cached, flags == 0x5)
+            except ProtocolError as e:
+                buffer._data += data[pos:]
+                self._terminate_connection(e.error_code)
+                raise
+        if pos < end:
+            events += super().receive_data(data[pos:] if pos else data)
+        return events
 
     def _receive_frame(self, frame: Any) -> Any:
         """h2's ``_receive_frame`` without its trace line, whose ``repr(frame)`` ran for every frame."""
@@ -176,9 +227,15 @@ class FastMachine(ServerMachine):
                 if request is not None and raw is not None:
                     decoder.store(data, (raw, request.headers))
             return frames, events
+        return [], self._open_cached(stream_id, cached, "END_STREAM" in frame.flags)
+
+    def _open_cached(self, stream_id: int, cached: tuple[list[Any], list[Any]], end_stream: bool) -> list[Any]:
+        """A new stream's request whose block ``cached`` holds, decoded and validated: its events.
+
+        From here on, h2's ``_receive_headers_frame`` and ``H2Stream.receive_headers``, minus the
+        decoding and validation whose result ``cached`` holds.
+        """
         raw, validated = cached
-        # From here on, h2's _receive_headers_frame and H2Stream.receive_headers, minus the decoding
-        # and validation whose result ``cached`` holds.
         max_open_streams = self.local_settings.max_concurrent_streams
         value = self.open_inbound_streams
         if (value + 1) > max_open_streams:
@@ -189,13 +246,13 @@ class FastMachine(ServerMachine):
         machine = stream.state_machine
         stream_events = machine.process_input(_STREAM_RECV_HEADERS)
         event: Any = stream_events[0]
-        if "END_STREAM" in frame.flags:
+        if end_stream:
             ended = machine.process_input(_STREAM_RECV_END_STREAM)
             event.stream_ended = ended[0]
             stream_events += ended
         stream._initialize_content_length(raw)
         event.headers = list(validated)
-        return [], events + stream_events
+        return events + stream_events
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         if not frames:

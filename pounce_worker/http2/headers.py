@@ -92,7 +92,21 @@ def response(
     ``defaults`` (server, date) are added unless the app set the same name.
     Raises ``TypeError``/``ValueError`` for an invalid field, as h11 does for HTTP/1.1.
     """
+    fields, names, length = _checked(headers)
+    return _block(status, fields, names, defaults), length
+
+
+def _block(status: int, fields: list[tuple[bytes, bytes]], names: frozenset[bytes],
+           defaults: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     block: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
+    block += [(name, value) for name, value in defaults if name not in names]
+    block += fields
+    return block
+
+
+def _checked(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], frozenset[bytes], int | None]:
+    """The app's fields checked, lower-cased and filtered; their names; the Content-Length."""
+    fields: list[tuple[bytes, bytes]] = []
     names: set[bytes] = set()
     length: int | None = None
     for pair in headers:
@@ -123,13 +137,49 @@ def response(
                 continue
             length = declared
         names.add(name)
-        block.append((name, value))
-    at = 1
-    for name, value in defaults:
-        if name not in names:
-            block.insert(at, (name, value))
-            at += 1
-    return block, length
+        fields.append((name, value))
+    return fields, frozenset(names), length
+
+
+class ResponseCache:
+    """``response`` for header lists an app sends again and again, checked once per connection.
+
+    Keyed by the app's list as a tuple, compared by value; only lists made of
+    ``(bytes, bytes)`` tuples are kept (anything else may change behind an equal
+    key), at most ``MAX_ENTRIES`` of them and ``MAX_BYTES`` of names and values.
+    """
+
+    MAX_ENTRIES = 32
+    MAX_BYTES = 8192
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[object, ...], tuple[list[tuple[bytes, bytes]], frozenset[bytes], int | None]] = {}
+        self.held = 0
+
+    def response(self, status: int, headers: Iterable[tuple[bytes, bytes]],
+                 defaults: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        """``response(status, headers, defaults)``, from the cache where the list was checked before."""
+        key = headers if type(headers) is tuple else tuple(headers)
+        try:
+            entry = self.entries.get(key)
+        except TypeError:  # unhashable: a list pair, a bytearray...
+            return response(status, key, defaults)
+        if entry is None:
+            entry = _checked(key)
+            size = 0
+            for pair in key:
+                if type(pair) is not tuple or len(pair) != 2 or not type(pair[0]) is type(pair[1]) is bytes:
+                    size = self.MAX_BYTES + 1
+                    break
+                size += len(pair[0]) + len(pair[1])
+            if size <= self.MAX_BYTES:
+                if len(self.entries) >= self.MAX_ENTRIES or self.held + size > self.MAX_BYTES:
+                    self.entries.clear()
+                    self.held = 0
+                self.entries[key] = entry
+                self.held += size
+        fields, names, length = entry
+        return _block(status, fields, names, defaults), length
 
 
 def informational(status: int, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

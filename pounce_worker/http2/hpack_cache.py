@@ -11,20 +11,23 @@ request costs h2. Under load the same blocks repeat, so both directions cache:
   one piece of encoder state HPACK still has, a pending dynamic table size
   update (the client's SETTINGS_HEADER_TABLE_SIZE), is emitted first, as hpack
   would (RFC 7541 §4.2).
-- **Requests**: a block made only of indexed fields (each a single byte
-  0x81-0xFE: index 1-126) does not change the decoder's dynamic table either, so
-  while the table stays as it is, the same bytes decode (and validate) to the
-  same list. Any other block is decoded by hpack, and the cache is emptied
-  first, since that block may change the table. The decoder's two limits are
-  part of the cache key (``Decoder.max_header_list_size``,
-  ``max_allowed_table_size``): a block accepted under one is not under another.
+- **Requests**: a block made only of indexed fields and literals *without
+  indexing* or *never indexed* (``keeps_table``) does not change the decoder's
+  dynamic table either, so while the table stays as it is, the same bytes
+  decode (and validate) to the same list. nghttp2 (curl, h2load, Envoy) sends
+  ``:path`` as a literal without indexing in every request, so a cache of
+  indexed-only blocks never hit for them. Any other block is decoded by hpack,
+  and the cache is emptied first, since that block may change the table. The
+  decoder's two limits are part of the cache key
+  (``Decoder.max_header_list_size``, ``max_allowed_table_size``): a block
+  accepted under one is not under another. The cache holds at most
+  ``MAX_CACHED`` blocks and ``MAX_CACHED_BYTES`` of decoded fields per connection.
 
 tests/http2/test_h2_fastpath.py proves both against h2 and hpack themselves (through ``FastMachine``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
@@ -35,8 +38,8 @@ from hpack.table import HeaderTable
 
 #: Cached blocks per connection before the cache starts over (a Date per second, a few lengths).
 MAX_CACHED = 256
-#: A block of indexed fields with indexes 1-126 only: decoding it leaves the dynamic table as it is.
-ONLY_INDEXED = re.compile(rb"[\x81-\xfe]*")
+#: Bytes of decoded names and values the request cache holds per connection before it starts over.
+MAX_CACHED_BYTES = 65536
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 #: (name, value) -> static index, and name -> its first static index (RFC 7541 Appendix A).
@@ -77,6 +80,61 @@ def encode_block(headers: Any) -> bytes:
     return b"".join(_field(name, value, isinstance(field, NeverIndexedHeaderTuple) or
                            (len(field) > 2 and bool(field[2])))
                     for field in headers for name, value in (field[:2],))
+
+
+def _skip_integer(data: bytes, i: int, end: int) -> int:
+    """Past the continuation bytes of an HPACK integer whose prefix was full (RFC 7541 §5.1)."""
+    while i < end and data[i] & 0x80:
+        i += 1
+    return i + 1
+
+
+def _skip_string(data: bytes, i: int, end: int) -> int:
+    """Past the string literal at ``i`` (RFC 7541 §5.2); past ``end`` if it overruns the block."""
+    if i >= end:
+        return end + 1
+    length = data[i] & 0x7F
+    i += 1
+    if length == 0x7F:
+        shift = 0
+        length = 0x7F
+        while True:
+            if i >= end or shift > 28:
+                return end + 1
+            byte = data[i]
+            i += 1
+            length += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return i + length
+
+
+def keeps_table(data: bytes) -> bool:
+    """True if decoding ``data`` cannot change the dynamic table: only indexed fields and literals
+    without indexing or never indexed (RFC 7541 §6.1, §6.2.2, §6.2.3), read to the block's end.
+
+    False for an incremental-indexing literal (§6.2.1), a table size update (§6.3), or a block
+    that does not parse: saying False is always safe (the cache is emptied, nothing stored).
+    """
+    i = 0
+    end = len(data)
+    while i < end:
+        byte = data[i]
+        if byte & 0x80:  # indexed field, 7-bit prefix
+            i = _skip_integer(data, i + 1, end) if byte & 0x7F == 0x7F else i + 1
+            continue
+        if byte & 0xE0:  # 01xxxxxx: incremental indexing; 001xxxxx: size update
+            return False
+        name = byte & 0x0F  # 0000xxxx / 0001xxxx: 4-bit prefix name index, 0: a literal name
+        if name == 0:
+            i = _skip_string(data, i + 1, end)
+        elif name == 0x0F:
+            i = _skip_integer(data, i + 1, end)
+        else:
+            i += 1
+        i = _skip_string(data, i, end)
+    return i == end
 
 
 class StatelessEncoder:
@@ -132,6 +190,8 @@ class CachingDecoder:
         self.limits: tuple[int, int] = (-1, -1)
         #: The block hpack decoded last, and what it decoded to (``last_raw``).
         self.last: tuple[bytes, list[Any]] = (b"", [])
+        #: Bytes of names and values in ``cache`` (``MAX_CACHED_BYTES``).
+        self.held = 0
 
     # -- what h2 reads and sets on its decoder --------------------------------------
 
@@ -165,8 +225,9 @@ class CachingDecoder:
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         """hpack's decode; a block that may change the dynamic table empties the cache first."""
-        if ONLY_INDEXED.fullmatch(data) is None:
+        if not keeps_table(data):
             self.cache.clear()
+            self.held = 0
         self.last = (b"", [])
         headers = list(self.real.decode(data, raw=raw))
         if raw:
@@ -186,18 +247,24 @@ class CachingDecoder:
         limits = (real.max_header_list_size, real.max_allowed_table_size)
         if limits != self.limits:
             self.cache.clear()
+            self.held = 0
             self.limits = limits
             return None
         return self.cache.get(data)
 
     def store(self, data: bytes, headers: tuple[list[Any], list[Any]]) -> None:
-        """Remember a request block that decoded and validated to ``headers`` (if only of indexed fields)."""
+        """Remember a request block that decoded and validated to ``headers``, if it ``keeps_table``."""
         real = self.real
+        cache = self.cache
         if (real.max_header_list_size, real.max_allowed_table_size) != self.limits:
-            self.cache.clear()
+            cache.clear()
+            self.held = 0
             return
-        if ONLY_INDEXED.fullmatch(data) is not None:
-            cache = self.cache
-            if len(cache) >= MAX_CACHED:
+        if keeps_table(data):
+            size = len(data) + sum(len(field[0]) + len(field[1]) for field in headers[0])
+            if len(cache) >= MAX_CACHED or self.held + size > MAX_CACHED_BYTES:
                 cache.clear()
-            cache[data] = headers
+                self.held = 0
+            if size <= MAX_CACHED_BYTES:
+                cache[data] = headers
+                self.held += size

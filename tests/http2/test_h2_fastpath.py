@@ -2,7 +2,8 @@
 
 Each example is a connection: a client preface, then steps drawn at random from what a
 client sends (requests whose HPACK blocks repeat, as real clients' do once their fields
-are indexed; raw header blocks of random bytes; DATA, WINDOW_UPDATE, RST_STREAM,
+are indexed, some with literals never indexed, as nghttp2 sends ``:path``; raw header
+blocks of random bytes; DATA, WINDOW_UPDATE, RST_STREAM,
 SETTINGS, PING, PRIORITY, CONTINUATION splits, stream ids reused or even or too low,
 garbage) and what the server does (responses, data, trailers, 100 Continue, resets,
 window acknowledgements, SETTINGS of its own). ``fastpath_driver.Pair`` checks after
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 from h2.connection import ConnectionState
 from hpack import Encoder, NeverIndexedHeaderTuple
-from hpack.hpack import encode_integer
+from hpack.hpack import INDEX_NONE, encode_integer
+from hpack.table import HeaderTable
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
 
 from pounce_worker.http2.fastpath import FastMachine
@@ -24,6 +26,15 @@ from tests.http2.fastpath_driver import ERROR_CODES, Pair
 from tests.hypothesis_compat import HealthCheck, given, leg_examples, settings, st
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class Literal(tuple):  # type: ignore[type-arg]
+    """A field the client sends as a literal without indexing (RFC 7541 §6.2.2), as nghttp2 sends ``:path``."""
+
+
+#: How nghttp2 (h2load, curl) sends a request: ``:path`` first and never indexed, the rest indexed.
+NGHTTP2 = [Literal((b":path", b"/plain")), (b":scheme", b"http"), (b":authority", b"127.0.0.1:8000"),
+           (b":method", b"GET"), (b"user-agent", b"h2load nghttp2/1.52.0")]
 BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/plain"), (b":authority", b"127.0.0.1:8000")]
 #: Requests a client repeats: valid ones, and ones h2 refuses (each refusal must be the same).
 REQUESTS: list[list[tuple[bytes, bytes]]] = [
@@ -45,6 +56,11 @@ REQUESTS: list[list[tuple[bytes, bytes]]] = [
     [(b":method", b"CONNECT"), (b":authority", b"example.com:443")],
     [*BASE, (b"host", b"other")],
     [*BASE, (b"bad", b"a\x00b")],
+    NGHTTP2,  # 18
+    [Literal((b":path", b"/other")), *NGHTTP2[1:], NeverIndexedHeaderTuple(b"cookie", b"s=1")],
+    [*NGHTTP2, Literal((b"x-custom", b"one")), Literal((b"x-custom", b"two"))],  # a literal name
+    [*NGHTTP2[1:], Literal((b":path", b""))],  # an empty :path, refused
+    [*NGHTTP2, Literal((b"connection", b"close"))],  # refused
 ]
 #: What the server answers with (the first field decides informational/final/trailers).
 RESPONSES: list[list[Any]] = [
@@ -58,10 +74,13 @@ RESPONSES: list[list[Any]] = [
     [(b":status", b"204")],
     [(b"grpc-status", b"0"), (b"x-trailer", b"yes")],  # trailers
     [(b":status", b"200"), NeverIndexedHeaderTuple(b"set-cookie", b"secret=1")],
-    [(b":status", b"200"), (b"x-big", b"~" * 20000)],  # past one frame (Huffman makes it no shorter): CONTINUATION
+    [(b":status", b"200"), (b"x-big", b"~" * 16500)],  # past one frame (Huffman makes it no shorter): CONTINUATION
     [(b":status", b"200"), (b"cache-control", b"private"), (b"vary", b"accept-encoding")],
 ]
 
+#: Pieces of header blocks: indexed fields, literals that keep the table (some malformed), ones that change it.
+BLOCK_PIECES = [b"\x82", b"\x86", b"\x84", b"\xbe", b"\xc1", b"\x04\x02/a", b"\x0f\x2f\x01x", b"\x00\x01z\x01v",
+                b"\x10\x01k\x00", b"\x04\x81\xff", b"\x7f", b"\x04\x7f", b"\x41\x01h", b"\x3f\xe1\x1f"]
 stream_ids = st.one_of(st.integers(1, 41), st.sampled_from([0, 2, 2**31 - 1]))
 
 
@@ -73,14 +92,15 @@ def settings_frame(ack: bool, values: dict[int, int]) -> bytes:
 
 
 #: What a client commonly sends: requests whose blocks repeat (the cached path), on the next stream mostly.
-common_requests = st.tuples(st.just("request"), st.sampled_from([0, 0, 0, 1, 2, 3, 4, 6]), st.booleans(),
+common_requests = st.tuples(st.just("request"), st.sampled_from([0, 0, 18, 18, 1, 2, 3, 4, 6, 19, 20]), st.booleans(),
                             st.sampled_from(["next"] * 8 + ["same", "even", "low"]), st.sampled_from([0, 0, 0, 3]))
 #: Everything else a client may send, valid or not.
 other_client_steps = st.one_of(
     st.tuples(st.just("request"), st.integers(0, len(REQUESTS) - 1), st.booleans(),
               st.sampled_from(["next", "next", "next", "same", "even", "low"]), st.integers(0, 3)),
     st.tuples(st.just("raw-headers"), stream_ids,
-              st.one_of(st.binary(max_size=12), st.lists(st.integers(0x81, 0xFE), max_size=8).map(bytes)),
+              st.one_of(st.binary(max_size=12), st.lists(st.integers(0x81, 0xFE), max_size=8).map(bytes),
+                        st.lists(st.sampled_from(BLOCK_PIECES), max_size=6).map(b"".join)),
               st.booleans()),
     st.tuples(st.just("data"), stream_ids, st.integers(0, 300), st.booleans(),
               st.one_of(st.none(), st.integers(0, 20))),
@@ -131,13 +151,35 @@ class Client:
             stream_id = self.next_id + 1
         else:
             stream_id = max(1, self.next_id - 4)
-        block = self.encoder.encode(REQUESTS[which])
+        fields = REQUESTS[which]
+        if not any(type(field) is Literal for field in fields):
+            block = self.encoder.encode(fields)
+        else:
+            block = b"".join(literal(self.encoder, field) if type(field) is Literal else self.encoder.encode([field])
+                             for field in fields)
         flags = ["END_STREAM"] if end else []
         if split and len(block) > split:
             first = HeadersFrame(stream_id, data=block[:split], flags=flags)
             rest = ContinuationFrame(stream_id, data=block[split:], flags=["END_HEADERS"])
             return first.serialize() + rest.serialize()
         return HeadersFrame(stream_id, data=block, flags=[*flags, "END_HEADERS"]).serialize()
+
+
+#: Each name's first index in HPACK's static table (RFC 7541 Appendix A).
+STATIC_NAMES: dict[bytes, int] = {}
+for _index, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    STATIC_NAMES.setdefault(_name, _index)
+
+
+def literal(encoder: Encoder, field: tuple[bytes, bytes]) -> bytes:
+    """A literal without indexing, by static name index where there is one, Huffman-coded where shorter."""
+    prefix = encoder.encode([]) if encoder.header_table.resized else b""  # a pending table size update first
+    name, value = field
+    index = STATIC_NAMES.get(name)
+    huffman = len(encoder.huffman_coder.encode(value)) < len(value)
+    if index is None:
+        return prefix + encoder._encode_literal(name, value, INDEX_NONE, huffman)
+    return prefix + encoder._encode_indexed_literal(index, value, INDEX_NONE, huffman)
 
 
 def raw(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
@@ -250,11 +292,17 @@ def test_same_as_h2_on_generated_sequences(steps: list[tuple[Any, ...]], chunks:
 #: Blocks of indexed fields only, some naming dynamic-table entries (62+): the same bytes mean
 #: other fields once the table changed, which the request cache must notice.
 INDEXED_BLOCKS = [b"\x82\x86\x84", b"\x82\x86\x84\xbe", b"\x82\x86\x84\xbf", b"\x82\x86\xbe\xbf",
-                  b"\x83\x86\x84\xbe\xc0", b"\x82\x86\x84\xc5"]
+                  b"\x83\x86\x84\xbe\xc0", b"\x82\x86\x84\xc5",
+                  # literals without indexing / never indexed (0x0_, 0x1_) that leave the table as it is,
+                  # some naming a dynamic entry (0x0f 0x2f: name 62), one with a literal name (0x00)
+                  b"\x82\x86\x04\x02/a", b"\x82\x86\x04\x02/a\xbe", b"\x82\x86\x84\x0f\x2f\x01x",
+                  b"\x82\x86\x84\x1f\x2f\x01y\xbf", b"\x82\x86\x84\x00\x01z\x01v",
+                  b"\x82\x86\x14\x85\x62\xba\x06\x6a\xbf",
+                  b"\x82\x86\x04\x81\xff"]  # (not Huffman: refused)
 #: One round of a busy connection: requests on new streams (one header list, as h2load sends),
 #: their bodies, then the server answers them in some order, other steps in between.
 rounds = st.lists(st.tuples(
-    st.integers(1, 10), st.sampled_from([0, 0, 0, 1, 2, 3, 4]), st.booleans(),
+    st.integers(1, 10), st.sampled_from([0, 0, 18, 18, 1, 2, 3, 4, 19, 20]), st.booleans(),
     st.lists(st.sampled_from([0, 0, 1, 9, 3, 8]), min_size=1, max_size=3),
     st.lists(st.one_of(
         st.tuples(st.just("raw-request"), st.sampled_from(INDEXED_BLOCKS), st.booleans()),
@@ -293,17 +341,21 @@ def test_same_as_h2_on_busy_connections(plan: list[Any], chunks: int, settings_:
 @settings(max_examples=leg_examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(
     st.tuples(st.just("request"), st.sampled_from([0, 2, 4, 5, 16]), st.just(True), st.just("next"), st.just(0)),
+    st.tuples(st.just("request"), st.sampled_from([18, 19, 20]), st.just(True), st.just("next"), st.just(0)),
     st.tuples(st.just("raw-request"),
               st.sampled_from([b"\x82\x86\x84\xbe", b"\x82\x86\x84\xbf", b"\x82\x86\x84\xc0",
-                               b"\x82\x86\x84\xc0\xbe", b"\x82\x86\x84\xc1"]),
+                               b"\x82\x86\x84\xc0\xbe", b"\x82\x86\x84\xc1", b"\x82\x86\x84\x0f\x2f\x01x",
+                               b"\x82\x86\x04\x02/a\xbe\x1f\x30\x01y"]),
               st.just(True))), min_size=2, max_size=24))
 def test_request_cache_follows_the_dynamic_table(steps: list[Any]) -> None:
     """The same indexed block means other fields once the client inserted some: never a stale hit."""
     run(steps, 10_000)
 
 
-def test_repeated_requests_take_the_cached_path() -> None:
-    """The differential tests above prove nothing if the fast path never runs: it does, from the third request."""
+@pytest.mark.parametrize("which", [0, 18])
+def test_repeated_requests_take_the_cached_path(which: int) -> None:
+    """The differential tests above prove nothing if the fast path never runs: it does, from the third
+    request, for a client that indexes every field and for one that never indexes ``:path`` (nghttp2)."""
     pair = Pair()
     machine = pair.fast.machine
     assert isinstance(machine, FastMachine)
@@ -316,13 +368,26 @@ def test_repeated_requests_take_the_cached_path() -> None:
         return found
 
     machine.decoder.lookup = spy  # type: ignore[attr-defined]
+    by_h2 = []
+    receive_frame = machine._receive_frame
+
+    def frame_spy(frame: Any) -> Any:
+        by_h2.append(type(frame).__name__)
+        return receive_frame(frame)
+
+    machine._receive_frame = frame_spy  # type: ignore[method-assign]
     client = Client()
     pair.receive(PREFACE + settings_frame(False, {}) + settings_frame(True, {}))
+    found = []
     for _ in range(3):
-        pair.receive(client.request(0, True, "next", 0))
+        by_h2.clear()
+        hits.clear()
+        pair.receive(client.request(which, True, "next", 0))
+        found.append(any(hits))
         server_act(pair, client, ("respond", -1, 0, False))
         server_act(pair, client, ("send-data", -1, 13, True))
-    assert hits == [False, False, True]  # the first block indexes its fields, the second is stored
+    assert found == [False, False, True]  # the first block indexes its fields, the second is stored
+    assert by_h2 == []  # the third HEADERS frame never reached h2's frame objects (receive_data)
 
 
 @pytest.mark.parametrize("table_size", [0, 100, 4096])
@@ -355,18 +420,23 @@ def test_request_cache_follows_the_header_list_limit() -> None:
     assert result[0] == "error"
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("reset", [True, False])
-def test_frame_on_a_forgotten_stream(reset: bool) -> None:
+def test_frame_on_a_forgotten_stream(reset: bool, cached: bool) -> None:
     """HEADERS again on a stream h2 closed and forgot: RST_STREAM(STREAM_CLOSED) if we reset it,
-    a connection error if it ended normally (RFC 9113 §5.1), as h2's own ``_receive_frame`` says."""
+    a connection error if it ended normally (RFC 9113 §5.1), as h2's own ``_receive_frame`` says;
+    the same with a block the fast path has cached (it must leave such a frame to h2)."""
     pair = Pair()
     client = Client()
     pair.receive(PREFACE + settings_frame(False, {}) + settings_frame(True, {}))
-    pair.receive(client.request(0, not reset, "next", 0))
+    pair.receive(client.request(18, not reset, "next", 0))
     if reset:
         server_act(pair, client, ("reset", -1, ERROR_CODES[8]))
     else:
         server_act(pair, client, ("serve", -1, 0, 5, False))
-    pair.receive(client.request(0, True, "next", 0))  # opening stream 3 prunes closed stream 1
-    result = pair.receive(raw(0x1, 0x5, 1, b"\x82\x86\x84"))
+    for _ in range(2):  # opening stream 3 prunes closed stream 1; stream 5's block is the cached one
+        repeated = client.request(18, True, "next", 0)
+        pair.receive(repeated)
+    block = repeated[9:] if cached else b"\x82\x86\x84"
+    result = pair.receive(raw(0x1, 0x5, 1, block))
     assert (result[0] == "ok") == reset
