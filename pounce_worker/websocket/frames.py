@@ -69,8 +69,11 @@ def feed(self: WebSocketSession, data: bytes) -> None:
     ws = self.ws
     ext = self.deflate
     inflating = ext is not None and INFLATE and ext.enabled()
+    # wsproto's state and the transport's change only inside wsproto or a close of ours
+    # (which sets close_sent): read once here and again after each frame given to wsproto.
+    gone = ws.state is not ConnectionState.OPEN or self.transport.is_closing()
     while start < n or pending:
-        if self.close_sent or ws.state is not ConnectionState.OPEN or self.transport.is_closing():
+        if self.close_sent or gone:
             self.fast = False  # closing: wsproto alone from here, to the end
             if pos < n:
                 self._feed_wsproto(data[pos:])
@@ -82,6 +85,7 @@ def feed(self: WebSocketSession, data: bytes) -> None:
             chunk = data[pos:end]
             pos = start = end
             self._feed_wsproto(chunk)
+            gone = ws.state is not ConnectionState.OPEN or self.transport.is_closing()
             continue
         pending = b""
         avail = n - start
@@ -148,6 +152,7 @@ def feed(self: WebSocketSession, data: bytes) -> None:
         chunk = data[pos:end]
         pos = start = end
         self._feed_wsproto(chunk)
+        gone = ws.state is not ConnectionState.OPEN or self.transport.is_closing()
 
 
 def feed_wsproto(self: WebSocketSession, data: bytes) -> None:
@@ -174,12 +179,15 @@ def on_fast_data(self: WebSocketSession, data: str | bytes, size: int) -> None:
 
 def enqueue(self: WebSocketSession, message: Message, size: int) -> None:
     """A whole message for the app (either path); reading pauses while the app is behind."""
-    self.queue.append((message, size))
+    queue = self.queue
+    queue.append((message, size))
     self.queued_bytes += size
     self.server.request_done()
-    if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
+    if len(queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
         self._pause_reading()
-    self._wake()
+    waiter = self._waiter  # _wake, inline: once per message
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def handle_events(self: WebSocketSession) -> None:

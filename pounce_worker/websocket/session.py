@@ -306,18 +306,20 @@ class WebSocketSession(asyncio.Protocol):
     # -- ASGI receive ------------------------------------------------------------------
 
     async def receive(self) -> Message:
-        while not self.queue and self.disconnect is None:
+        queue = self.queue
+        while not queue and self.disconnect is None:
             self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        if not self.queue:
+        if not queue:
             assert self.disconnect is not None
             return dict(self.disconnect)
-        message, size = self.queue.popleft()
+        message, size = queue.popleft()
         self.queued_bytes -= size
-        self._queue_has_room()
+        if self.read_paused:
+            self._queue_has_room()
         return message
 
     def _queue_has_room(self) -> None:
@@ -363,7 +365,7 @@ class WebSocketSession(asyncio.Protocol):
                 text = message.get("text")
                 if not isinstance(text, str):
                     raise TypeError("ASGI: 'websocket.send' needs 'bytes' or 'text'")
-                if self.fast_out and self.ws.state is ConnectionState.OPEN:
+                if self.fast_out:  # accepted, close not sent: wsproto's state is OPEN
                     payload = text.encode("utf-8")
                     self.sent += len(payload)
                     self._send_frame(0x81, payload)
@@ -372,7 +374,7 @@ class WebSocketSession(asyncio.Protocol):
                 event: WSMessage[Any] = TextMessage(data=text)
                 self.sent += len(text) if text.isascii() else len(text.encode("utf-8"))
             elif isinstance(data, (bytes, bytearray, memoryview)):
-                if self.fast_out and self.ws.state is ConnectionState.OPEN:
+                if self.fast_out:
                     payload = bytes(data)
                     self.sent += len(payload)
                     self._send_frame(0x82, payload)
