@@ -335,6 +335,24 @@ class WebSocketSession(asyncio.Protocol):
         if self.flow.paused:
             await self.flow.wait(self.loop)
         kind = message.get("type")
+        if kind == "websocket.send" and self.fast_out and not self.close_sent and not self.app_closed:
+            # The common case first: fast_out means accepted (handshake done, not denying),
+            # and while our close is not out wsproto's state is OPEN.
+            data = message.get("bytes")
+            if data is None:
+                text = message.get("text")
+                if isinstance(text, str):
+                    payload = text.encode("utf-8")
+                    self.sent += len(payload)
+                    self._send_frame(0x81, payload)
+                    self.server.request_done()
+                    return
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                payload = bytes(data)
+                self.sent += len(payload)
+                self._send_frame(0x82, payload)
+                self.server.request_done()
+                return
         if not self.handshake_done:
             if self.lost:
                 raise ClientDisconnected("the client disconnected")
@@ -365,21 +383,9 @@ class WebSocketSession(asyncio.Protocol):
                 text = message.get("text")
                 if not isinstance(text, str):
                     raise TypeError("ASGI: 'websocket.send' needs 'bytes' or 'text'")
-                if self.fast_out:  # accepted, close not sent: wsproto's state is OPEN
-                    payload = text.encode("utf-8")
-                    self.sent += len(payload)
-                    self._send_frame(0x81, payload)
-                    self.server.request_done()
-                    return
                 event: WSMessage[Any] = TextMessage(data=text)
                 self.sent += len(text) if text.isascii() else len(text.encode("utf-8"))
             elif isinstance(data, (bytes, bytearray, memoryview)):
-                if self.fast_out:
-                    payload = bytes(data)
-                    self.sent += len(payload)
-                    self._send_frame(0x82, payload)
-                    self.server.request_done()
-                    return
                 event = BytesMessage(data=bytes(data))
                 self.sent += len(event.data)
             else:
