@@ -169,6 +169,27 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def sleeps(pid: int) -> int:
+    """Times the threads of ``pid`` blocked (voluntary context switches): a server that answers
+    faster than the next message arrives sleeps and is woken once per message or so, and each
+    wake-up costs kernel time that grows with the machine's load (the hog it preempts)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
 def descendants(pid: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -369,6 +390,10 @@ class Server:
             return master, 0.0
         return sum(cpu_seconds(p) for p in workers), master
 
+    def sleeps(self) -> int:
+        """Voluntary context switches of the workers (of the server itself without children)."""
+        return sum(sleeps(p) for p in self.workers() or [self.pid])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -437,10 +462,10 @@ def measure(server: Server, cell: Cell, args: argparse.Namespace) -> dict[str, A
             status[2 * i] = 2  # go
         time.sleep(args.warmup)
 
-        def snap() -> tuple[float, int, float, float, float, float]:
+        def snap() -> tuple[float, int, float, float, float, float, int]:
             workers, master = server.cpu()
             return (time.monotonic(), sum(counts), workers, master,
-                    sum(cpu_seconds(p.pid) for p in procs if p.pid), machine_busy())
+                    sum(cpu_seconds(p.pid) for p in procs if p.pid), machine_busy(), server.sleeps())
 
         a = snap()
         time.sleep(args.duration)
@@ -458,6 +483,7 @@ def measure(server: Server, cell: Cell, args: argparse.Namespace) -> dict[str, A
     return {
         "seconds": dt, "messages": msgs, "msg_s": msgs / dt if dt else 0.0,
         "us_per_msg": srv / msgs * 1e6 if msgs else None,
+        "sleeps_per_msg": (b[6] - a[6]) / msgs if msgs else None,
         "srv_pct": srv / dt * 100, "master_pct": master / dt * 100, "cli_pct": cli / dt * 100,
         "oth_pct": max(0.0, (busy - srv - master - cli) / dt * 100),
         "deflate": bool(all(status[2 * i + 1] for i in range(nprocs))),
@@ -492,13 +518,18 @@ def _fmt(values: list[float], fmt: str) -> str:
     return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
+def _median(values: list[float | None], fmt: str) -> str:
+    known = [v for v in values if v is not None]
+    return format(statistics.median(known), fmt) if known else "-"
+
+
 def table(results: dict[str, Any], peers: list[Peer], cells: list[Cell]) -> str:
     lines = []
     for cell in cells:
         lines.append(f"\n{cell.key}: {cell.size} B {'binary' if cell.binary else 'text'} messages"
                      f"{', permessage-deflate offered' if cell.deflate else ''}")
         lines.append(f"  {'server':<44} {'msg/s (min-max)':>24} {'srv us/msg (min-max)':>24} "
-                     f"{'/uvicorn':>8} {'srv%':>5} {'cli%':>5} {'oth%':>5}")
+                     f"{'/uvicorn':>8} {'srv%':>5} {'cli%':>5} {'oth%':>5} {'slp/msg':>7}")
         ref = results.get(REFERENCE, {}).get(cell.key, {})
         ref_us = ref.get("us_median")
         for peer in peers:
@@ -516,11 +547,15 @@ def table(results: dict[str, Any], peers: list[Peer], cells: list[Cell]) -> str:
                 f"  {peer.label:<44} {_fmt([x['msg_s'] for x in runs], ',.0f'):>24} {_fmt(us, '.1f'):>24} "
                 f"{ratio:>8} {statistics.median(x['srv_pct'] for x in runs):>5.0f} "
                 f"{statistics.median(x['cli_pct'] for x in runs):>5.0f} "
-                f"{statistics.median(x['oth_pct'] for x in runs):>5.0f}{note}"
+                f"{statistics.median(x['oth_pct'] for x in runs):>5.0f} "
+                f"{_median([x.get('sleeps_per_msg') for x in runs], '.2f'):>7}"
+                f"{note}"
             )
     lines.append("\nsrv us/msg: server worker CPU (utime+stime) per echoed message, median of the runs; "
                  "/uvicorn: that over UvicornWorker's (lower is cheaper). srv%/cli%/oth%: CPU of the server's "
-                 "workers, of the clients and of everything else, in % of one core.")
+                 "workers, of the clients and of everything else, in % of one core. slp/msg: times the "
+                 "server's threads blocked (voluntary context switches) per message, median: a server that "
+                 "sleeps more per message pays more kernel time per wake-up on a loaded machine.")
     return "\n".join(lines)
 
 
@@ -613,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
                     cell_result["runs"].append(run)
                     print(f"{cell.key:<18} {key:<16} rep {rep + 1}: {run['msg_s']:>9,.0f} msg/s "
                           f"{run['us_per_msg'] or 0:>7.1f} us/msg srv {run['srv_pct']:>3.0f}% "
-                          f"cli {run['cli_pct']:>3.0f}% oth {run['oth_pct']:>3.0f}%"
+                          f"cli {run['cli_pct']:>3.0f}% oth {run['oth_pct']:>3.0f}% "
+                          f"slp/msg {run['sleeps_per_msg'] or 0:.2f}"
                           f"{'' if run['deflate'] or not cell.deflate else ' (no deflate)'}", flush=True)
             for key in live:
                 r = results[key][cell.key]

@@ -40,6 +40,13 @@ QUEUE_HIGH_WATER = 65536
 #: a slice at once, and deflate expands up to ~1000x, so a slice bounds what one step allocates
 #: before the size check runs (a 256 KiB read could otherwise inflate to 256 MiB).
 DEFLATE_SLICE = 4096
+
+
+def too_big(limit: int) -> str:
+    """The reason of the 1009 close for a message over ``websocket_max_message_size``."""
+    return f"Message exceeds the maximum size ({limit} bytes)"
+
+
 def feed(self: WebSocketSession, data: bytes) -> None:
     """Frames the fast path handles are handled here; every other byte goes to wsproto, whole frames.
 
@@ -69,8 +76,13 @@ def feed(self: WebSocketSession, data: bytes) -> None:
     ws = self.ws
     ext = self.deflate
     inflating = ext is not None and INFLATE and ext.enabled()
+    limit = self.config.ws_max_size
+    # wsproto's state and the transport's change only inside wsproto or a close of ours
+    # (which sets close_sent; until then wsproto's state is OPEN once accepted): the
+    # transport is looked at once here and both again after each frame given to wsproto.
+    gone = self.transport.is_closing()
     while start < n or pending:
-        if self.close_sent or ws.state is not ConnectionState.OPEN or self.transport.is_closing():
+        if self.close_sent or gone:
             self.fast = False  # closing: wsproto alone from here, to the end
             if pos < n:
                 self._feed_wsproto(data[pos:])
@@ -82,6 +94,7 @@ def feed(self: WebSocketSession, data: bytes) -> None:
             chunk = data[pos:end]
             pos = start = end
             self._feed_wsproto(chunk)
+            gone = ws.state is not ConnectionState.OPEN or self.transport.is_closing()
             continue
         pending = b""
         avail = n - start
@@ -130,11 +143,17 @@ def feed(self: WebSocketSession, data: bytes) -> None:
                     text = None
                 if text is not None:
                     pos = start = end
-                    self._on_fast_data(text, length)
+                    if limit and length > limit:
+                        self._fail(1009, too_big(limit))
+                    else:  # _on_fast_data, inline: once per message
+                        self._enqueue({"type": "websocket.receive", "text": text}, length)
                     continue
             else:
                 pos = start = end
-                self._on_fast_data(payload, length)
+                if limit and length > limit:
+                    self._fail(1009, too_big(limit))
+                else:
+                    self._enqueue({"type": "websocket.receive", "bytes": payload}, length)
                 continue
         # wsproto's frame: from its first byte (pos may be past it when its header was split).
         if opcode == 0 and b0 & 0x80:
@@ -148,6 +167,7 @@ def feed(self: WebSocketSession, data: bytes) -> None:
         chunk = data[pos:end]
         pos = start = end
         self._feed_wsproto(chunk)
+        gone = ws.state is not ConnectionState.OPEN or self.transport.is_closing()
 
 
 def feed_wsproto(self: WebSocketSession, data: bytes) -> None:
@@ -164,7 +184,7 @@ def on_fast_data(self: WebSocketSession, data: str | bytes, size: int) -> None:
     """A whole message from the fast path: ``_on_data`` for a message in one frame."""
     limit = self.config.ws_max_size
     if limit and size > limit:
-        self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
+        self._fail(1009, too_big(limit))
         return
     if isinstance(data, str):
         self._enqueue({"type": "websocket.receive", "text": data}, size)
@@ -174,12 +194,15 @@ def on_fast_data(self: WebSocketSession, data: str | bytes, size: int) -> None:
 
 def enqueue(self: WebSocketSession, message: Message, size: int) -> None:
     """A whole message for the app (either path); reading pauses while the app is behind."""
-    self.queue.append((message, size))
+    queue = self.queue
+    queue.append((message, size))
     self.queued_bytes += size
     self.server.request_done()
-    if len(self.queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
+    if len(queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
         self._pause_reading()
-    self._wake()
+    waiter = self._waiter  # _wake, inline: once per message
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def handle_events(self: WebSocketSession) -> None:
@@ -208,7 +231,7 @@ def on_data(self: WebSocketSession, event: WSMessage[Any]) -> None:
     limit = self.config.ws_max_size
     if limit and self.part_size > limit:
         self.parts.clear()
-        self._fail(1009, f"Message exceeds the maximum size ({limit} bytes)")
+        self._fail(1009, too_big(limit))
         return
     self.parts.append(data)
     if not event.message_finished:
@@ -241,18 +264,23 @@ def send_frame(self: WebSocketSession, first: int, payload: bytes) -> None:
     """One unfragmented frame of ours, unmasked: what wsproto's send writes for it.
 
     Only while the connection is open (our close frame is not out, so wsproto would
-    accept the message). With permessage-deflate (``out_deflate``) the payload is
-    compressed as wsproto would, with the same compressor (deflate.py).
+    accept the message and the socket is not lost: of ``_write``'s checks one is left).
+    With permessage-deflate (``out_deflate``) the payload is compressed as wsproto
+    would, with the same compressor (deflate.py).
     """
     ext = self.out_deflate
     if ext is not None:
         payload = deflate(ext, payload)
         first |= 0x40
     n = len(payload)
+    transport = self.transport
+    if transport.is_closing():
+        return  # as _write: nothing more reaches a socket being torn down
+    # One write, header and payload joined: writelines would save the copy, but asyncio's
+    # (3.12, 3.13.0) does not pause the protocol, so send would lose its backpressure.
     if n < 126:
-        head = bytes((first, n))
+        transport.write(bytes((first, n)) + payload)
     elif n < 65536:
-        head = bytes((first, 126)) + n.to_bytes(2, "big")
+        transport.write(bytes((first, 126)) + n.to_bytes(2, "big") + payload)
     else:
-        head = bytes((first, 127)) + n.to_bytes(8, "big")
-    self._write(head + payload)
+        transport.write(bytes((first, 127)) + n.to_bytes(8, "big") + payload)

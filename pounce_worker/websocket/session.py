@@ -306,18 +306,20 @@ class WebSocketSession(asyncio.Protocol):
     # -- ASGI receive ------------------------------------------------------------------
 
     async def receive(self) -> Message:
-        while not self.queue and self.disconnect is None:
+        queue = self.queue
+        while not queue and self.disconnect is None:
             self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        if not self.queue:
+        if not queue:
             assert self.disconnect is not None
             return dict(self.disconnect)
-        message, size = self.queue.popleft()
+        message, size = queue.popleft()
         self.queued_bytes -= size
-        self._queue_has_room()
+        if self.read_paused:
+            self._queue_has_room()
         return message
 
     def _queue_has_room(self) -> None:
@@ -333,6 +335,24 @@ class WebSocketSession(asyncio.Protocol):
         if self.flow.paused:
             await self.flow.wait(self.loop)
         kind = message.get("type")
+        if kind == "websocket.send" and self.fast_out and not self.close_sent and not self.app_closed:
+            # The common case first: fast_out means accepted (handshake done, not denying),
+            # and while our close is not out wsproto's state is OPEN.
+            data = message.get("bytes")
+            if data is None:
+                text = message.get("text")
+                if isinstance(text, str):
+                    payload = text.encode("utf-8")
+                    self.sent += len(payload)
+                    self._send_frame(0x81, payload)
+                    self.server.request_done()
+                    return
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                payload = bytes(data)
+                self.sent += len(payload)
+                self._send_frame(0x82, payload)
+                self.server.request_done()
+                return
         if not self.handshake_done:
             if self.lost:
                 raise ClientDisconnected("the client disconnected")
@@ -363,21 +383,9 @@ class WebSocketSession(asyncio.Protocol):
                 text = message.get("text")
                 if not isinstance(text, str):
                     raise TypeError("ASGI: 'websocket.send' needs 'bytes' or 'text'")
-                if self.fast_out and self.ws.state is ConnectionState.OPEN:
-                    payload = text.encode("utf-8")
-                    self.sent += len(payload)
-                    self._send_frame(0x81, payload)
-                    self.server.request_done()
-                    return
                 event: WSMessage[Any] = TextMessage(data=text)
                 self.sent += len(text) if text.isascii() else len(text.encode("utf-8"))
             elif isinstance(data, (bytes, bytearray, memoryview)):
-                if self.fast_out and self.ws.state is ConnectionState.OPEN:
-                    payload = bytes(data)
-                    self.sent += len(payload)
-                    self._send_frame(0x82, payload)
-                    self.server.request_done()
-                    return
                 event = BytesMessage(data=bytes(data))
                 self.sent += len(event.data)
             else:

@@ -95,7 +95,9 @@ def _frame(fin: bool, rsv: int, opcode: int, payload: bytes, masked: bool, wide:
 
 texts = st.text(max_size=120).map(lambda s: s.encode("utf-8"))
 invalid_utf8 = st.sampled_from([b"\xff", b"ab\xc3", b"\xed\xa0\x80", b"ok\x80ok", b"\xf4\x90\x80\x80"])
-payloads = st.one_of(texts, st.binary(max_size=300), invalid_utf8, st.just(b"x" * 70000))
+#: Plain payloads, some exactly at, one under and one over the limits drawn below (1009 or not).
+at_limits = st.sampled_from([99, 100, 101, 999, 1000, 1001]).map(lambda n: b"a" * n)
+payloads = st.one_of(texts, st.binary(max_size=300), invalid_utf8, st.just(b"x" * 70000), at_limits)
 close_payloads = st.one_of(
     st.just(b""), st.just(b"\x03"),
     st.sampled_from([1000, 1001, 1005, 1006, 1011, 1012, 999, 3000, 4999, 5000]).map(lambda c: struct.pack("!H", c)),
