@@ -203,6 +203,8 @@ def enqueue(self: WebSocketSession, message: Message, size: int) -> None:
     waiter = self._waiter  # _wake, inline: once per message
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
+    if self._waiters:
+        self._wake()
 
 
 def handle_events(self: WebSocketSession) -> None:

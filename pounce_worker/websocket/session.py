@@ -98,6 +98,8 @@ class WebSocketSession(asyncio.Protocol):
         self.queued_bytes = 0
         self.disconnect: Message | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: receive() calls waiting beside the first (one task reads, another polls with a timeout).
+        self._waiters: list[asyncio.Future[None]] | None = None
         # Flow control.
         self.read_paused = False
         # Write flow control (io/flow.py), as the connection's was: resume_writing now comes here.
@@ -218,6 +220,12 @@ class WebSocketSession(asyncio.Protocol):
             self.pong_timer = None
             self._schedule_ping()
 
+    def _send_stalled(self) -> None:
+        if self.flow.paused and not self.lost:
+            self.log.info("Closing WebSocket connection from ip=%s: it read nothing for POUNCE_SEND_TIMEOUT=%gs",
+                          self.client[0] if self.client else "-", self.config.send_timeout)
+            self.transport.abort()
+
     def _pong_missing(self) -> None:
         self.pong_timer = None
         self.log.info(
@@ -302,17 +310,35 @@ class WebSocketSession(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # -- ASGI receive ------------------------------------------------------------------
 
     async def receive(self) -> Message:
         queue = self.queue
         while not queue and self.disconnect is None:
-            self._waiter = self.loop.create_future()
+            waiter = self.loop.create_future()
+            if self._waiter is None:
+                self._waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    if self._waiter is waiter:
+                        self._waiter = None
+                continue
+            # Another receive() already waits: each waits on its own future, so that one
+            # caller's cancellation (a wait_for that timed out) never strands the other.
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append(waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                waiters.remove(waiter)
         if not queue:
             assert self.disconnect is not None
             return dict(self.disconnect)
@@ -333,7 +359,10 @@ class WebSocketSession(asyncio.Protocol):
 
     async def send(self, message: Message) -> None:
         if self.flow.paused:
-            await self.flow.wait(self.loop)
+            # As for HTTP: a peer that takes nothing of our buffer for POUNCE_SEND_TIMEOUT is let go
+            # (before an accept, a denial's body has no pings to end it otherwise).
+            await self.flow.wait(self.loop, self.config.send_timeout, self._send_stalled,
+                                 self.transport.get_write_buffer_size)
         kind = message.get("type")
         if kind == "websocket.send" and self.fast_out and not self.close_sent and not self.app_closed:
             # The common case first: fast_out means accepted (handshake done, not denying),
