@@ -22,6 +22,7 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..io import wakeup
 from . import ClientDisconnected, Message, Rejection, timing
 from .compression import CompressingSend
 from .hooks import RequestView, ResponseView, access_environ
@@ -45,8 +46,6 @@ class RequestCycle:
     """One request and its response: the ASGI ``receive``/``send`` pair lives here."""
 
     __slots__ = (
-        "_waiter",
-        "_waiters",
         "body",
         "buffered",
         "disconnected",
@@ -66,6 +65,8 @@ class RequestCycle:
         "target",
         "task",
         "timing",
+        "waiter",
+        "waiters",
     )
 
     def __init__(
@@ -99,9 +100,9 @@ class RequestCycle:
         self.response_headers: Headers = ()
         # Read the clock only for what uses it (access log, post_request, Server-Timing).
         self.start_time = time.monotonic() if server.clock_requests else 0.0
-        self._waiter: asyncio.Future[None] | None = None
-        #: receive() calls waiting beside the first (a disconnect listener next to the app's own).
-        self._waiters: list[asyncio.Future[None]] | None = None
+        #: The app's receive() waiting for body bytes, and any waiting beside it (io/wakeup.py).
+        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
         # Server-Timing marks of this request (timing.py), None when the feature is off.
         self.timing = timing.RequestTiming(parse_started, self.start_time) if server.config.server_timing else None
 
@@ -149,13 +150,7 @@ class RequestCycle:
             task.cancel()
 
     def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._waiters:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        wakeup.wake(self)
 
     # -- receive -----------------------------------------------------------------
 
@@ -186,26 +181,7 @@ class RequestCycle:
 
     async def _wait(self) -> None:
         self.exchange.want_body()
-        waiter = self.server.loop.create_future()
-        if self._waiter is None:
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                if self._waiter is waiter:
-                    self._waiter = None
-            return
-        # Another receive() already waits (Starlette's is_disconnected() polls beside a listener,
-        # in a scope already cancelled): each waits on its own future, so that one caller's
-        # cancellation never leaves the other waiting on a future nobody wakes.
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = []
-        waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            waiters.remove(waiter)
+        await wakeup.wait(self, self.server.loop)
 
     # -- send ----------------------------------------------------------------------
 
@@ -214,7 +190,7 @@ class RequestCycle:
         if exchange.flow.paused:
             await exchange.writable()
         if self.disconnected:
-            if self.heard_disconnect or self._waiter is not None or self._waiters:
+            if self.heard_disconnect or self.waiter is not None or self.waiters:
                 # The app listens for http.disconnect and learns it there (Django races a
                 # listener against its view, then cancels the view): raising here too
                 # would skip Django's response.close() and its request_finished signal.
@@ -261,7 +237,7 @@ class RequestCycle:
             except BaseException:
                 self.response_complete = False  # refused (Content-Length): nothing was completed
                 raise
-            if self._waiter is not None or self._waiters:
+            if self.waiter is not None or self.waiters:
                 self.wake()
         else:
             trailers = getattr(exchange, "trailers", None) if message_type == TRAILERS else None
@@ -281,7 +257,7 @@ class RequestCycle:
         except BaseException:
             self.response_complete = False  # refused (Content-Length): nothing was completed
             raise
-        if self._waiter is not None or self._waiters:
+        if self.waiter is not None or self.waiters:
             self.wake()
 
     def _informational(self, message: Message) -> None:

@@ -200,10 +200,10 @@ def enqueue(self: WebSocketSession, message: Message, size: int) -> None:
     self.server.request_done()
     if len(queue) >= MAX_QUEUE or self.queued_bytes >= QUEUE_HIGH_WATER:
         self._pause_reading()
-    waiter = self._waiter  # _wake, inline: once per message
+    waiter = self.waiter  # wakeup.wake, inline: once per message
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-    if self._waiters:
+    if self.waiters:
         self._wake()
 
 

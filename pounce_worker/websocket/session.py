@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi import ASGI_VERSION, ClientDisconnected, Message
 from ..asgi.hooks import RequestView, ResponseView, access_environ
+from ..io import wakeup
 from ..io.flow import WriteFlow
 from . import deflate, frames, handshake
 from .frames import MAX_QUEUE, QUEUE_HIGH_WATER
@@ -97,9 +98,9 @@ class WebSocketSession(asyncio.Protocol):
         self.queue: deque[tuple[Message, int]] = deque([({"type": "websocket.connect"}, 0)])
         self.queued_bytes = 0
         self.disconnect: Message | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        #: receive() calls waiting beside the first (one task reads, another polls with a timeout).
-        self._waiters: list[asyncio.Future[None]] | None = None
+        #: The app's receive() waiting for a message, and any waiting beside it (io/wakeup.py).
+        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
         # Flow control.
         self.read_paused = False
         # Write flow control (io/flow.py), as the connection's was: resume_writing now comes here.
@@ -307,38 +308,14 @@ class WebSocketSession(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._waiters:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        wakeup.wake(self)
 
     # -- ASGI receive ------------------------------------------------------------------
 
     async def receive(self) -> Message:
         queue = self.queue
         while not queue and self.disconnect is None:
-            waiter = self.loop.create_future()
-            if self._waiter is None:
-                self._waiter = waiter
-                try:
-                    await waiter
-                finally:
-                    if self._waiter is waiter:
-                        self._waiter = None
-                continue
-            # Another receive() already waits: each waits on its own future, so that one
-            # caller's cancellation (a wait_for that timed out) never strands the other.
-            waiters = self._waiters
-            if waiters is None:
-                waiters = self._waiters = []
-            waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                waiters.remove(waiter)
+            await wakeup.wait(self, self.loop)
         if not queue:
             assert self.disconnect is not None
             return dict(self.disconnect)
