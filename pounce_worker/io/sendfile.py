@@ -50,9 +50,11 @@ async def send_file(
                     return sent  # the file shrank
                 sent += count
             return sent
-        except (asyncio.SendfileNotAvailableError, NotImplementedError):
+        except (asyncio.SendfileNotAvailableError, NotImplementedError) as exc:
             if sent:
-                raise
+                # asyncio says "not available" for any failure before a call's first byte, and
+                # a later piece's first byte failing is the connection's (a reset, mostly).
+                raise ConnectionResetError(f"sendfile failed after {sent} bytes: {exc}") from exc
             file.seek(0)  # raised before a byte was sent: the blocks below start over
         except RuntimeError:
             if sent or transport.is_closing():

@@ -501,7 +501,8 @@ def test_an_expect_body_sent_without_waiting_for_the_100_has_the_body_deadline(m
     rig.advance(29.9)
     assert conn.open
     rig.advance(0.1)
-    assert conn.output().startswith(b"HTTP/1.1 408 ")
+    # (A 100 may come first: where the app starts at once, 3.12+, it asks before h11 saw the bytes.)
+    assert b"HTTP/1.1 408 " in conn.output()
 
 
 def test_a_103_before_the_body_still_gets_the_client_its_100(make_rig):
