@@ -57,7 +57,7 @@ if __name__ == "__main__":
 from bench.machine import cpu_model  # noqa: E402
 from bench.peers import PORT, Launch, gunicorn_cmd  # noqa: E402
 from bench.procs import HOST, cpu_seconds  # noqa: E402
-from bench.solo import Peer, SoloServer, available, in_turn, probe, spread, stop_all, write_results  # noqa: E402
+from bench.solo import Peer, SoloServer, choose, in_turn, options, spread, stop_all, write_results  # noqa: E402
 
 APP = "bench.apps:app"
 PATH = "/plain"
@@ -189,20 +189,9 @@ def table(results: dict[str, Any], peers: list[Peer]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 x 3 s per server after 1 s warm-up")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--peers", default=",".join(PEER_KEYS))
-    ap.add_argument("--duration", type=float)
-    ap.add_argument("--reps", type=int)
-    ap.add_argument("--warmup", type=float)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (h2load -m)")
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the servers")
-    ap.add_argument("--tag")
-    ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    options(ap, "1 x 3 s per server after 1 s warm-up", PEER_KEYS, load=(
+        ("--connections", {"type": int, "default": 32}),
+        ("--streams", {"type": int, "default": 10, "help": "concurrent streams per connection (h2load -m)"})))
     args = ap.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -220,12 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown peers: {unknown}; known: {', '.join(PEER_KEYS)}")
         return 2
-    try:
-        interp = probe(args.python, PEERS, DISTS)
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        print(f"cannot run {args.python}: {exc}")
+    chosen = choose(args.python, PEERS, wanted, DISTS)
+    if chosen is None:
         return 2
-    peers, skipped = available([p for p in PEERS if p.key in wanted], interp)
+    interp, peers, skipped = chosen
     if args.list:
         for peer in PEERS:
             print(f"{peer.key:<16} {peer.label:<28} {skipped.get(peer.key, 'ok' if peer in peers else 'not asked')}")

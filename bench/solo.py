@@ -12,6 +12,8 @@ import argparse
 import datetime as _dt
 import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,22 +37,51 @@ class Peer:
     launch: Callable[[str], Launch]  # the interpreter's path -> the command, PORT in it
 
 
-def available(peers: Sequence[Peer], interp: Interpreter) -> tuple[list[Peer], dict[str, str]]:
-    """The peers ``interp`` can run, and why each of the others cannot."""
+#: Options of one script, (flag, add_argument's keywords), where ``options`` puts them.
+Own = Sequence[tuple[str, dict[str, Any]]]
+
+
+def options(ap: argparse.ArgumentParser, quick: str, peer_keys: Sequence[str], after_peers: Own = (),
+            load: Own = ()) -> None:
+    """The options both scripts have, in their order, with each one's own ``after_peers`` and ``load``."""
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--peers", default=",".join(peer_keys))
+    for flag, kw in after_peers:
+        ap.add_argument(flag, **kw)
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--warmup", type=float)
+    for flag, kw in load:
+        ap.add_argument(flag, **kw)
+    ap.add_argument("--server-cpu", type=int, default=0)
+    ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the servers")
+    ap.add_argument("--tag")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+
+
+def choose(python: str, peers: Sequence[Peer], wanted: Sequence[str],
+           dists: Sequence[str]) -> tuple[Interpreter, list[Peer], dict[str, str]] | None:
+    """The interpreter as a server started here finds itself (``dists``: the versions to record),
+    the ``wanted`` peers it can run, and why each of the others cannot; None, said why, when
+    ``python`` does not run."""
+    try:
+        interp = Interpreter.probe(python, sorted({m for p in peers for m in p.needs}), dists, code_dir=ROOT)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        print(f"cannot run {python}: {exc}")
+        return None
     runnable, skipped = [], {}
     for peer in peers:
+        if peer.key not in wanted:
+            continue
         missing = interp.missing(peer.needs)
         if missing:
             skipped[peer.key] = f"not installed: {', '.join(missing)}"
         else:
             runnable.append(peer)
-    return runnable, skipped
-
-
-def probe(python: str, peers: Sequence[Peer], dists: Sequence[str]) -> Interpreter:
-    """What ``python`` finds of every peer's needs, and the versions of ``dists``, as a server started here would."""
-    modules = sorted({m for p in peers for m in p.needs})
-    return Interpreter.probe(python, modules, dists, code_dir=ROOT)
+    return interp, runnable, skipped
 
 
 class SoloServer(Server):

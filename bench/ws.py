@@ -39,7 +39,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,10 +50,9 @@ if not __package__:  # python bench/ws.py: bench/ is sys.path[0]; import its mod
 
 from bench.peers import PORT, Launch, gunicorn_cmd
 from bench.procs import CLK_TCK, HOST, busy_ticks, cpu_seconds, voluntary_switches
-from bench.solo import Peer, SoloServer, available, in_turn, probe, spread, stop_all, write_results
+from bench.solo import Peer, SoloServer, choose, in_turn, options, spread, stop_all, write_results
 from bench.ws_client import CELLS, Cell, check, client
 
-BENCH = Path(__file__).resolve().parent
 APP = "bench.ws_app:app"
 REFERENCE = "uvicorn"
 DISTS = ("gunicorn", "wsproto", "websockets", "uvicorn", "uvicorn-worker", "uvloop", "httptools", "granian")
@@ -212,21 +210,9 @@ def table(results: dict[str, Any], peers: list[Peer], cells: list[Cell]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 x 2 s per cell after 0.5 s warm-up")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--peers", default=",".join(PEER_KEYS))
-    ap.add_argument("--cells", default=",".join(CELLS), help="of: " + ", ".join(CELLS))
-    ap.add_argument("--duration", type=float)
-    ap.add_argument("--reps", type=int)
-    ap.add_argument("--warmup", type=float)
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--client-procs", type=int, default=2)
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the servers")
-    ap.add_argument("--tag")
-    ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    options(ap, "1 x 2 s per cell after 0.5 s warm-up", PEER_KEYS,
+            after_peers=[("--cells", {"default": ",".join(CELLS), "help": "of: " + ", ".join(CELLS)})],
+            load=[("--connections", {"type": int, "default": 16}), ("--client-procs", {"type": int, "default": 2})])
     args = ap.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 3.0)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -238,12 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown peers {unknown}; keys: {', '.join(PEER_KEYS)}")
     cells = [CELLS[k.strip()] for k in args.cells.split(",") if k.strip()]
-    try:
-        interp = probe(args.python, PEERS, DISTS)
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        print(f"cannot run {args.python}: {exc}")
+    chosen = choose(args.python, PEERS, wanted, DISTS)
+    if chosen is None:
         return 2
-    peers, skipped = available([p for p in PEERS if p.key in wanted], interp)
+    interp, peers, skipped = chosen
     for key, why in skipped.items():
         print(f"skipped {key}: {why}")
     if args.list:
