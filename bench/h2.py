@@ -37,169 +37,81 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-HOST = "127.0.0.1"
+if __name__ == "__main__":
+    # python bench/h2.py: bench/ is sys.path[0], and this file would shadow the h2 package for
+    # anything that imports it; take bench/ off and import its modules as the bench package.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_model  # noqa: E402
+from bench.peers import PORT, Launch, gunicorn_cmd  # noqa: E402
+from bench.procs import HOST, cpu_seconds  # noqa: E402
+from bench.solo import Peer, SoloServer, choose, in_turn, options, spread, stop_all, write_results  # noqa: E402
+
 APP = "bench.apps:app"
 PATH = "/plain"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: The same Gunicorn settings for -k asgi and pounce_worker (Gunicorn 27's names, defaults
 #: but for the two that turn HTTP/2 on).
 GUNICORN_H2 = ("--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge")
 REFERENCE = "gunicorn-asgi"
+DISTS = ("gunicorn", "h2", "hpack", "hypercorn", "granian", "uvloop")
 
 
-def gunicorn_cmd(py: str, worker: str, port: int, *extra: str) -> list[str]:
-    return [py, "-m", "gunicorn", "-k", worker, "-b", f"{HOST}:{port}", "--workers", "1", "--threads", "1",
-            "--no-control-socket", "--error-logfile", "-", "--log-level", "warning",
-            "--graceful-timeout", "5", *GUNICORN_H2, *extra, APP]
+def h2_gunicorn(py: str, worker: str, *extra: str) -> list[str]:
+    return gunicorn_cmd(py, worker, *GUNICORN_H2, *extra, log_level="warning", chdir=None)
 
 
-@dataclass(frozen=True)
-class Peer:
-    key: str
-    label: str
-    needs: tuple[str, ...]
-
-    def cmd(self, py: str, port: int) -> list[str]:
-        if self.key == "gunicorn-asgi":
-            return gunicorn_cmd(py, "asgi", port)
-        if self.key == "pounce":
-            return gunicorn_cmd(py, "pounce_worker.ThreadWorker", port, "--asgi-loop", "asyncio")
-        if self.key == "pounce-uvloop":
-            return gunicorn_cmd(py, "pounce_worker.ThreadWorker", port, "--asgi-loop", "uvloop")
-        if self.key == "hypercorn":
-            return [py, "-m", "hypercorn", "--workers", "1", "--bind", f"{HOST}:{port}", APP]
-        if self.key == "granian":
-            return [py, "-m", "granian", "--interface", "asgi", "--http", "2", "--workers", "1",
-                    "--host", HOST, "--port", str(port), "--log-level", "warning", APP]
-        raise KeyError(self.key)
-
-    def env(self) -> dict[str, str]:
-        return {"POUNCE_WORKER_MODE": "processes"} if self.key.startswith("pounce") else {}
+def pounce(loop: str) -> Callable[[str], Launch]:
+    return lambda py: Launch(h2_gunicorn(py, "pounce_worker.ThreadWorker", "--asgi-loop", loop),
+                             env={"POUNCE_WORKER_MODE": "processes"})
 
 
 PEERS = (
-    Peer("gunicorn-asgi", "gunicorn -k asgi (h2)", ("gunicorn", "h2")),
-    Peer("hypercorn", "hypercorn (asyncio, h2)", ("hypercorn", "h2")),
-    Peer("granian", "granian (asgi, --http 2)", ("granian",)),
-    Peer("pounce", "pounce_worker (asyncio)", ("gunicorn", "pounce_worker.http2", "h2")),
-    Peer("pounce-uvloop", "pounce_worker (uvloop)", ("gunicorn", "pounce_worker.http2", "h2", "uvloop")),
+    Peer("gunicorn-asgi", "gunicorn -k asgi (h2)", ("gunicorn", "h2"), lambda py: Launch(h2_gunicorn(py, "asgi"))),
+    Peer("hypercorn", "hypercorn (asyncio, h2)", ("hypercorn", "h2"),
+         lambda py: Launch([py, "-m", "hypercorn", "--workers", "1", "--bind", f"{HOST}:{PORT}", APP])),
+    Peer("granian", "granian (asgi, --http 2)", ("granian",),
+         lambda py: Launch([py, "-m", "granian", "--interface", "asgi", "--http", "2", "--workers", "1",
+                            "--host", HOST, "--port", PORT, "--log-level", "warning", APP])),
+    Peer("pounce", "pounce_worker (asyncio)", ("gunicorn", "pounce_worker.http2", "h2"), pounce("asyncio")),
+    Peer("pounce-uvloop", "pounce_worker (uvloop)", ("gunicorn", "pounce_worker.http2", "h2", "uvloop"),
+         pounce("uvloop")),
 )
 PEER_KEYS = tuple(p.key for p in PEERS)
 
 
-# -- processes -----------------------------------------------------------------------------------
+class H2Server(SoloServer):
+    asked = " over h2c"
 
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid``: a gunicorn master's workers, granian's workers."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, peer: Peer, py: str, log_dir: Path, cpu: int | None) -> None:
-        self.peer = peer
-        self.port = free_port()
-        self.log_path = log_dir / f"{peer.key}.log"
-        cmd = peer.cmd(py, self.port)
-        self.cmd = ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
-        env = dict(os.environ, **peer.env())
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.pid = self.proc.pid
+    def __init__(self, peer: Peer, py: str, log_dir: Path, cpu: int | None, h2load: str) -> None:
+        self.h2load = h2load
+        super().__init__(peer, py, log_dir, cpu)
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}{PATH}"
 
-    def wait_ready(self, h2load: str, timeout: float = 30.0) -> None:
-        """Until one h2c request through h2load succeeds (an HTTP/1.1 probe would get a 400 from
-        a Gunicorn prior-knowledge port)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.peer.key} exited with {self.proc.returncode}; see {self.log_path}")
-            out = subprocess.run([h2load, "-n", "1", "-c", "1", self.url], capture_output=True, text=True,
-                                 timeout=20).stdout
-            if "1 succeeded" in out and "status codes: 1 2xx" in out:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.peer.key} did not answer over h2c within {timeout} s; see {self.log_path}")
+    def answers(self) -> bool:
+        """One h2c request through h2load succeeds (an HTTP/1.1 probe would get a 400 from a Gunicorn
+        prior-knowledge port)."""
+        out = subprocess.run([self.h2load, "-n", "1", "-c", "1", self.url], capture_output=True, text=True,
+                             timeout=20).stdout
+        return "1 succeeded" in out and "status codes: 1 2xx" in out
 
-    def cpu(self) -> float:
+    def worker_cpu(self) -> float:
         """Worker CPU seconds (a server without children is its own worker)."""
-        workers = descendants(self.pid)
-        return sum(cpu_seconds(p) for p in workers) if workers else cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait()
-        else:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)  # leftovers of a master that died
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-    def problems(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace")
-        lines = [ln for ln in text.splitlines() if any(w in ln for w in ("Traceback", "ERROR", "Booting worker"))]
-        boots = sum("Booting worker" in ln for ln in lines)
-        out = [ln for ln in lines if "Booting worker" not in ln][:5]
-        if boots > 1:
-            out.insert(0, f"{boots} worker boots (restarts)")
-        return out
+        return cpu_seconds(self.workers() or [self.pid])
 
 
 # -- one measurement -----------------------------------------------------------------------------
@@ -226,14 +138,14 @@ def parse_h2load(out: str) -> dict[str, Any]:
     return got
 
 
-def measure(server: Server, h2load: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(server: H2Server, h2load: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [h2load, "-c", str(args.connections), "-m", str(args.streams), "-t", "1",
            "-D", f"{args.duration:g}", "--warm-up-time", f"{args.warmup:g}", server.url]
     if not args.no_pin:
         cmd = ["taskset", "-c", str(args.client_cpu), *cmd]
-    before = server.cpu()
+    before = server.worker_cpu()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 60)
-    after = server.cpu()
+    after = server.worker_cpu()
     got = parse_h2load(out.stdout)
     if "req_s" not in got or "succeeded" not in got:
         raise RuntimeError(f"h2load: {out.stdout[-400:]} {out.stderr[-400:]}")
@@ -250,37 +162,6 @@ def measure(server: Server, h2load: str, args: argparse.Namespace) -> dict[str, 
 
 
 # -- the run -------------------------------------------------------------------------------------
-
-
-def installed(py: str, modules: tuple[str, ...]) -> list[str]:
-    code = ("import importlib.util,sys\n"
-            "for m in sys.argv[1:]:\n"
-            "    try: print(m, importlib.util.find_spec(m) is not None)\n"
-            "    except ModuleNotFoundError: print(m, False)\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([py, "-c", code, *modules], capture_output=True, text=True, env=env, cwd=ROOT).stdout
-    return [line.split()[0] for line in out.splitlines() if line.endswith("False")]
-
-
-def versions(py: str, h2load: str) -> dict[str, str]:
-    code = ("import importlib.metadata as m,sys,json\nout={'python': sys.version.split()[0]}\n"
-            "for d in ['gunicorn','h2','hpack','hypercorn','granian','uvloop']:\n"
-            "    try: out[d]=m.version(d)\n    except Exception: pass\nprint(json.dumps(out))")
-    res = subprocess.run([py, "-c", code], capture_output=True, text=True)
-    out = json.loads(res.stdout) if res.returncode == 0 else {}
-    h2v = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout.split()
-    if h2v:
-        out["h2load"] = h2v[-1]
-    return out
-
-
-def _fmt(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return format(med, fmt)
-    return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def table(results: dict[str, Any], peers: list[Peer]) -> str:
@@ -300,28 +181,17 @@ def table(results: dict[str, Any], peers: list[Peer]) -> str:
         us_ratio = (f"{r['us_median'] / ref['us_median']:.2f}"
                     if ref.get("us_median") and r.get("us_median") else "-")
         lines.append(
-            f"  {peer.label:<28} {_fmt([x['req_s'] for x in runs], ',.0f'):>26} "
-            f"{statistics.median(x['failed_pct'] for x in runs):>9.1f} {_fmt(us, '.1f'):>24} "
+            f"  {peer.label:<28} {spread([x['req_s'] for x in runs], ',.0f'):>26} "
+            f"{statistics.median(x['failed_pct'] for x in runs):>9.1f} {spread(us, '.1f'):>24} "
             f"{rps_ratio:>11} {us_ratio:>12} {statistics.median(x['srv_pct'] for x in runs):>5.0f}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 x 3 s per server after 1 s warm-up")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--peers", default=",".join(PEER_KEYS))
-    ap.add_argument("--duration", type=float)
-    ap.add_argument("--reps", type=int)
-    ap.add_argument("--warmup", type=float)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (h2load -m)")
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the servers")
-    ap.add_argument("--tag")
-    ap.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    options(ap, "1 x 3 s per server after 1 s warm-up", PEER_KEYS, load=(
+        ("--connections", {"type": int, "default": 32}),
+        ("--streams", {"type": int, "default": 10, "help": "concurrent streams per connection (h2load -m)"})))
     args = ap.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -339,13 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown peers: {unknown}; known: {', '.join(PEER_KEYS)}")
         return 2
-    peers = [p for p in PEERS if p.key in wanted]
-    skipped = {}
-    for peer in list(peers):
-        missing = installed(args.python, peer.needs)
-        if missing:
-            skipped[peer.key] = f"not installed: {', '.join(missing)}"
-            peers.remove(peer)
+    chosen = choose(args.python, PEERS, wanted, DISTS)
+    if chosen is None:
+        return 2
+    interp, peers, skipped = chosen
     if args.list:
         for peer in PEERS:
             print(f"{peer.key:<16} {peer.label:<28} {skipped.get(peer.key, 'ok' if peer in peers else 'not asked')}")
@@ -357,14 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     tag = args.tag or started.strftime("%Y%m%d-%H%M%S")
     log_dir = args.out_dir / "logs" / f"h2-{tag}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    servers: dict[str, Server] = {}
+    servers: dict[str, H2Server] = {}
     results: dict[str, Any] = {p.key: {"runs": []} for p in peers}
     try:
         for peer in peers:
-            server = Server(peer, args.python, log_dir, None if args.no_pin else args.server_cpu)
+            server = H2Server(peer, args.python, log_dir, None if args.no_pin else args.server_cpu, h2load)
             servers[peer.key] = server
             try:
-                server.wait_ready(h2load)
+                server.wait_ready()
             except RuntimeError as exc:
                 results[peer.key]["error"] = str(exc)
                 print(f"{peer.key}: {exc}")
@@ -372,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 del servers[peer.key]
         live = list(servers)
         for rep in range(args.reps):
-            for key in live[rep % len(live):] + live[:rep % len(live)] if live else []:
+            for key in in_turn(live, rep):
                 try:
                     run = measure(servers[key], h2load, args)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -391,51 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: writing partial results")
     finally:
-        problems = {}
-        for key, server in servers.items():
-            server.stop()
-            found = server.problems()
-            if found:
-                problems[key] = found
+        problems = stop_all(servers)
     text = table(results, peers)
     pin = "no pinning" if args.no_pin else f"server on CPU {args.server_cpu}, h2load on CPU {args.client_cpu}"
-    header = (f"bench/h2.py {tag}: {started:%Y-%m-%d %H:%M} UTC, {_cpu_model()}, h2load -c {args.connections} "
+    header = (f"bench/h2.py {tag}: {started:%Y-%m-%d %H:%M} UTC, {cpu_model()}, h2load -c {args.connections} "
               f"-m {args.streams} over h2c (prior knowledge), GET {PATH}, "
               f"{args.reps} x {args.duration:g} s per server after {args.warmup:g} s warm-up, {pin}")
-    vers = versions(args.python, h2load)
-    header += "\n" + ", ".join(f"{k} {v}" for k, v in vers.items())
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "pounce_worker"],
-                           capture_output=True, text=True).stdout.split()
-    where = commit or "(not a git checkout)"
-    header += f"\npounce_worker at {where}{' + uncommitted changes' if dirty else ''}"
-    if skipped:
-        header += "\nnot run: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
-    if problems:
-        text += "\n\nProblems seen in the server logs:\n" + "\n".join(
-            f"  {k}: {line}" for k, lines in problems.items() for line in lines)
-    out = header + "\n\n" + text + "\n"
-    print("\n" + out)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"h2-{tag}.txt").write_text(out)
-    (args.out_dir / f"h2-{tag}.json").write_text(json.dumps({
-        "tag": tag, "started": started.isoformat(), "commit": commit, "dirty": bool(dirty),
-        "versions": vers, "args": {k: str(v) for k, v in vars(args).items()},
-        "cpu_model": _cpu_model(), "commands": {k: s.cmd for k, s in servers.items()},
-        "skipped": skipped, "problems": problems, "results": results,
-    }, indent=1))
+    vers = interp.version_record()
+    h2v = subprocess.run([h2load, "--version"], capture_output=True, text=True).stdout.split()
+    if h2v:
+        vers["h2load"] = h2v[-1]
+    write_results("h2", args, tag, started, header, vers, text, servers, skipped, problems, results,
+                  not_run=True, gap="\n\n")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bench.machine import Interpreter
 from bench.procs import HOST
 from bench.scenarios import FEATURES
 
@@ -18,30 +17,7 @@ PORT = "{port}"
 APPDIR = "{appdir}"
 
 
-# -- the interpreter that runs the servers -----------------------------------------------------
-
-_PROBE = r"""
-import importlib.util, importlib.metadata as md, json, platform, sys
-mods = sys.argv[1].split(",")
-dists = sys.argv[2].split(",")
-def has(m):
-    try:
-        return importlib.util.find_spec(m) is not None
-    except Exception:
-        return False
-def ver(d):
-    try:
-        return md.version(d)
-    except Exception:
-        return None
-probe = getattr(sys, "_is_gil_enabled", None)
-print(json.dumps({
-    "modules": {m: has(m) for m in mods},
-    "versions": {d: ver(d) for d in dists},
-    "python": platform.python_implementation() + " " + platform.python_version(),
-    "gil": bool(probe()) if probe else not getattr(sys.flags, "nogil", False),
-}))
-"""
+# -- what the interpreter must have --------------------------------------------------------
 
 MODULES = (
     "gunicorn", "gunicorn.workers.gasgi", "pounce_worker", "uvicorn", "uvicorn_worker",
@@ -51,27 +27,6 @@ DISTS = (
     "gunicorn", "pounce_worker", "h11", "uvicorn", "uvicorn-worker", "httptools", "uvloop",
     "hypercorn", "granian", "gunicorn_h1c",
 )
-
-
-@dataclass
-class Interpreter:
-    path: str
-    modules: dict[str, bool]
-    versions: dict[str, str | None]
-    python: str
-    gil: bool
-
-    @classmethod
-    def probe(cls, path: str) -> Interpreter:
-        out = subprocess.run(
-            [path, "-c", _PROBE, ",".join(MODULES), ",".join(DISTS)],
-            capture_output=True, text=True, timeout=60, check=True,
-        )
-        data = json.loads(out.stdout)
-        return cls(path=path, **data)
-
-    def missing(self, modules: Sequence[str]) -> list[str]:
-        return [m for m in modules if not self.modules.get(m)]
 
 
 # -- servers -----------------------------------------------------------------------------------
@@ -88,12 +43,15 @@ class Launch:
     pounce: tuple[str, int, str] | None = None
 
 
-def gunicorn_cmd(py: str, worker_class: str, *extra: str, workers: int = 1, threads: int = 1) -> list[str]:
+def gunicorn_cmd(py: str, worker_class: str, *extra: str, workers: int = 1, threads: int | None = 1,
+                 log_level: str = "info", chdir: str | None = APPDIR, app: str = APP) -> list[str]:
+    """Gunicorn serving ``app`` on PORT; ``threads`` or ``chdir`` None: not on the command line
+    (bench/ws.py and bench/h2.py, whose servers start in the repository root)."""
     return [
-        py, "-m", "gunicorn", "-k", worker_class, "-b", f"{HOST}:{PORT}",
-        "--workers", str(workers), "--threads", str(threads),
-        "--no-control-socket", "--error-logfile", "-", "--log-level", "info",
-        "--graceful-timeout", "5", "--chdir", APPDIR, *extra, APP,
+        py, "-m", "gunicorn", "-k", worker_class, "-b", f"{HOST}:{PORT}", "--workers", str(workers),
+        *(("--threads", str(threads)) if threads is not None else ()),
+        "--no-control-socket", "--error-logfile", "-", "--log-level", log_level,
+        "--graceful-timeout", "5", *(("--chdir", chdir) if chdir is not None else ()), *extra, app,
     ]
 
 

@@ -50,7 +50,7 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def _kb_field(path: str, name: str) -> int | None:
+def _number_field(path: str, name: str) -> int | None:
     try:
         with open(path) as f:
             for line in f:
@@ -65,13 +65,18 @@ def memory_kb(pids: Sequence[int]) -> tuple[int, int | None]:
     """(summed VmRSS, summed Pss) of ``pids`` in KiB; Pss is None if smaps_rollup is unavailable."""
     rss, pss, have_pss = 0, 0, True
     for pid in pids:
-        rss += _kb_field(f"/proc/{pid}/status", "VmRSS:") or 0
-        value = _kb_field(f"/proc/{pid}/smaps_rollup", "Pss:")
+        rss += _number_field(f"/proc/{pid}/status", "VmRSS:") or 0
+        value = _number_field(f"/proc/{pid}/smaps_rollup", "Pss:")
         if value is None:
             have_pss = False
         else:
             pss += value
     return rss, (pss if have_pss else None)
+
+
+def descendants(root: int) -> list[int]:
+    """The live processes below ``root``: a gunicorn master's workers, granian's workers."""
+    return [pid for pid in process_tree(root) if pid != root]
 
 
 def cpu_ticks(pids: Sequence[int]) -> int:
@@ -83,10 +88,31 @@ def cpu_ticks(pids: Sequence[int]) -> int:
     return total
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime+stime of ``pids`` in seconds."""
+    return cpu_ticks(pids) / CLK_TCK
+
+
+def voluntary_switches(pids: Sequence[int]) -> int:
+    """Times the threads of ``pids`` blocked (voluntary context switches), from /proc/PID/task/*/status."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            total += _number_field(f"/proc/{pid}/task/{tid}/status", "voluntary_ctxt_switches:") or 0
+    return total
+
+
 def busy_ticks() -> int:
-    """CPU ticks spent on anything but idle and iowait, all CPUs, from /proc/stat."""
+    """CPU ticks spent on anything but idle and iowait, all CPUs, from /proc/stat.
+
+    Only the first eight columns (user .. steal): guest and guest_nice are already in user and nice.
+    """
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
+        values = [int(v) for v in f.readline().split()[1:9]]
     return sum(values) - values[3] - values[4]
 
 

@@ -120,8 +120,8 @@ def snapshot(dest: Path, ref: str | None = None) -> tuple[list[Path], str]:
     return files, code_digest(dest, files)
 
 
-def git_state() -> dict[str, Any]:
-    """The commit checked out and the files changed locally, for the record of a run."""
+def git_state(paths: Sequence[str] = ("pounce_worker", "bench/apps.py")) -> dict[str, Any]:
+    """The commit checked out and the files of ``paths`` changed locally, for the record of a run."""
     def git(*argv: str) -> str:
         try:
             return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True,
@@ -130,7 +130,7 @@ def git_state() -> dict[str, Any]:
             return ""
 
     return {"head": git("rev-parse", "--short", "HEAD").strip() or None,
-            "dirty": git("status", "--porcelain", "--", "pounce_worker", "bench/apps.py").rstrip("\n").splitlines()}
+            "dirty": git("status", "--porcelain", "--", *paths).rstrip("\n").splitlines()}
 
 
 def python_path(first: Sequence[Path], env: Mapping[str, str]) -> str:

@@ -41,12 +41,14 @@ if not __package__:  # python bench/run.py: bench/ is sys.path[0]; import its mo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import refs
+from bench.machine import Interpreter, cpu_model
 from bench.peers import (
     BASELINE_TWINS,
+    DISTS,
     FLOORS,
+    MODULES,
     PEER_KEYS,
     PEERS,
-    Interpreter,
     feature_launch,
     not_installed,
     pounce_launch,
@@ -67,14 +69,6 @@ ROOT = BENCH.parent
 
 
 # -- main -----------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def wrk_version(wrk: str) -> str:
@@ -189,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = shutil.which("wrk")
     try:
-        interp = Interpreter.probe(args.python)
+        interp = Interpreter.probe(args.python, MODULES, DISTS)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"cannot run {args.python}: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.peers import Interpreter, Launch, Peer, gunicorn_label
+from bench.machine import Interpreter
+from bench.peers import Launch, Peer, gunicorn_label
 from bench.procs import CLK_TCK, busy_ticks, cpus_allowed, memory_kb, process_tree
 from bench.scenarios import Scenario
 from bench.server import BUSY_PCT, Server, ServerFailed, http_request

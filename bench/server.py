@@ -1,4 +1,7 @@
-"""One benchmarked server (bench/run.py): its process tree, its readiness, its log."""
+"""One benchmarked server: its process tree, its readiness, its log.
+
+bench/run.py uses it as it is; bench/h2.py and bench/ws.py through ``bench.solo``, with their own readiness.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class Server:
         self.cpu = cpu
         self.log_kind = log_kind
         self.port = 0
+        self.cmd: list[str] = []  # as last started: taskset, the real port and directory
         self.proc: subprocess.Popen[Any] | None = None
         self.starts = 0
 
@@ -99,19 +103,24 @@ class Server:
         return refs.imported_from(python, self.app_dir, self.env())
 
     def start(self, boot_timeout: float) -> None:
+        self.spawn()
+        self.wait_ready(boot_timeout)
+
+    def spawn(self) -> None:
+        """Start it on a free port, pinned to its CPU, its output appended to its log; do not wait."""
         self.port = free_port()
         cmd = [c.replace(PORT, str(self.port)).replace(APPDIR, str(self.app_dir)) for c in self.launch.cmd]
         env = self.env()
         prefix = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+        self.cmd = [*prefix, *cmd]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start #{self.starts + 1} {_dt.datetime.now().isoformat(timespec='seconds')}: "
                       f"{' '.join(cmd)}\n".encode())
             log.flush()
-            self.proc = spawn([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.proc = spawn(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               cwd=str(self.app_dir), env=env)
         self.starts += 1
-        self.wait_ready(boot_timeout)
 
     def wait_ready(self, timeout: float) -> None:
         """Until /plain answers 200 and the tree has all its processes (workers booted)."""

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ws import DEFLATE_OFFER, frame, payload  # noqa: E402
 from bench.ws_app import app as ws_app  # noqa: E402
+from bench.ws_client import DEFLATE_OFFER, frame, payload  # noqa: E402
 from bench.ws_driver import make_server, open_session  # noqa: E402
 
 
