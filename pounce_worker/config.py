@@ -13,6 +13,7 @@ a malformed value fails the boot with a message naming the variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,10 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number ({ENV_SETTINGS[name][1]})") from None
+    if not math.isfinite(value):
+        # float() takes nan and inf: a nan deadline never fires, an inf tick never ticks, and
+        # int() of either fails without naming the variable.
+        raise ConfigError(f"{name}={raw!r} is not a finite number ({ENV_SETTINGS[name][1]})")
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative ({ENV_SETTINGS[name][1]})")
     return value
