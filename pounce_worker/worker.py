@@ -125,6 +125,20 @@ class ThreadWorker(base.Worker):
         self._stale_reported: set[int] = set()
         self.status: StatusServer | None = None
 
+    @property
+    def nr(self) -> int:
+        """Requests served so far, as Gunicorn's workers keep it for hooks (``worker.nr``).
+
+        Summed from the loops' own counters on each read rather than counted here: each
+        loop increments only its own, so no lock is needed on the request path, and a
+        read racing an increment is one request behind at worst.
+        """
+        return sum(server.requests for server in getattr(self, "servers", ()))
+
+    @nr.setter
+    def nr(self, value: int) -> None:
+        """Ignored: ``base.Worker.__init__`` assigns 0, and the loops keep the count."""
+
     # -- boot --------------------------------------------------------------------
 
     @staticmethod
