@@ -22,6 +22,8 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..http1.connection import LINGER
+
 if TYPE_CHECKING:
     from ..budget import RequestBudget
     from ..config import ServerConfig
@@ -35,6 +37,24 @@ ACCEPT_BATCH = 16
 FAIRNESS_PAUSE = 0.005
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds a TLS handshake may take when neither POUNCE_HEADER_TIMEOUT nor keepalive bounds it.
+TLS_HANDSHAKE_FALLBACK = 60.0
+
+
+def tls_timeouts(config: ServerConfig) -> dict[str, float]:
+    """``connect_accepted_socket``'s TLS bounds, from our own deadlines instead of asyncio's.
+
+    asyncio (and uvloop) default to 60 s for a handshake and 30 s for the close_notify
+    exchange, and the connection holds its ``worker_connections`` slot all along: a
+    client that connects and says nothing held it 60 s whatever POUNCE_HEADER_TIMEOUT
+    said, and every TLS close up to 30 s. The handshake gets the header timeout (a
+    client is as slow sending its ClientHello as its request head), and the shutdown
+    the lingering close's LINGER, as a cleartext close gets for the client's FIN.
+    """
+    return {
+        "ssl_handshake_timeout": config.header_timeout or config.keepalive or TLS_HANDSHAKE_FALLBACK,
+        "ssl_shutdown_timeout": LINGER,
+    }
 
 
 class AcceptGate:
@@ -146,7 +166,12 @@ class AcceptGate:
             return made
 
         try:
-            await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
+            if self.ssl_context is None:
+                await self.loop.connect_accepted_socket(factory, sock)
+            else:
+                await self.loop.connect_accepted_socket(
+                    factory, sock, ssl=self.ssl_context, **tls_timeouts(self.config)
+                )
         except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 self.log.debug("Connection setup failed: %s", exc)
