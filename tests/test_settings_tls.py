@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -81,6 +82,8 @@ def _https(port: int, ctx: ssl.SSLContext, path: str = "/info", timeout: float =
 
 
 def test_certfile_keyfile_serve_https(certs, mode):
+    """HTTPS is served, plain HTTP is not, and a TERM does not wait for a client that never
+    starts its handshake (it held the stop until graceful_timeout, 10 s here, ran out)."""
     server = subject(PROBE, *_tls_args(certs), mode=mode)
     with running(server):
         status, body, _ = _https(server.port, _client_context(certs))
@@ -91,6 +94,13 @@ def test_certfile_keyfile_serve_https(certs, mode):
                 reply = plain.recv(65536)
             except ConnectionResetError:
                 reply = b""
+        with socket.create_connection((HOST, server.port), timeout=5) as silent:
+            wait_accepted(silent)
+            stopped = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait(20) == 0
+            took = time.monotonic() - stopped
+    assert took < 6, f"the stop waited {took:.1f}s for a handshake that never began"
     assert status == 200
     info = json.loads(body)
     assert info["scheme"] == "https"

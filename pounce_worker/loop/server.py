@@ -37,7 +37,7 @@ from ..http1.frame import ResponseHeaderCache
 from ..http1.parse import FieldCache
 from ..log import LoopLog
 from .gate import AcceptGate
-from .stop import GracefulStop
+from .stop import GracefulStop, StopPlan
 
 if TYPE_CHECKING:
     from ..asgi.cycle import RequestCycle
@@ -233,28 +233,25 @@ class LoopServer(AcceptGate, GracefulStop):
         self._start_accepting()
         self.started.set()
         await self._stop_requested
-        graceful_timeout = self.config.graceful_timeout
-        deadline = self.loop.time() + graceful_timeout
-        await self._drain(deadline)
+        plan = StopPlan.starting(self.loop.time(), self.config.graceful_timeout)
+        await self._drain(plan)
         if self.fast_stop:
             # QUIT/INT skip lifespan shutdown (as Gunicorn's -k asgi); the app's lifespan
             # task, still waiting for that message, is cancelled instead of left pending.
             await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
         else:
-            # What graceful_timeout has left, at least a second, minus a moment to end the
-            # task and exit before the arbiter's SIGKILL (it counts graceful_timeout from TERM).
-            margin = min(1.0, graceful_timeout * 0.1)
             try:
-                await asyncio.wait_for(lifespan.shutdown(), max(1.0, deadline - margin - self.loop.time()))
+                await asyncio.wait_for(lifespan.shutdown(), self._left(plan.lifespan))
             except asyncio.TimeoutError:
                 self.log.error(
                     "ASGI lifespan shutdown did not complete within graceful_timeout=%gs; cancelling it",
-                    graceful_timeout,
+                    self.config.graceful_timeout,
                 )
-                await lifespan.close(0.0, margin / 2)
+                await lifespan.close(0.0, self._left(plan.lifespan_task))
             else:
-                await lifespan.close(margin / 2, margin / 2)
-        await self._cancel_leftovers()
+                left = self._left(plan.lifespan_task)
+                await lifespan.close(left / 2, left / 2)
+        await self._cancel_leftovers(plan.leftovers)
         self.finished = True
 
     #: When this loop's lifespan startup began (time.monotonic(); 0: not yet). Written once by
