@@ -135,11 +135,12 @@ class AcceptGate:
     def _sibling_should_take_it(self) -> bool:
         """Whether a responsive sibling loop holds clearly fewer connections than this one.
 
-        Reads other loops' ``active`` and ``last_tick`` without a lock: plain
-        attribute reads, and a stale value only makes the heuristic less fair.
-        A sibling that has not ticked recently (blocked), is full or is stopping
-        is ignored, so a connection never waits on a loop that cannot take it;
-        the least loaded one never steps aside, so some loop always accepts.
+        Reads other loops' ``active``, ``accepting``, ``_backoff`` and ``last_tick``
+        without a lock: plain attribute reads, and a stale value only makes the
+        heuristic less fair. A sibling that has not ticked recently (blocked), is
+        full, is stopping or does not watch the listeners (still in its lifespan
+        startup) is ignored, so a connection never waits on a loop that cannot take
+        it; the least loaded one never steps aside, so some loop always accepts.
         """
         if len(self.siblings) < 2:
             return False
@@ -147,7 +148,8 @@ class AcceptGate:
         fresh = self.config.tick * 2 + 0.1
         least = min(
             (s.active for s in self.siblings
-             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh),
+             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh
+             and (s.accepting or s._backoff is not None)),
             default=None,
         )
         return least is not None and self.active > least + 1
