@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,6 +272,9 @@ class ServerConfig:
     #: Request header names ``proxy.forwarded`` acts on for a trusted peer.
     forwarded_names: frozenset[bytes] = frozenset()
     status_bind: StatusBind | None = None
+    #: Gunicorn's reuse_port where the OS has SO_REUSEPORT: then each worker binds listening
+    #: sockets of its own (Gunicorn's spawn_worker), which a stop may close (loop/gate.py).
+    reuse_port: bool = False
     #: POUNCE_LIFESPAN_STARTUP_TIMEOUT: seconds a loop's lifespan startup may take (0: no limit).
     lifespan_startup_timeout: float = 30.0
     ws_ping_interval: float = 20.0
@@ -418,6 +422,7 @@ class ServerConfig:
             uwsgi_allow_all=uwsgi_all,
             uwsgi_allow_nets=uwsgi_nets,
             status_bind=status_bind,
+            reuse_port=bool(getattr(cfg, "reuse_port", False)) and hasattr(socket, "SO_REUSEPORT"),
             lifespan_startup_timeout=_env_number(env, "POUNCE_LIFESPAN_STARTUP_TIMEOUT"),
             ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
             ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),

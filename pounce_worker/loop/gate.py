@@ -19,6 +19,7 @@ import asyncio
 import errno
 import socket
 import ssl
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ ACCEPT_BATCH = 16
 FAIRNESS_PAUSE = 0.005
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Serialises the loops' "this gate is closed for good": the last one closes reuse_port listeners.
+GATE_LOCK = threading.Lock()
 #: Seconds a TLS handshake may take when neither POUNCE_HEADER_TIMEOUT nor keepalive bounds it.
 TLS_HANDSHAKE_FALLBACK = 60.0
 
@@ -71,6 +74,8 @@ class AcceptGate:
         connection_class: type[HTTPConnection]
         setups: set[asyncio.Task[Any]]
         accepting: bool
+        gate_done: bool
+        fast_stop: bool
         stopping: bool
         active: int
         peak: int
@@ -124,13 +129,53 @@ class AcceptGate:
                     self._backoff = self.loop.call_later(1.0, self._resume_after_backoff)
                     return
                 raise
-            sock.setblocking(False)
-            self.active += 1
-            if self.active > self.peak:
-                self.peak = self.active
-            setup = self.loop.create_task(self._serve(sock))
-            self.setups.add(setup)
-            setup.add_done_callback(self.setups.discard)
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """An accepted socket takes a slot and becomes a connection (``_serve``)."""
+        sock.setblocking(False)
+        self.active += 1
+        if self.active > self.peak:
+            self.peak = self.active
+        setup = self.loop.create_task(self._serve(sock))
+        self.setups.add(setup)
+        setup.add_done_callback(self.setups.discard)
+
+    def _gate_closed_for_good(self) -> None:
+        """This loop will never accept again (it stops, or stopped before it began).
+
+        With ``reuse_port`` the listening sockets are this worker's own (Gunicorn binds
+        them in each worker), and the kernel keeps routing a share of new connections to
+        an open one whether anyone accepts or not: during a drain they would wait in its
+        backlog, unanswered, and be reset at exit. So the last loop to get here takes what
+        already waits there (served like any connection accepted before the stop) and
+        closes the sockets, and the kernel sends new connections to the other workers.
+        Without ``reuse_port`` the sockets are shared with the arbiter and every worker:
+        they stay open, and what waits in them is another worker's to take.
+        """
+        if not self.config.reuse_port or self.gate_done:
+            return
+        with GATE_LOCK:
+            self.gate_done = True
+            if not all(sibling.gate_done for sibling in self.siblings):
+                return
+        for listener in self.listeners:
+            if not self.fast_stop:
+                self._take_backlog(listener)
+            listener.close()
+
+    def _take_backlog(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self.log.warning("accept() before closing the listener failed: %s", exc)
+                return
+            self._admit(sock)
 
     def _sibling_should_take_it(self) -> bool:
         """Whether a responsive sibling loop holds clearly fewer connections than this one.

@@ -70,7 +70,7 @@ class LoopServer(AcceptGate, GracefulStop):
         "_backoff", "_drained", "_early_stop", "_holding", "_pending_heads", "_stop_lock", "_stop_requested",
         "_tick_due", "accepting", "active", "app", "bare_requests", "budget", "clock_requests", "config",
         "connection_class", "connections", "counted", "date_header", "deadline_base", "default_lines",
-        "eager_exchange", "fast_stop", "finished", "header_blocks", "hooks", "index", "known_fields",
+        "eager_exchange", "fast_stop", "finished", "gate_done", "header_blocks", "hooks", "index", "known_fields",
         "known_hosts", "lag", "lag_total", "last_tick", "limit", "listeners", "log", "loop", "loop_kind",
         "peak", "rejected", "requests", "setups", "siblings", "ssl_context", "started", "startup_began",
         "startup_error", "state", "stopping", "tasks", "thread", "ticks", "worker",
@@ -134,6 +134,8 @@ class LoopServer(AcceptGate, GracefulStop):
         self.active = 0
         self.peak = 0
         self.accepting = False
+        # Set once this loop will never accept again (gate.py: _gate_closed_for_good).
+        self.gate_done = False
         self.stopping = False
         self.fast_stop = False
         self.requests = 0
@@ -227,6 +229,7 @@ class LoopServer(AcceptGate, GracefulStop):
         self._tick()
         lifespan = Lifespan(self.app, self.config.lifespan, self.log, self.state)
         if not await self._startup(lifespan):
+            self._gate_closed_for_good()
             self.finished = True
             self.started.set()
             return

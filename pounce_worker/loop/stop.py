@@ -108,6 +108,8 @@ class GracefulStop:
 
         def _stop_accepting(self) -> None: ...
 
+        def _gate_closed_for_good(self) -> None: ...
+
     def _begin_stop(self, graceful: bool) -> None:
         if not graceful:
             self.fast_stop = True
@@ -123,6 +125,7 @@ class GracefulStop:
         self._stop_accepting()
         if self._backoff is not None:
             self._backoff.cancel()
+        self._gate_closed_for_good()
         if self.setups and not self.fast_stop:
             # Accepted before the stop: a client may already have sent its request
             # (cancelling would close the socket on unread data: a reset). Let them
