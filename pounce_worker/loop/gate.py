@@ -40,6 +40,9 @@ FAIRNESS_PAUSE = 0.005
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Serialises the loops' "this gate is closed for good": the last one closes reuse_port listeners.
 GATE_LOCK = threading.Lock()
+#: Most connections taken from a reuse_port listener's queue before it closes (Gunicorn's
+#: backlog is 2048 by default; connections still arriving meanwhile must not keep the loop busy).
+BACKLOG_TAKE_LIMIT = 4096
 #: Seconds a TLS handshake may take when neither POUNCE_HEADER_TIMEOUT nor keepalive bounds it.
 TLS_HANDSHAKE_FALLBACK = 60.0
 
@@ -165,7 +168,7 @@ class AcceptGate:
             listener.close()
 
     def _take_backlog(self, listener: socket.socket) -> None:
-        while True:
+        for _ in range(BACKLOG_TAKE_LIMIT):
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
