@@ -429,7 +429,7 @@ def test_reuse_port():
             conn.send(build_request("/info", close=False))
             pid = json.loads(conn.read_response().body)["pid"]
             assert _listening_inodes(with_it.port) & _socket_inodes(pid)
-            conn.send(build_request("/sleep?s=3"))
+            conn.send(build_request("/sleep?s=2"))
             poll_until(lambda: _unread_by_server(with_it.port, conn.local_port) == 0, 10,
                        what="the worker read the request")  # so it is in flight at the TERM
             os.kill(pid, signal.SIGTERM)
