@@ -13,7 +13,9 @@ a malformed value fails the boot with a message naming the variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +103,10 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number ({ENV_SETTINGS[name][1]})") from None
+    if not math.isfinite(value):
+        # float() takes nan and inf: a nan deadline never fires, an inf tick never ticks, and
+        # int() of either fails without naming the variable.
+        raise ConfigError(f"{name}={raw!r} is not a finite number ({ENV_SETTINGS[name][1]})")
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative ({ENV_SETTINGS[name][1]})")
     return value
@@ -266,6 +272,9 @@ class ServerConfig:
     #: Request header names ``proxy.forwarded`` acts on for a trusted peer.
     forwarded_names: frozenset[bytes] = frozenset()
     status_bind: StatusBind | None = None
+    #: Gunicorn's reuse_port where the OS has SO_REUSEPORT: then each worker binds listening
+    #: sockets of its own (Gunicorn's spawn_worker), which a stop may close (loop/gate.py).
+    reuse_port: bool = False
     #: POUNCE_LIFESPAN_STARTUP_TIMEOUT: seconds a loop's lifespan startup may take (0: no limit).
     lifespan_startup_timeout: float = 30.0
     ws_ping_interval: float = 20.0
@@ -413,6 +422,7 @@ class ServerConfig:
             uwsgi_allow_all=uwsgi_all,
             uwsgi_allow_nets=uwsgi_nets,
             status_bind=status_bind,
+            reuse_port=bool(getattr(cfg, "reuse_port", False)) and hasattr(socket, "SO_REUSEPORT"),
             lifespan_startup_timeout=_env_number(env, "POUNCE_LIFESPAN_STARTUP_TIMEOUT"),
             ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
             ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),

@@ -125,33 +125,56 @@ class ThreadWorker(base.Worker):
         self._stale_reported: set[int] = set()
         self.status: StatusServer | None = None
 
+    @property
+    def nr(self) -> int:
+        """Requests served so far, as Gunicorn's workers keep it for hooks (``worker.nr``).
+
+        Summed from the loops' own counters on each read rather than counted here: each
+        loop increments only its own, so no lock is needed on the request path, and a
+        read racing an increment is one request behind at worst.
+        """
+        return sum(server.requests for server in getattr(self, "servers", ()))
+
+    @nr.setter
+    def nr(self, value: int) -> None:
+        """Ignored: ``base.Worker.__init__`` assigns 0, and the loops keep the count."""
+
     # -- boot --------------------------------------------------------------------
 
-    @classmethod
-    def check_config(cls, cfg: Any, log: Any) -> None:
-        """Runs in the master at boot: validate settings and say which mode runs."""
-        try:
-            config = ServerConfig.from_gunicorn(cfg)
-        except ConfigError as exc:
-            raise RuntimeError(f"pounce_worker: {exc}") from None
+    @staticmethod
+    def validated_config(cfg: Any) -> ServerConfig:
+        """The worker's frozen config, or ConfigError naming the first setting it cannot run with.
+
+        Shared by the master (check_config, at its start) and every worker (run): after a
+        HUP the master rereads its settings but never calls check_config again, so each
+        new worker must refuse a bad one itself, with the boot-error code.
+        """
+        config = ServerConfig.from_gunicorn(cfg)
         if config.protocol not in ("http", "uwsgi"):
-            raise RuntimeError(
-                f"pounce_worker: protocol={cfg.protocol!r} is not supported: this worker speaks "
+            raise ConfigError(
+                f"protocol={cfg.protocol!r} is not supported: this worker speaks "
                 "protocol='http' or protocol='uwsgi'"
             )
         if config.protocol == "uwsgi" and config.proxy_protocol != "off":
             # Gunicorn's uwsgi parser ignores PROXY headers; here one would be read as a
             # malformed uwsgi packet: say so at boot instead.
-            raise RuntimeError(
-                f"pounce_worker: protocol='uwsgi' cannot be combined with proxy_protocol={cfg.proxy_protocol!r}"
-            )
-        chosen, why = _mode.choose()
-        build = _mode.interpreter_build()
+            raise ConfigError(f"protocol='uwsgi' cannot be combined with proxy_protocol={cfg.proxy_protocol!r}")
         if config.http2 and not http2.AVAILABLE:
-            raise RuntimeError(
-                f"pounce_worker: http_protocols={','.join(config.http_protocols)} includes h2 but the h2 "
+            raise ConfigError(
+                f"http_protocols={','.join(config.http_protocols)} includes h2 but the h2 "
                 "package is not installed: install pounce_worker[http2] (or h2), or drop h2 from http_protocols"
             )
+        return config
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Runs in the master at boot: validate settings and say which mode runs."""
+        try:
+            config = cls.validated_config(cfg)
+        except ConfigError as exc:
+            raise RuntimeError(f"pounce_worker: {exc}") from None
+        chosen, why = _mode.choose()
+        build = _mode.interpreter_build()
         if getattr(cfg, "http_parser", "auto") == "fast":
             # -k asgi's 'fast' demands the gunicorn_h1c C parser; this worker never uses it.
             log.warning(
@@ -237,7 +260,13 @@ class ThreadWorker(base.Worker):
     # -- main loop -----------------------------------------------------------------
 
     def run(self) -> None:
-        config = ServerConfig.from_gunicorn(self.cfg)
+        try:
+            config = self.validated_config(self.cfg)
+        except ConfigError as exc:
+            # Only reachable after a HUP (the master checked its first settings): halt the
+            # master naming the setting, as a failed app import does, not respawn forever.
+            self.log.error("pounce_worker: %s", exc)
+            sys.exit(WORKER_BOOT_ERROR)
         self.config = config
         loop_kind = resolve_loop_kind(config.loop_kind, self.log)
         chosen, why = _mode.choose()

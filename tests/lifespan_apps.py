@@ -22,6 +22,9 @@ def say(what: str) -> None:
 
 
 async def _served(scope, receive, send):
+    if scope["path"] == "/forever":
+        say("request waits")
+        await _forever("request", stubborn=True)
     say("served a request")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"served"})

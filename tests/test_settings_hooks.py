@@ -63,7 +63,7 @@ def worker_abort(worker):
 def pre_request(worker, req):
     _record("pre_request", worker_pid=worker.pid, method=req.method, path=req.path, uri=req.uri,
             query=req.query, version=list(req.version), scheme=req.scheme,
-            headers=[list(h) for h in req.headers])
+            headers=[list(h) for h in req.headers], nr=worker.nr)
 
 def post_request(worker, req, environ, resp):
     keys = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "SERVER_PROTOCOL",
@@ -180,7 +180,7 @@ def test_request_hooks_path_is_raw_like_gunicorn():
 
 def test_request_hooks_see_every_request_on_a_keepalive_connection(mode):
     """Three pipelined-in-sequence requests on one connection: three pre/post pairs, in order,
-    each post_request with its own status."""
+    each post_request with its own status, and worker.nr counting the requests served."""
     server = _hooked(subject(PROBE, mode=mode))
     with running(server), socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for path in ("/one/fixed", "/two/info", "/three/crash"):
@@ -189,6 +189,7 @@ def test_request_hooks_see_every_request_on_a_keepalive_connection(mode):
         posts = _wait_records(server, "post_request", 3)
         pres = _records(server, "pre_request")
     assert [p["path"] for p in pres] == ["/one/fixed", "/two/info", "/three/crash"]
+    assert [p["nr"] for p in pres] == [0, 1, 2]
     assert [(p["path"], p["status"].split()[0]) for p in posts] == [
         ("/one/fixed", "200"), ("/two/info", "200"), ("/three/crash", "500")]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -24,6 +25,7 @@ import pytest
 from tests.harness import (
     HOST,
     Gunicorn,
+    RawConnection,
     build_request,
     config_file,
     exchange,
@@ -319,6 +321,47 @@ def test_limits_agree_with_gunicorn_at_the_boundary(limit_servers, case, data, a
 # -- sockets: reuse_port, backlog, umask ------------------------------------------------------------
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on local ``port`` (/proc/net/tcp, state 0A: LISTEN)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes
+
+
+def _closed_its_listener(pid: int, port: int) -> bool:
+    """Whether worker ``pid`` still runs (a dead one holds nothing) and no longer listens on ``port``."""
+    try:
+        running_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return running_ and not _listening_inodes(port) & _socket_inodes(pid)
+    except FileNotFoundError:
+        return False
+
+
+def _unread_by_server(port: int, client_port: int) -> int | None:
+    """Bytes the server end of our connection (from ``client_port``) has not read yet."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == (port, client_port):
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
 def _bind_with_reuseport(port: int) -> bool:
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -331,15 +374,70 @@ def _bind_with_reuseport(port: int) -> bool:
         probe.close()
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on local ``port`` (/proc/net/tcp, state 0A: LISTEN)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes
+
+
+def _closed_its_listener(pid: int, port: int) -> bool:
+    """Whether worker ``pid`` still runs (a dead one holds nothing) and no longer listens on ``port``."""
+    try:
+        running_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return running_ and not _listening_inodes(port) & _socket_inodes(pid)
+    except FileNotFoundError:
+        return False
+
+
+def _unread_by_server(port: int, client_port: int) -> int | None:
+    """Bytes the server end of our connection (from ``client_port``) has not read yet."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == (port, client_port):
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
 def test_reuse_port():
     """reuse_port: Gunicorn's listening socket has SO_REUSEPORT, so another SO_REUSEPORT
-    socket may bind the same port; without it that bind fails."""
-    with_it = subject(PROBE, "--reuse-port", bind_fd=False)
+    socket may bind the same port; without it that bind fails. Each worker then has its
+    own listener, which a draining worker closes at once (the kernel would keep routing
+    new connections to it, to be reset at its exit) while it finishes its request in flight."""
+    with_it = subject(PROBE, "--reuse-port", bind_fd=False, workers=2)
     without = subject(PROBE, bind_fd=False)
     with running(with_it, without):
         assert _info(with_it)["scheme"] == "http" and _info(without)["scheme"] == "http"
         assert _bind_with_reuseport(with_it.port) is True
         assert _bind_with_reuseport(without.port) is False
+        with RawConnection(with_it.port, timeout=20) as conn:
+            conn.send(build_request("/info", close=False))
+            pid = json.loads(conn.read_response().body)["pid"]
+            assert _listening_inodes(with_it.port) & _socket_inodes(pid)
+            conn.send(build_request("/sleep?s=2"))
+            poll_until(lambda: _unread_by_server(with_it.port, conn.local_port) == 0, 10,
+                       what="the worker read the request")  # so it is in flight at the TERM
+            os.kill(pid, signal.SIGTERM)
+            # While the request is in flight (its response not here yet): not as the process exits.
+            poll_until(lambda: not select.select([conn.sock], [], [], 0)[0] and _closed_its_listener(
+                pid, with_it.port), 10, what="the draining worker closed its listener, its request in flight")
+            assert _info(with_it)["pid"] != pid  # served by the other worker meanwhile
+            assert conn.read_response().body == b"slept"  # the request in flight is finished
 
 
 def test_backlog():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import HOST, build_request, config_file, parse_response, running, subject
+from tests.harness import HOST, build_request, config_file, parse_response, running, subject, wait_accepted
 
 PROBE = "tests.apps:settings_probe"
 
@@ -64,9 +65,9 @@ def _client_context(certs: dict[str, Path], client_cert: bool = False) -> ssl.SS
     return ctx
 
 
-def _https(port: int, ctx: ssl.SSLContext, path: str = "/info") -> tuple[int, bytes, tuple]:
+def _https(port: int, ctx: ssl.SSLContext, path: str = "/info", timeout: float = 10) -> tuple[int, bytes, tuple]:
     """One request over TLS; returns status, body and the negotiated cipher."""
-    with socket.create_connection((HOST, port), timeout=10) as raw, \
+    with socket.create_connection((HOST, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         tls.sendall(build_request(path))
         data = b""
@@ -81,6 +82,8 @@ def _https(port: int, ctx: ssl.SSLContext, path: str = "/info") -> tuple[int, by
 
 
 def test_certfile_keyfile_serve_https(certs, mode):
+    """HTTPS is served, plain HTTP is not, and a TERM does not wait for a client that never
+    starts its handshake (it held the stop until graceful_timeout, 10 s here, ran out)."""
     server = subject(PROBE, *_tls_args(certs), mode=mode)
     with running(server):
         status, body, _ = _https(server.port, _client_context(certs))
@@ -91,6 +94,13 @@ def test_certfile_keyfile_serve_https(certs, mode):
                 reply = plain.recv(65536)
             except ConnectionResetError:
                 reply = b""
+        with socket.create_connection((HOST, server.port), timeout=5) as silent:
+            wait_accepted(silent)
+            stopped = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait(20) == 0
+            took = time.monotonic() - stopped
+    assert took < 6, f"the stop waited {took:.1f}s for a handshake that never began"
     assert status == 200
     info = json.loads(body)
     assert info["scheme"] == "https"
@@ -188,10 +198,21 @@ def test_http_protocols_orders_alpn(certs):
 
 
 def test_failed_handshakes_do_not_leak_connection_slots(certs, mode):
-    """Probes that connect and close (health checks, scanners) must give their slot back."""
-    server = subject(PROBE, *_tls_args(certs), "--worker-connections", "2", mode=mode, threads=1)
+    """Probes that connect and close (health checks, scanners) must give their slot back, and
+    silent clients theirs within POUNCE_HEADER_TIMEOUT (asyncio's own bounds: 60 s for the
+    handshake, 30 s for the close_notify of a client that does not read)."""
+    server = subject(PROBE, *_tls_args(certs), "--worker-connections", "1", mode=mode, threads=1,
+                     env={"POUNCE_HEADER_TIMEOUT": "1"})
     with running(server):
         ctx = _client_context(certs)
+        if mode == "processes":  # the same code in both modes: its timing checked once
+            with socket.create_connection((HOST, server.port), timeout=5) as silent:
+                wait_accepted(silent)  # holds the only slot, never sends a ClientHello
+                assert _https(server.port, ctx, timeout=20)[0] == 200
+            with socket.create_connection((HOST, server.port), timeout=5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+                # Holds the slot after its handshake, sends nothing, never reads our close_notify.
+                assert _https(server.port, ctx, timeout=20)[0] == 200
         assert _https(server.port, ctx)[0] == 200
         for _ in range(8):
             with socket.create_connection((HOST, server.port), timeout=5):

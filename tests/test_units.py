@@ -239,6 +239,15 @@ def test_bad_env_settings_name_the_variable(name, value, message):
         config.ServerConfig.from_gunicorn(gunicorn_cfg(), env={mode.MODE_ENV: "threads", name: value})
 
 
+def test_nan_and_inf_name_the_variable_for_every_number_setting():
+    """float() accepts them: a nan header timeout never fired, an inf tick never ticked,
+    and the integer settings failed with a bare OverflowError."""
+    for name in config.ENV_SETTINGS:
+        for value in ("nan", "inf", "1e999"):
+            with pytest.raises(config.ConfigError, match=rf"{name}='{value}' is not a finite number"):
+                config.ServerConfig.from_gunicorn(gunicorn_cfg(), env={mode.MODE_ENV: "threads", name: value})
+
+
 @pytest.mark.parametrize(("setting", "value"), [("asgi_loop", "tokio"), ("asgi_lifespan", "maybe")])
 def test_bad_asgi_settings(setting, value):
     class Cfg:

@@ -19,8 +19,11 @@ import asyncio
 import errno
 import socket
 import ssl
+import threading
 import time
 from typing import TYPE_CHECKING, Any
+
+from ..http1.connection import LINGER
 
 if TYPE_CHECKING:
     from ..budget import RequestBudget
@@ -35,6 +38,29 @@ ACCEPT_BATCH = 16
 FAIRNESS_PAUSE = 0.005
 #: accept() errors that mean "out of a resource": back off instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Serialises the loops' "this gate is closed for good": the last one closes reuse_port listeners.
+GATE_LOCK = threading.Lock()
+#: Most connections taken from a reuse_port listener's queue before it closes (Gunicorn's
+#: backlog is 2048 by default; connections still arriving meanwhile must not keep the loop busy).
+BACKLOG_TAKE_LIMIT = 4096
+#: Seconds a TLS handshake may take when neither POUNCE_HEADER_TIMEOUT nor keepalive bounds it.
+TLS_HANDSHAKE_FALLBACK = 60.0
+
+
+def tls_timeouts(config: ServerConfig) -> dict[str, float]:
+    """``connect_accepted_socket``'s TLS bounds, from our own deadlines instead of asyncio's.
+
+    asyncio (and uvloop) default to 60 s for a handshake and 30 s for the close_notify
+    exchange, and the connection holds its ``worker_connections`` slot all along: a
+    client that connects and says nothing held it 60 s whatever POUNCE_HEADER_TIMEOUT
+    said, and every TLS close up to 30 s. The handshake gets the header timeout (a
+    client is as slow sending its ClientHello as its request head), and the shutdown
+    the lingering close's LINGER, as a cleartext close gets for the client's FIN.
+    """
+    return {
+        "ssl_handshake_timeout": config.header_timeout or config.keepalive or TLS_HANDSHAKE_FALLBACK,
+        "ssl_shutdown_timeout": LINGER,
+    }
 
 
 class AcceptGate:
@@ -51,6 +77,8 @@ class AcceptGate:
         connection_class: type[HTTPConnection]
         setups: set[asyncio.Task[Any]]
         accepting: bool
+        gate_done: bool
+        fast_stop: bool
         stopping: bool
         active: int
         peak: int
@@ -104,22 +132,63 @@ class AcceptGate:
                     self._backoff = self.loop.call_later(1.0, self._resume_after_backoff)
                     return
                 raise
-            sock.setblocking(False)
-            self.active += 1
-            if self.active > self.peak:
-                self.peak = self.active
-            setup = self.loop.create_task(self._serve(sock))
-            self.setups.add(setup)
-            setup.add_done_callback(self.setups.discard)
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """An accepted socket takes a slot and becomes a connection (``_serve``)."""
+        sock.setblocking(False)
+        self.active += 1
+        if self.active > self.peak:
+            self.peak = self.active
+        setup = self.loop.create_task(self._serve(sock))
+        self.setups.add(setup)
+        setup.add_done_callback(self.setups.discard)
+
+    def _gate_closed_for_good(self) -> None:
+        """This loop will never accept again (it stops, or stopped before it began).
+
+        With ``reuse_port`` the listening sockets are this worker's own (Gunicorn binds
+        them in each worker), and the kernel keeps routing a share of new connections to
+        an open one whether anyone accepts or not: during a drain they would wait in its
+        backlog, unanswered, and be reset at exit. So the last loop to get here takes what
+        already waits there (served like any connection accepted before the stop) and
+        closes the sockets, and the kernel sends new connections to the other workers.
+        Without ``reuse_port`` the sockets are shared with the arbiter and every worker:
+        they stay open, and what waits in them is another worker's to take.
+        """
+        if not self.config.reuse_port or self.gate_done:
+            return
+        with GATE_LOCK:
+            self.gate_done = True
+            if not all(sibling.gate_done for sibling in self.siblings):
+                return
+        for listener in self.listeners:
+            if not self.fast_stop:
+                self._take_backlog(listener)
+            listener.close()
+
+    def _take_backlog(self, listener: socket.socket) -> None:
+        for _ in range(BACKLOG_TAKE_LIMIT):
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self.log.warning("accept() before closing the listener failed: %s", exc)
+                return
+            self._admit(sock)
 
     def _sibling_should_take_it(self) -> bool:
         """Whether a responsive sibling loop holds clearly fewer connections than this one.
 
-        Reads other loops' ``active`` and ``last_tick`` without a lock: plain
-        attribute reads, and a stale value only makes the heuristic less fair.
-        A sibling that has not ticked recently (blocked), is full or is stopping
-        is ignored, so a connection never waits on a loop that cannot take it;
-        the least loaded one never steps aside, so some loop always accepts.
+        Reads other loops' ``active``, ``accepting``, ``_backoff`` and ``last_tick``
+        without a lock: plain attribute reads, and a stale value only makes the
+        heuristic less fair. A sibling that has not ticked recently (blocked), is
+        full, is stopping or does not watch the listeners (still in its lifespan
+        startup) is ignored, so a connection never waits on a loop that cannot take
+        it; the least loaded one never steps aside, so some loop always accepts.
         """
         if len(self.siblings) < 2:
             return False
@@ -127,7 +196,8 @@ class AcceptGate:
         fresh = self.config.tick * 2 + 0.1
         least = min(
             (s.active for s in self.siblings
-             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh),
+             if s is not self and not s.stopping and s.active < s.limit and now - s.last_tick < fresh
+             and (s.accepting or s._backoff is not None)),
             default=None,
         )
         return least is not None and self.active > least + 1
@@ -146,7 +216,12 @@ class AcceptGate:
             return made
 
         try:
-            await self.loop.connect_accepted_socket(factory, sock, ssl=self.ssl_context)
+            if self.ssl_context is None:
+                await self.loop.connect_accepted_socket(factory, sock)
+            else:
+                await self.loop.connect_accepted_socket(
+                    factory, sock, ssl=self.ssl_context, **tls_timeouts(self.config)
+                )
         except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 self.log.debug("Connection setup failed: %s", exc)

@@ -37,7 +37,7 @@ from ..http1.frame import ResponseHeaderCache
 from ..http1.parse import FieldCache
 from ..log import LoopLog
 from .gate import AcceptGate
-from .stop import GracefulStop
+from .stop import GracefulStop, StopPlan
 
 if TYPE_CHECKING:
     from ..asgi.cycle import RequestCycle
@@ -70,7 +70,7 @@ class LoopServer(AcceptGate, GracefulStop):
         "_backoff", "_drained", "_early_stop", "_holding", "_pending_heads", "_stop_lock", "_stop_requested",
         "_tick_due", "accepting", "active", "app", "bare_requests", "budget", "clock_requests", "config",
         "connection_class", "connections", "counted", "date_header", "deadline_base", "default_lines",
-        "eager_exchange", "fast_stop", "finished", "header_blocks", "hooks", "index", "known_fields",
+        "eager_exchange", "fast_stop", "finished", "gate_done", "header_blocks", "hooks", "index", "known_fields",
         "known_hosts", "lag", "lag_total", "last_tick", "limit", "listeners", "log", "loop", "loop_kind",
         "peak", "rejected", "requests", "setups", "siblings", "ssl_context", "started", "startup_began",
         "startup_error", "state", "stopping", "tasks", "thread", "ticks", "worker",
@@ -134,6 +134,8 @@ class LoopServer(AcceptGate, GracefulStop):
         self.active = 0
         self.peak = 0
         self.accepting = False
+        # Set once this loop will never accept again (gate.py: _gate_closed_for_good).
+        self.gate_done = False
         self.stopping = False
         self.fast_stop = False
         self.requests = 0
@@ -227,34 +229,32 @@ class LoopServer(AcceptGate, GracefulStop):
         self._tick()
         lifespan = Lifespan(self.app, self.config.lifespan, self.log, self.state)
         if not await self._startup(lifespan):
+            self._gate_closed_for_good()
             self.finished = True
             self.started.set()
             return
         self._start_accepting()
         self.started.set()
         await self._stop_requested
-        graceful_timeout = self.config.graceful_timeout
-        deadline = self.loop.time() + graceful_timeout
-        await self._drain(deadline)
+        plan = StopPlan.starting(self.loop.time(), self.config.graceful_timeout)
+        await self._drain(plan)
         if self.fast_stop:
             # QUIT/INT skip lifespan shutdown (as Gunicorn's -k asgi); the app's lifespan
             # task, still waiting for that message, is cancelled instead of left pending.
             await lifespan.close(0.0, LIFESPAN_CANCEL_WAIT)
         else:
-            # What graceful_timeout has left, at least a second, minus a moment to end the
-            # task and exit before the arbiter's SIGKILL (it counts graceful_timeout from TERM).
-            margin = min(1.0, graceful_timeout * 0.1)
             try:
-                await asyncio.wait_for(lifespan.shutdown(), max(1.0, deadline - margin - self.loop.time()))
+                await asyncio.wait_for(lifespan.shutdown(), self._left(plan.lifespan))
             except asyncio.TimeoutError:
                 self.log.error(
                     "ASGI lifespan shutdown did not complete within graceful_timeout=%gs; cancelling it",
-                    graceful_timeout,
+                    self.config.graceful_timeout,
                 )
-                await lifespan.close(0.0, margin / 2)
+                await lifespan.close(0.0, self._left(plan.lifespan_task))
             else:
-                await lifespan.close(margin / 2, margin / 2)
-        await self._cancel_leftovers()
+                left = self._left(plan.lifespan_task)
+                await lifespan.close(left / 2, left / 2)
+        await self._cancel_leftovers(plan.leftovers)
         self.finished = True
 
     #: When this loop's lifespan startup began (time.monotonic(); 0: not yet). Written once by

@@ -13,6 +13,9 @@ from typing import Any
 
 BIND_ENV = "POUNCE_STATUS_BIND"
 ALLOW_REMOTE_ENV = "POUNCE_STATUS_ALLOW_REMOTE"
+#: Ports beyond ``workers`` a worker may also try: room for the workers TTIN adds, which the
+#: setting cannot know of (the arbiter counts them; ``workers`` in the config does not change).
+TTIN_HEADROOM = 32
 #: Seconds one status client may take to send its request; the view serves one client at a time.
 
 # -- the setting ---------------------------------------------------------------------------
@@ -24,7 +27,8 @@ class StatusBind:
 
     ``span`` is how many consecutive ports a worker may try from ``port``:
     twice the number of workers, so a replacement worker booting while the
-    one it replaces still drains finds a free port.
+    one it replaces still drains finds a free port, and at least
+    ``TTIN_HEADROOM`` more than the workers, so workers added by TTIN find one too.
     """
 
     family: int
@@ -82,6 +86,6 @@ def parse_bind(text: str, allow_remote: bool, workers: int) -> StatusBind | None
             f"operators on the machine. Set {ALLOW_REMOTE_ENV}=1 to expose it anyway."
         )
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    return StatusBind(family, host=host, port=int(port_text), span=max(2, 2 * workers))
+    return StatusBind(family, host=host, port=int(port_text), span=max(2 * workers, workers + TTIN_HEADROOM))
 
 

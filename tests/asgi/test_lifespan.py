@@ -238,6 +238,27 @@ def test_shutdown_that_never_answers_is_bounded_by_graceful_timeout(mode, how, s
     _no_pending_task_warnings(server.output())
 
 
+@pytest.mark.serial  # the worker must exit within the last 0.2 s of a 4 s graceful_timeout
+def test_term_with_a_request_in_flight_ends_the_stop_before_the_sigkill(started):
+    """TERM to the master with a request outliving graceful_timeout and a shutdown that ignores
+    cancellation: drain, request task, lifespan shutdown and leftovers each end within their
+    slice, so the worker exits by itself before the arbiter's SIGKILL (it once gave lifespan
+    shutdown "at least a second" after the drain, and leftovers another one)."""
+    server = Gunicorn("tests.lifespan_apps:shutdown_hangs", "--graceful-timeout", "4", mode="processes",
+                      threads=1, env={"POUNCE_TEST_SHUTDOWN": "stubborn"})
+    started.append(server)
+    server.start()
+    [pid] = server.worker_pids()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_log("lifespan app: request waits")
+        server.signal(signal.SIGTERM)
+        assert server.wait(20) == 0, server.output()
+    log = server.log()
+    assert "lifespan app: shutdown began" in log, server.output()
+    assert f"Worker exiting (pid: {pid})" in log and "SIGKILL" not in log, server.output()
+
+
 def test_shutdown_that_raises_is_logged_once_per_loop(mode, started):
     server = Gunicorn("tests.lifespan_apps:shutdown_hangs", mode=mode, threads=2,
                       env={"POUNCE_TEST_SHUTDOWN": "raise"})

@@ -187,6 +187,20 @@ def test_bad_settings_fail_at_boot_naming_the_setting(args, env, message):
     assert message in server.output()
 
 
+def test_hup_to_an_invalid_setting_halts_the_master_naming_it(tmp_path):
+    """The master checks settings once, at its start; a HUP rereads them, so the new worker
+    refuses a bad one with the boot-error code (the master halts) instead of dying on it
+    again and again."""
+    conf = write_config(tmp_path, 'raw_env = ["POUNCE_HEADER_TIMEOUT=15"]\n')
+    with Gunicorn("tests.apps:echo", "-c", str(conf), mode="processes", threads=1) as server:
+        conf.write_text('raw_env = ["POUNCE_HEADER_TIMEOUT=abc"]\n')
+        server.signal(signal.SIGHUP)
+        returncode = server.wait(20)
+    assert returncode == 3, server.output()
+    assert "POUNCE_HEADER_TIMEOUT='abc' is not a number" in server.log()
+    assert "exited with code 255" not in server.log()
+
+
 # -- 2. one event loop per thread ---------------------------------------------------------------------------
 
 

@@ -111,10 +111,10 @@ def _keepalive_connection(port: int) -> RawConnection:
     ("text", "expected"),
     [
         ("", None),
-        ("127.0.0.1:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
-        ("localhost:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)),
-        ("[::1]:0", status_bind.StatusBind(socket.AF_INET6, "::1", 0, span=4)),
-        ("127.0.0.2:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.2", 9100, span=4)),
+        ("127.0.0.1:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=34)),
+        ("localhost:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=34)),
+        ("[::1]:0", status_bind.StatusBind(socket.AF_INET6, "::1", 0, span=34)),
+        ("127.0.0.2:9100", status_bind.StatusBind(socket.AF_INET, "127.0.0.2", 9100, span=34)),
         ("unix:/run/p/status-{pid}.sock", status_bind.StatusBind(socket.AF_UNIX, path="/run/p/status-{pid}.sock")),
     ],
 )
@@ -145,7 +145,7 @@ def test_parse_bind_refuses_naming_the_setting(text, message):
 def test_non_loopback_needs_the_explicit_allowance():
     bind = status_bind.parse_bind("0.0.0.0:9100", allow_remote=True, workers=3)
     assert bind is not None and bind.host == "0.0.0.0"
-    assert [port for _, port in bind.candidates(1)] == list(range(9100, 9106))
+    assert [port for _, port in bind.candidates(1)] == list(range(9100, 9100 + 3 + status_bind.TTIN_HEADROOM))
 
 
 def test_config_reads_the_setting_and_fails_with_config_error():
@@ -157,7 +157,7 @@ def test_config_reads_the_setting_and_fails_with_config_error():
     )
     assert config.ServerConfig.from_gunicorn(cfg, env={}).status_bind is None
     on = config.ServerConfig.from_gunicorn(cfg, env={"POUNCE_STATUS_BIND": " 127.0.0.1:9100 "})
-    assert on.status_bind == status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=4)
+    assert on.status_bind == status_bind.StatusBind(socket.AF_INET, "127.0.0.1", 9100, span=34)
     with pytest.raises(config.ConfigError, match=re.escape("POUNCE_STATUS_BIND='0.0.0.0:1' is not a loopback")):
         config.ServerConfig.from_gunicorn(cfg, env={"POUNCE_STATUS_BIND": "0.0.0.0:1"})
     allowed = config.ServerConfig.from_gunicorn(
@@ -372,7 +372,7 @@ def test_bad_bind_fails_the_boot_naming_the_setting(mode, bind, message):
 
 @pytest.mark.timeout(90)
 def test_two_workers_get_two_reachable_addresses_from_the_base_port(mode, reserved_ports):
-    base = reserved_ports(4)  # span: 2 x workers
+    base = reserved_ports(4)  # room for both workers and a replacement each
     with _server(mode, bind=f"127.0.0.1:{base}", workers=2) as server:
         addresses = _addresses(server, count=2)
         assert sorted(addresses) == server.worker_pids()
