@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gunicorn.util import split_request_uri
+
 
 class RequestView:
     """What Gunicorn's hooks read from ``req``, computed from the ASGI scope."""
@@ -37,9 +39,12 @@ class RequestView:
         self.method: str = scope["method"]
         # As Gunicorn's Request: the request target as sent, path still percent-encoded.
         self.uri = target.decode("latin-1")
-        self.path = self.uri.partition("?")[0]
+        # As Gunicorn's: the target's path (an absolute-form target's too: a hook that gates on
+        # req.path must see "/admin" for "http://host/admin"), its fragment apart.
+        parts = split_request_uri(self.uri) if self.uri[:1] != "/" or "#" in self.uri else None
+        self.path = self.uri.partition("?")[0] if parts is None else parts.path or ""
         self.query: str = scope["query_string"].decode("latin-1")
-        self.fragment = ""
+        self.fragment = "" if parts is None else parts.fragment
         major, _, minor = scope["http_version"].partition(".")
         self.version = (int(major), int(minor or 0))
         self.headers = [

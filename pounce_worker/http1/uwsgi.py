@@ -43,7 +43,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
 from .connection import HTTPConnection
@@ -216,6 +216,14 @@ class UwsgiConnection(HTTPConnection):
         super().__init__(server)
         self.fast = False  # HTTP/1.0 heads: the fast path would hand each to h11 anyway
         self.uwsgi: UwsgiTranslator | None = UwsgiTranslator()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # Over uwsgi the HTTP_* values are the client's own headers, which nginx passes on as
+        # they came: none speaks for the connection (X-Forwarded-Proto would let a client set
+        # its scheme). The scheme comes from HTTPS/UWSGI_SCHEME/wsgi.url_scheme alone, as in
+        # Gunicorn's uwsgi support.
+        self.trusted = False
 
     def data_received(self, data: bytes) -> None:
         translator = self.uwsgi

@@ -39,8 +39,10 @@ UPGRADE_BODY_LIMIT = 65536
 
 
 def _trusted(connection: HTTPConnection) -> bool:
+    """Whether the connecting peer (the proxy, never a client a PROXY header names) may speak h2c."""
     config = connection.config
-    ip = connection.client[0] if connection.client else None
+    peer = connection.transport.get_extra_info("peername")
+    ip = peer[0] if isinstance(peer, tuple) and peer else None
     return ip_allowed(ip, config.forwarded_allow_all, config.forwarded_allow_nets)
 
 
