@@ -35,7 +35,7 @@ from h2.stream import StreamInputs
 from h2.utilities import extract_method_header, is_informational_response
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-from .hpack_cache import MAX_CACHED, CachingDecoder, StatelessEncoder, encode_block
+from .hpack_cache import MAX_CACHED, MAX_CACHED_BYTES, CachingDecoder, StatelessEncoder, encode_block, held_size
 from .machine import ServerMachine
 
 _RECV_HEADERS = ConnectionInputs.RECV_HEADERS
@@ -63,6 +63,7 @@ class FastMachine(ServerMachine):
         self.decoder = CachingDecoder(self.decoder)  # type: ignore[assignment]
         #: Header lists sent before (plain tuples of bytes) -> (block, informational, :method).
         self.sent_heads: dict[tuple[Any, ...], tuple[bytes, bool, bytes | None]] = {}
+        self.sent_held = 0  # what sent_heads holds, counted as hpack_cache.held_size does
 
     def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False,
                      priority_weight: int | None = None, priority_depends_on: int | None = None,
@@ -79,15 +80,24 @@ class FastMachine(ServerMachine):
                 entry = self.sent_heads.get(key)
             except TypeError:  # unhashable: h2 says what is wrong with it
                 key = None
+            if entry is not None and not all(type(f) is tuple for f in headers):
+                # A tuple subclass (hpack's NeverIndexedHeaderTuple) equals the plain tuple the
+                # entry was made from, but must keep its never-indexed encoding: h2 sends it.
+                entry = key = None
         if entry is None:
             super().send_headers(stream_id, headers, end_stream, priority_weight, priority_depends_on,
                                  priority_exclusive)
             if key and all(type(f) is tuple and len(f) == 2 and type(f[0]) is bytes and type(f[1]) is bytes
                            for f in key):
                 heads = self.sent_heads
-                if len(heads) >= MAX_CACHED:
+                block = encode_block(key)
+                size = held_size(block, key)
+                if len(heads) >= MAX_CACHED or self.sent_held + size > MAX_CACHED_BYTES:
                     heads.clear()
-                heads[key] = (encode_block(key), is_informational_response(key), extract_method_header(key))
+                    self.sent_held = 0
+                if size <= MAX_CACHED_BYTES:
+                    heads[key] = (block, is_informational_response(key), extract_method_header(key))
+                    self.sent_held += size
             return
         assert stream is not None
         # From here on, h2's H2Connection.send_headers and H2Stream.send_headers, with the block cached.

@@ -40,6 +40,14 @@ from hpack.table import HeaderTable
 MAX_CACHED = 256
 #: Bytes of decoded names and values the request cache holds per connection before it starts over.
 MAX_CACHED_BYTES = 65536
+#: What a cached field costs beyond its bytes (its tuples in the lists kept, their slots), counted
+#: against MAX_CACHED_BYTES: a block of many tiny fields must not hold seven times the budget.
+FIELD_OVERHEAD = 128
+
+
+def held_size(block: bytes, fields: Any) -> int:
+    """The memory a cached block and its fields hold, as counted against MAX_CACHED_BYTES."""
+    return len(block) + sum(len(field[0]) + len(field[1]) + FIELD_OVERHEAD for field in fields)
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 #: (name, value) -> static index, and name -> its first static index (RFC 7541 Appendix A).
@@ -147,6 +155,7 @@ class StatelessEncoder:
     def __init__(self, real: Encoder) -> None:
         self.real = real
         self.cache: dict[Any, bytes] = {}
+        self.held = 0
 
     @property
     def header_table_size(self) -> int:
@@ -175,9 +184,13 @@ class StatelessEncoder:
         if block is None:
             block = encode_block(headers)
             if key is not None:
-                if len(cache) >= MAX_CACHED:
+                size = held_size(block, key)
+                if len(cache) >= MAX_CACHED or self.held + size > MAX_CACHED_BYTES:
                     cache.clear()
-                cache[key] = block
+                    self.held = 0
+                if size <= MAX_CACHED_BYTES:
+                    cache[key] = block
+                    self.held += size
         return prefix + block
 
 
@@ -261,7 +274,7 @@ class CachingDecoder:
             self.held = 0
             return
         if keeps_table(data):
-            size = len(data) + sum(len(field[0]) + len(field[1]) for field in headers[0])
+            size = held_size(data, headers[0])
             if len(cache) >= MAX_CACHED or self.held + size > MAX_CACHED_BYTES:
                 cache.clear()
                 self.held = 0
