@@ -422,7 +422,10 @@ class ServerConfig:
             uwsgi_allow_all=uwsgi_all,
             uwsgi_allow_nets=uwsgi_nets,
             status_bind=status_bind,
-            reuse_port=bool(getattr(cfg, "reuse_port", False)) and hasattr(socket, "SO_REUSEPORT"),
+            # The listeners are this worker's own only where Gunicorn bound them in it: an fd://
+            # bind (systemd, a supervisor) is the master's socket, shared by every worker.
+            reuse_port=bool(getattr(cfg, "reuse_port", False)) and hasattr(socket, "SO_REUSEPORT")
+            and not any(str(address).startswith("fd://") for address in (getattr(cfg, "bind", None) or ())),
             lifespan_startup_timeout=_env_number(env, "POUNCE_LIFESPAN_STARTUP_TIMEOUT"),
             ws_ping_interval=_env_number(env, "POUNCE_WS_PING_INTERVAL"),
             ws_ping_timeout=_env_number(env, "POUNCE_WS_PING_TIMEOUT"),

@@ -168,7 +168,8 @@ class AcceptGate:
             listener.close()
 
     def _take_backlog(self, listener: socket.socket) -> None:
-        for _ in range(BACKLOG_TAKE_LIMIT):
+        # No more than this loop's free slots: worker_connections holds at a stop too.
+        for _ in range(min(BACKLOG_TAKE_LIMIT, self.limit - self.active)):
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):

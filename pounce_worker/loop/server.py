@@ -68,6 +68,7 @@ class LoopServer(AcceptGate, GracefulStop):
     #: an instance's attributes inline only up to 30 of them (this class has more).
     __slots__ = (
         "_backoff", "_drained", "_early_stop", "_holding", "_pending_heads", "_stop_lock", "_stop_requested",
+        "_stop_time",
         "_tick_due", "accepting", "active", "app", "bare_requests", "budget", "clock_requests", "config",
         "connection_class", "connections", "counted", "date_header", "deadline_base", "default_lines",
         "eager_exchange", "fast_stop", "finished", "gate_done", "header_blocks", "hooks", "index", "known_fields",
@@ -175,6 +176,9 @@ class LoopServer(AcceptGate, GracefulStop):
         # step on each side, so a stop racing the loop's creation is delivered exactly once.
         self._stop_lock = threading.Lock()
         self._early_stop: bool | None = None
+        #: When the main thread asked this loop to stop (time.monotonic; 0 until then): the stop's
+        #: plan counts from there, not from when a busy loop got round to it (the arbiter does).
+        self._stop_time = 0.0
         self._backoff: asyncio.TimerHandle | None = None
 
     # -- thread body -----------------------------------------------------------
@@ -236,7 +240,8 @@ class LoopServer(AcceptGate, GracefulStop):
         self._start_accepting()
         self.started.set()
         await self._stop_requested
-        plan = StopPlan.starting(self.loop.time(), self.config.graceful_timeout)
+        late = time.monotonic() - self._stop_time if self._stop_time else 0.0
+        plan = StopPlan.starting(self.loop.time() - late, self.config.graceful_timeout)
         await self._drain(plan)
         if self.fast_stop:
             # QUIT/INT skip lifespan shutdown (as Gunicorn's -k asgi); the app's lifespan
@@ -442,6 +447,8 @@ class LoopServer(AcceptGate, GracefulStop):
         with self._stop_lock:
             # Kept for run() in case the loop does not exist yet; fast wins over graceful.
             self._early_stop = graceful and self._early_stop is not False
+            if not self._stop_time:
+                self._stop_time = time.monotonic()
             loop = self.loop
         if loop is None or loop.is_closed():
             return

@@ -73,3 +73,22 @@ def test_every_stop_step_ends_in_order_before_the_deadline(graceful_timeout):
     assert 100.0 < steps[0] and steps == sorted(steps)
     assert plan.deadline - plan.leftovers == pytest.approx(0.2 * plan.reserve)
     assert plan.lifespan - plan.tasks_cancelled == pytest.approx(0.5 * plan.reserve)
+
+
+@pytest.mark.parametrize("bind, own", [(["127.0.0.1:0"], True), (["fd://3"], False)])
+def test_reuse_port_listeners_are_the_workers_own_only_where_it_bound_them(bind, own):
+    """An fd:// bind (systemd, a supervisor) is the master's socket, shared by every worker: a
+    stopping worker must neither take its queue nor close it (found in review, session 6)."""
+    cfg = Config()
+    cfg.set("reuse_port", True)
+    cfg.set("bind", bind)
+    assert ServerConfig.from_gunicorn(cfg, env={}).reuse_port is own
+
+
+def test_the_stop_plan_counts_from_the_request_not_from_a_busy_loop():
+    """A loop blocked when TERM came gets to its stop late: its plan still ends where the arbiter's
+    graceful_timeout does, counted from the request (found in review, session 6)."""
+    server = _loops(1)[0]
+    server.request_stop(True)  # no loop yet: recorded, with the time it was asked
+    asked = time.monotonic()
+    assert asked - 0.5 <= server._stop_time <= asked
