@@ -54,6 +54,12 @@ class FileSpan:
         return self.size
 
 
+def _replaced() -> None:
+    """A failed pathsend made the response a whole 500 (``fail_unsent``): an app that goes on
+    sending must not put its bytes after it. This error ends the app; the 500 goes out."""
+    raise RuntimeError("ASGI: the response was replaced by a 500 when its pathsend failed; nothing more can be sent")
+
+
 class H1Exchange(FastResponse):
     """The wire side of one request on an HTTP/1.1 connection.
 
@@ -182,6 +188,8 @@ class H1Exchange(FastResponse):
             self.connection.write(head)
 
     def body(self, body: bytes | bytearray | memoryview, more_body: bool) -> int:
+        if self.pending_head is ERROR_PAGE:
+            _replaced()
         if self.h11 is not None:
             return self._h11_body(body, more_body)
         if self.head_only:
@@ -250,6 +258,8 @@ class H1Exchange(FastResponse):
         size as one (on the fast path, where the head is bytes we made); otherwise
         the file goes out as one chunk.
         """
+        if self.pending_head is ERROR_PAGE:
+            _replaced()
         connection = self.connection
         pieces = self._file_framing(size)
         self.flush()
