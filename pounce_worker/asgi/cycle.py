@@ -410,7 +410,7 @@ class RequestCycle:
             if log.access_wanted or request_view is not None:
                 duration = time.monotonic() - self.start_time
                 response_view = ResponseView(self.status, self.response_headers, self.sent)
-                environ = access_environ(self.scope, client)
+                environ = access_environ(self.scope, client, self.target)
                 if log.access_wanted:
                     request = request_view or RequestView(self.scope, client, self.target)
                     log.access(response_view, request, environ, datetime.timedelta(seconds=duration))

@@ -69,14 +69,21 @@ class ResponseView:
         self.response_length = sent
 
 
-def access_environ(scope: dict[str, Any], client: tuple[str, int] | None) -> dict[str, Any]:
-    """The WSGI-style keys Gunicorn's access atoms read (``h r m U q H f a u`` and ``{x}e``)."""
+def access_environ(scope: dict[str, Any], client: tuple[str, int] | None, target: bytes) -> dict[str, Any]:
+    """The WSGI-style keys Gunicorn's access atoms read (``h r m U q H f a u`` and ``{x}e``).
+
+    As Gunicorn's sync worker: ``RAW_URI`` (``%(r)s``) is the target as the client sent it,
+    ``PATH_INFO`` (``%(U)s``) the path below ``SCRIPT_NAME``.
+    """
     query = scope["query_string"].decode("latin-1")
-    raw_uri = scope["raw_path"].decode("latin-1") + ("?" + query if query else "")
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
     environ: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
-        "RAW_URI": raw_uri,
-        "PATH_INFO": scope["path"],
+        "RAW_URI": target.decode("latin-1"),
+        "PATH_INFO": path,
         "QUERY_STRING": query,
         # Gunicorn logs HTTP/2 requests as "HTTP/2.0" (its h2 Request.version is (2, 0)).
         "SERVER_PROTOCOL": "HTTP/2.0" if scope["http_version"] == "2" else "HTTP/" + scope["http_version"],

@@ -472,7 +472,7 @@ class WebSocketSession(asyncio.Protocol):
                 request = RequestView(scope, self.client, self.target)
                 duration = datetime.timedelta(seconds=time.monotonic() - self.start_time)
                 response = ResponseView(self.status, self.response_headers, self.sent)
-                log.access(response, request, access_environ(scope, self.client), duration)
+                log.access(response, request, access_environ(scope, self.client, self.target), duration)
             except Exception:
                 log.exception("Exception in access log")
         self.server.connection_closed(self)

@@ -5,9 +5,11 @@
   downgrade) its scheme; the scheme comes from ``HTTPS`` alone, as in Gunicorn.
 - h2c by ``Upgrade`` is for the connecting peer in ``forwarded_allow_ips`` (the
   proxy), never for the client a PROXY header names.
-- Gunicorn's hooks see ``req.path`` as Gunicorn computes it: the path of an
-  absolute-form target, without a fragment (a hook that gates on the path
-  must not be bypassed by ``GET http://host/admin``).
+- Gunicorn's hooks and access log see ``req.path``, ``RAW_URI`` and ``PATH_INFO``
+  as Gunicorn computes them: ``req.path`` is the path of an absolute-form target,
+  without a fragment (a hook that gates on the path must not be bypassed by
+  ``GET http://host/admin``); ``RAW_URI`` is the target as sent; ``PATH_INFO``
+  is below ``SCRIPT_NAME``.
 """
 
 from __future__ import annotations
@@ -67,3 +69,21 @@ def test_hooks_see_gunicorns_req_path(make_rig, fast, target):
     conn.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert json.loads(conn.output().split(b"\r\n\r\n", 1)[1])["path"] == "/admin"
     assert seen == [("/admin", "frag" if b"#" in target else "")]
+
+
+@pytest.mark.parametrize("target, env, want", [
+    # As Gunicorn's sync worker: RAW_URI is the target as sent, PATH_INFO the path below SCRIPT_NAME.
+    (b"http://x/a?b=1", {}, {"RAW_URI": "http://x/a?b=1", "PATH_INFO": "/a", "SCRIPT_NAME": ""}),
+    (b"/app/a", {"SCRIPT_NAME": "/app"}, {"RAW_URI": "/app/a", "PATH_INFO": "/a", "SCRIPT_NAME": "/app"}),
+])
+def test_post_request_and_the_access_log_see_gunicorns_environ(make_rig, target, env, want):
+    seen: list[dict[str, str]] = []
+
+    def post_request(worker: Any, req: Any, environ: dict[str, str], resp: Any) -> None:
+        seen.append({key: environ[key] for key in want})
+
+    rig = make_rig(echo_scope, env=env, post_request=post_request)
+    conn = rig.connect()
+    conn.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in conn.output()
+    assert seen == [want]
