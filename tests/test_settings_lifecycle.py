@@ -374,46 +374,6 @@ def _bind_with_reuseport(port: int) -> bool:
         probe.close()
 
 
-def _listening_inodes(port: int) -> set[str]:
-    """Socket inodes listening on local ``port`` (/proc/net/tcp, state 0A: LISTEN)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-            inodes.add(fields[9])
-    return inodes
-
-
-def _closed_its_listener(pid: int, port: int) -> bool:
-    """Whether worker ``pid`` still runs (a dead one holds nothing) and no longer listens on ``port``."""
-    try:
-        running_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        return running_ and not _listening_inodes(port) & _socket_inodes(pid)
-    except FileNotFoundError:
-        return False
-
-
-def _unread_by_server(port: int, client_port: int) -> int | None:
-    """Bytes the server end of our connection (from ``client_port``) has not read yet."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)) == (port, client_port):
-            return int(fields[4].split(":")[1], 16)
-    return None
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    return inodes
-
-
 def test_reuse_port():
     """reuse_port: Gunicorn's listening socket has SO_REUSEPORT, so another SO_REUSEPORT
     socket may bind the same port; without it that bind fails. Each worker then has its
