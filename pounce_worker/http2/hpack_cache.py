@@ -194,6 +194,11 @@ class StatelessEncoder:
         return prefix + block
 
 
+def _forwarded(name: str) -> Any:
+    """A property that reads and sets ``name`` on the wrapped ``real`` decoder."""
+    return property(lambda self: getattr(self.real, name), lambda self, value: setattr(self.real, name, value))
+
+
 class CachingDecoder:
     """Stands where h2 keeps its ``hpack.Decoder``; ``lookup``/``store`` cache whole validated lists."""
 
@@ -203,34 +208,14 @@ class CachingDecoder:
         self.limits: tuple[int, int] = (-1, -1)
         #: The block hpack decoded last, and what it decoded to (``last_raw``).
         self.last: tuple[bytes, list[Any]] = (b"", [])
-        #: Bytes of names and values in ``cache`` (``MAX_CACHED_BYTES``).
+        #: What ``cache`` holds, as ``held_size`` counts it (``MAX_CACHED_BYTES``).
         self.held = 0
 
-    # -- what h2 reads and sets on its decoder --------------------------------------
+    # -- what h2 reads and sets on its decoder: hpack's own --------------------------
 
-    @property
-    def max_header_list_size(self) -> int:
-        return self.real.max_header_list_size
-
-    @max_header_list_size.setter
-    def max_header_list_size(self, value: int) -> None:
-        self.real.max_header_list_size = value
-
-    @property
-    def max_allowed_table_size(self) -> int:
-        return self.real.max_allowed_table_size
-
-    @max_allowed_table_size.setter
-    def max_allowed_table_size(self, value: int) -> None:
-        self.real.max_allowed_table_size = value
-
-    @property
-    def header_table_size(self) -> int:
-        return self.real.header_table_size
-
-    @header_table_size.setter
-    def header_table_size(self, value: int) -> None:
-        self.real.header_table_size = value
+    max_header_list_size = _forwarded("max_header_list_size")
+    max_allowed_table_size = _forwarded("max_allowed_table_size")
+    header_table_size = _forwarded("header_table_size")
 
     @property
     def header_table(self) -> HeaderTable:
