@@ -282,7 +282,7 @@ def run(steps: list[tuple[Any, ...]], chunks: int, pair: Pair | None = None,
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=leg_examples(1500), deadline=None,
+@settings(max_examples=leg_examples(1000), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps_strategy, st.integers(1, 400))
 def test_same_as_h2_on_generated_sequences(steps: list[tuple[Any, ...]], chunks: int) -> None:

@@ -216,7 +216,7 @@ def _close_runner() -> Any:
 
 
 @pytest.mark.timeout(900)
-@settings(max_examples=leg_examples(3000), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=leg_examples(2000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(streams())
 # An empty stored final block, then another compressed message: the kept history was ended by
 # zlib's flush and cannot be copied (found by this test on 3.13).
