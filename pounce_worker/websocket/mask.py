@@ -7,15 +7,20 @@ in C. UvicornWorker unmasks with the C routine of the ``websockets`` package
 used here too, which is what closes the gap at 64 KiB.
 
 It is optional and never required: pounce_worker does not depend on
-``websockets``, and on a free-threaded build it is not imported at all (an
-extension built without free-threading support would switch the GIL back on
-for the whole process; the same rule as for uvloop). The pure-Python
-``unmask_py`` is then used, and ``tests/websocket/test_frames.py`` proves both
-equal to wsproto's unmasking.
+``websockets``. On a free-threaded build it is imported only from websockets
+16.0 on, whose extension declares that it does not need the GIL
+(``Py_MOD_GIL_NOT_USED``): an older one would switch the GIL back on for the
+whole process at import, the same rule as for uvloop. The version is read from
+the package's metadata, without importing it. Otherwise the pure-Python
+``unmask_py`` is used, and ``tests/websocket/test_frames.py`` proves both equal
+to wsproto's unmasking.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
+import sys
 from collections.abc import Callable
 
 from ..mode import gil_enabled
@@ -41,9 +46,32 @@ def unmask_py(payload: bytes, mask: bytes) -> bytes:
     return bytes(out)
 
 
+#: The first websockets whose C extension declares ``Py_MOD_GIL_NOT_USED`` (its PR #1682).
+FREE_THREADED_SINCE = (16, 0)
+
+
+def declares_no_gil(version: str | None) -> bool:
+    """Whether a websockets of this version (None: not installed) may be imported on a
+    free-threaded build without switching the GIL back on."""
+    if version is None:
+        return False
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is not None and (int(found[1]), int(found[2])) >= FREE_THREADED_SINCE
+
+
+def _installed_websockets() -> str | None:
+    try:
+        return importlib.metadata.version("websockets")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _speedup() -> Callable[[bytes, bytes], bytes] | None:
-    """websockets' C ``apply_mask`` on a GIL build where it imports, else None."""
-    if not gil_enabled():
+    """websockets' C ``apply_mask`` where it imports without costing the GIL, else None.
+
+    On a free-threaded CPython (``sys._is_gil_enabled``) only a websockets that declares it
+    needs no GIL; on the nogil-3.12 fork (no such declaration exists there) never."""
+    if not gil_enabled() and not (hasattr(sys, "_is_gil_enabled") and declares_no_gil(_installed_websockets())):
         return None
     try:
         from websockets.speedups import apply_mask

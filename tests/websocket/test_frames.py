@@ -310,3 +310,40 @@ def test_unmask_equals_wsproto(payload: bytes, mask: bytes) -> None:
     expected = bytes(XorMaskerSimple(mask).process(bytearray(payload)))
     assert masking.unmask_py(payload, mask) == expected
     assert masking.unmask(payload, mask) == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "declared"),
+    [("16.0", True), ("17.4", True), ("16.1rc1", True),
+     ("15.0.1", False), ("9.1", False), (None, False), ("dev", False)],
+)
+def test_websockets_declares_no_gil_from_16_0(version: str | None, declared: bool) -> None:
+    from pounce_worker.websocket import mask as masking
+
+    assert masking.declares_no_gil(version) is declared
+
+
+@pytest.mark.parametrize(
+    ("gil", "probe", "version", "used"),
+    [
+        (True, True, None, True),  # a GIL build: whatever imports (the real package decides)
+        (False, True, "16.0", True),  # free-threaded CPython, websockets declares no GIL
+        (False, True, "15.0.1", False),  # an older extension would switch the GIL back on
+        (False, False, "17.4", False),  # the nogil-3.12 fork: no such declaration exists there
+    ],
+)
+def test_c_unmask_is_imported_only_where_it_keeps_the_gil_off(
+    monkeypatch: pytest.MonkeyPatch, gil: bool, probe: bool, version: str | None, used: bool
+) -> None:
+    import sys
+
+    from pounce_worker.websocket import mask as masking
+
+    pytest.importorskip("websockets.speedups")
+    monkeypatch.setattr(masking, "gil_enabled", lambda: gil)
+    monkeypatch.setattr(masking, "_installed_websockets", lambda: version)
+    if probe:
+        monkeypatch.setattr(sys, "_is_gil_enabled", lambda: gil, raising=False)
+    else:
+        monkeypatch.delattr(sys, "_is_gil_enabled", raising=False)
+    assert (masking._speedup() is not None) is used
