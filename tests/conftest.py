@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import pytest
 
@@ -11,6 +12,34 @@ from tests.harness import LIVE, SESSION_ENV, Gunicorn, kill_marked, reserve_port
 #: The two forced modes every end-to-end test runs in: thread mode with 2 loops
 #: per process, and process mode (one loop per process), on whatever build runs the tests.
 MODES = ("threads", "processes")
+
+
+def _starts_no_server(module: ModuleType) -> bool:
+    """Whether a test module runs entirely in this process (or in a plain child interpreter):
+    it uses nothing of tests/harness/ (which starts every ``gunicorn`` the suite runs) and is
+    not a comparison with peer servers (tests/compat/ starts uvicorn and ours by itself)."""
+    if module.__name__.startswith("tests.compat."):
+        return False
+    for value in vars(module).values():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.startswith("tests.harness"):
+            return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks ``inprocess`` the tests of modules that start no server (``_starts_no_server``):
+    a second GIL leg of tests/run runs those and the ``smoke`` ones only. Decided by what the
+    module imports, so a new in-process module is picked up without a marker to remember."""
+    verdicts: dict[str, bool] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        if module.__name__ not in verdicts:
+            verdicts[module.__name__] = _starts_no_server(module)
+        if verdicts[module.__name__]:
+            item.add_marker(pytest.mark.inprocess)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,8 +1,10 @@
 import httpx
+import pytest
 
 from tests.harness import serve
 
 
+@pytest.mark.smoke
 def test_get_and_post(mode):
     with serve("tests.apps:echo", mode=mode) as server:
         r = httpx.get(server.url + "/hello%20world?x=1")

@@ -27,6 +27,7 @@ def _boot_failure(app: str, *args: str, mode: str, env: dict[str, str] | None = 
     return returncode, server.output()
 
 
+@pytest.mark.smoke
 def test_startup_completes_on_every_loop_before_it_accepts(mode):
     """Requests sent while startup (1s) runs wait in the backlog, then see the finished state."""
     server = Gunicorn("tests.apps:slow_startup", "--worker-connections", "2", mode=mode, threads=2,

@@ -94,6 +94,7 @@ def test_alpn_offers_http_protocols_in_order(cert):
         assert out.stdout.rsplit("\n", 1)[1] == "1.1", out
 
 
+@pytest.mark.smoke
 def test_upgrade_h2c_serves_the_request_with_its_body_as_stream_1(mode):
     with h2server(mode) as server:
         out = curl("--http2", "-w", "\n%{http_version}", "--data-binary", "hello upgrade", f"{server.url}/scope")

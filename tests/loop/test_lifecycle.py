@@ -353,6 +353,7 @@ def test_blocked_loop_triggers_worker_timeout_and_a_new_worker(mode):
 # -- 7. signals and hooks ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_term_is_graceful(mode, tmp_path):
     record = tmp_path / "hooks.txt"
     config = _hooks_config(tmp_path, record)

@@ -188,6 +188,7 @@ KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
 # -- messages ------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_echo_text_and_binary(server: Gunicorn) -> None:
     async def go() -> list[Any]:
         async with connect(url(server, "/echo?report=echo")) as ws:
