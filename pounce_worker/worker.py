@@ -159,10 +159,11 @@ class ThreadWorker(base.Worker):
             # Gunicorn's uwsgi parser ignores PROXY headers; here one would be read as a
             # malformed uwsgi packet: say so at boot instead.
             raise ConfigError(f"protocol='uwsgi' cannot be combined with proxy_protocol={cfg.proxy_protocol!r}")
-        if config.http2 and not http2.AVAILABLE:
+        why_not = http2.unusable() if config.http2 else None
+        if why_not:
             raise ConfigError(
-                f"http_protocols={','.join(config.http_protocols)} includes h2 but the h2 "
-                "package is not installed: install pounce_worker[http2] (or h2), or drop h2 from http_protocols"
+                f"http_protocols={','.join(config.http_protocols)} includes h2 but {why_not}: "
+                "install pounce_worker[http2], or drop h2 from http_protocols"
             )
         return config
 
