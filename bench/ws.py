@@ -8,10 +8,15 @@
 
 Every server serves ``bench.ws_app:app`` (accept, echo each message as it came)
 from one worker process, pinned to one CPU; the clients run pinned to the other.
-The clients are a few processes of a small raw-socket client (pre-built masked
-frames, epoll, one message in flight per connection: ``--connections`` clients
-sending one message at a time, as in the issue), cheap enough per message that
-the server is what is measured. Cells: 64 B and 64 KiB messages, text and
+The clients are ``--client-procs`` processes holding ``--connections``
+connections, each with one message in flight (16 clients sending one message
+at a time, as in the issue). By default they are bench/ws_load.c, compiled
+here with ``cc`` (the upgrade is done in Python, the processes inherit the
+sockets): a few microseconds per message, so the server always has a message
+waiting and its CPU per message is its own work. ``--client python`` runs
+bench/ws_client.py instead, which costs about as much per message as the
+servers do: server and clients then take turns, and a server's figure
+depends on how often it is woken (bench/ws_load.py says more). Cells: 64 B and 64 KiB messages, text and
 binary, without and with permessage-deflate (the client offers
 ``client_no_context_takeover``, so each of its messages is compressed once,
 ahead of time; the server keeps its own context).
@@ -35,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import http.client
-import multiprocessing
 import os
 import platform
 import statistics
@@ -51,7 +55,8 @@ if not __package__:  # python bench/ws.py: bench/ is sys.path[0]; import its mod
 from bench.peers import PORT, Launch, gunicorn_cmd
 from bench.procs import CLK_TCK, HOST, busy_ticks, cpu_seconds, voluntary_switches
 from bench.solo import Peer, SoloServer, choose, in_turn, options, spread, stop_all, write_results
-from bench.ws_client import CELLS, Cell, check, client
+from bench.ws_client import CELLS, Cell, check
+from bench.ws_load import CompiledLoad, Load, PythonLoad, build
 
 APP = "bench.ws_app:app"
 REFERENCE = "uvicorn"
@@ -70,9 +75,15 @@ PEERS = (
          gunicorn("pounce_worker.ThreadWorker", "--asgi-loop", "asyncio")),
     Peer("pounce-uvloop", "pounce_worker (uvloop, wsproto)", ("gunicorn", "pounce_worker", "wsproto", "uvloop"),
          gunicorn("pounce_worker.ThreadWorker", "--asgi-loop", "uvloop")),
+    Peer("pounce-uvloop-puremask", "pounce_worker (uvloop, pure-Python unmask)",
+         ("gunicorn", "pounce_worker", "wsproto", "uvloop"),
+         gunicorn("pounce_worker.ThreadWorker", "--asgi-loop", "uvloop", "-c", "python:bench.ws_puremask")),
     Peer("uvicorn", "UvicornWorker (websockets-sansio, uvloop)",
          ("gunicorn", "uvicorn", "uvicorn_worker", "websockets", "uvloop", "httptools"),
          gunicorn("uvicorn_worker.UvicornWorker")),
+    Peer("uvicorn-asyncio", "UvicornWorker (websockets-sansio, asyncio)",
+         ("gunicorn", "uvicorn", "uvicorn_worker", "websockets", "httptools"),
+         gunicorn("bench.ws_app.UvicornAsyncioWorker")),
     Peer("uvicorn-wsproto", "UvicornWorker --ws wsproto (uvloop)",
          ("gunicorn", "uvicorn", "uvicorn_worker", "wsproto", "uvloop", "httptools"),
          gunicorn("bench.ws_app.UvicornWsprotoWorker")),
@@ -118,42 +129,25 @@ class WsServer(SoloServer):
 
 
 def measure(server: WsServer, cell: Cell, args: argparse.Namespace) -> dict[str, Any]:
-    nprocs = args.client_procs
-    per = [args.connections // nprocs + (1 if i < args.connections % nprocs else 0) for i in range(nprocs)]
-    ctx = multiprocessing.get_context("fork")
-    counts = ctx.Array("q", nprocs, lock=False)
-    status = ctx.Array("i", 2 * nprocs, lock=False)
-    stop = ctx.Array("b", 1, lock=False)
-    procs = [ctx.Process(target=client, args=(server.port, cell, per[i], i, counts, status, stop), daemon=True)
-             for i in range(nprocs)]
-    for p in procs:
-        p.start()
+    if args.client_binary is not None:
+        load: Load = CompiledLoad(args.client_binary, server.port, cell, args.connections, args.client_procs)
+    else:
+        load = PythonLoad(server.port, cell, args.connections, args.client_procs)
     try:
-        deadline = time.monotonic() + 15
-        while any(status[2 * i] == 0 for i in range(nprocs)):
-            if time.monotonic() > deadline or any(status[2 * i] == -1 for i in range(nprocs)):
-                raise RuntimeError("clients did not connect")
-            time.sleep(0.01)
-        for i in range(nprocs):
-            status[2 * i] = 2  # go
         time.sleep(args.warmup)
 
         def snap() -> tuple[float, int, float, float, float, float, int]:
             workers, master = server.worker_cpu()
-            return (time.monotonic(), sum(counts), workers, master,
-                    cpu_seconds([p.pid for p in procs if p.pid]), busy_ticks() / CLK_TCK, server.sleeps())
+            return (time.monotonic(), load.count(), workers, master,
+                    cpu_seconds(load.pids), busy_ticks() / CLK_TCK, server.sleeps())
 
         a = snap()
         time.sleep(args.duration)
         b = snap()
-        failed = any(status[2 * i] == -1 for i in range(nprocs))
+        failed = load.failed()
+        deflate = load.deflate()
     finally:
-        stop[0] = 1
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        load.stop()
     dt, msgs = b[0] - a[0], b[1] - a[1]
     srv, master, cli, busy = b[2] - a[2], b[3] - a[3], b[4] - a[4], b[5] - a[5]
     return {
@@ -162,7 +156,7 @@ def measure(server: WsServer, cell: Cell, args: argparse.Namespace) -> dict[str,
         "sleeps_per_msg": (b[6] - a[6]) / msgs if msgs else None,
         "srv_pct": srv / dt * 100, "master_pct": master / dt * 100, "cli_pct": cli / dt * 100,
         "oth_pct": max(0.0, (busy - srv - master - cli) / dt * 100),
-        "deflate": bool(all(status[2 * i + 1] for i in range(nprocs))),
+        "deflate": deflate,
         "failed": failed,
     }
 
@@ -212,8 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options(ap, "1 x 2 s per cell after 0.5 s warm-up", PEER_KEYS,
             after_peers=[("--cells", {"default": ",".join(CELLS), "help": "of: " + ", ".join(CELLS)})],
-            load=[("--connections", {"type": int, "default": 16}), ("--client-procs", {"type": int, "default": 2})])
+            load=[("--connections", {"type": int, "default": 16}), ("--client-procs", {"type": int, "default": 2}),
+                  ("--client", {"choices": ("compiled", "python"), "default": "compiled",
+                                "help": "compiled: bench/ws_load.c, cheap enough that the server is the limit "
+                                        "(built with cc; python if it cannot be); python: bench/ws_client.py"})])
     args = ap.parse_args(argv)
+    args.client_binary = None
+    if args.client == "compiled":
+        args.client_binary, why = build()
+        if args.client_binary is None:
+            print(f"the compiled client cannot be built ({why}): using the Python client")
+            args.client = "python"
     args.duration = args.duration or (2.0 if args.quick else 3.0)
     args.reps = args.reps or (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, peers, cells)
     pin = "no pinning" if args.no_pin else f"server on CPU {args.server_cpu}, clients on CPU {args.client_cpu}"
     header = (f"bench/ws.py {tag}: {started:%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-              f"{args.connections} connections in {args.client_procs} client processes, "
+              f"{args.connections} connections in {args.client_procs} {args.client} client processes, "
               f"{args.reps} x {args.duration:g} s per cell after {args.warmup:g} s warm-up, "
               f"{pin}")
     write_results("ws", args, tag, started, header, interp.version_record(), text, servers, skipped, problems,

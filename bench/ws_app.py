@@ -45,8 +45,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 try:
     from uvicorn_worker import UvicornWorker
-except ImportError:  # pragma: no cover - only bench/ws.py's uvicorn-wsproto row needs it
+except ImportError:  # pragma: no cover - only bench/ws.py's uvicorn-wsproto and uvicorn-asyncio rows need it
     pass
 else:
     class UvicornWsprotoWorker(UvicornWorker):  # type: ignore[misc]
         CONFIG_KWARGS = {"loop": "auto", "http": "auto", "ws": "wsproto"}
+
+    class UvicornAsyncioWorker(UvicornWorker):  # type: ignore[misc]
+        """UvicornWorker on asyncio's own loop: the like-for-like row for pounce_worker (asyncio)."""
+
+        CONFIG_KWARGS = {"loop": "asyncio", "http": "auto", "ws": "auto"}

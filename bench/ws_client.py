@@ -96,24 +96,29 @@ def handshake(port: int, deflate: bool) -> tuple[socket.socket, bytes, str]:
     return sock, rest, extensions
 
 
+def client_frame(cell: Cell, extensions: list[str]) -> tuple[bytes, bool]:
+    """The frame every client sends for ``cell`` and whether permessage-deflate is on, given the
+    Sec-WebSocket-Extensions each connection's 101 answered (compressed once, ahead of time)."""
+    opcode = 2 if cell.binary else 1
+    data = payload(cell.size)
+    negotiated = all("permessage-deflate" in ext for ext in extensions)
+    if not (cell.deflate and negotiated):
+        return frame(opcode, data), negotiated
+    wbits = 15
+    for part in extensions[0].split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "client_max_window_bits" and value:
+            wbits = int(value.strip('"'))
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -wbits)
+    body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return frame(opcode, body[:-4] if body.endswith(b"\x00\x00\xff\xff") else body, rsv1=True), True
+
+
 def client(port: int, cell: Cell, nconns: int, index: int, counts: Any, status: Any, stop: Any) -> None:
     """One client process: ``nconns`` connections, each echoing one message at a time until ``stop``."""
     try:
-        opcode = 2 if cell.binary else 1
-        data = payload(cell.size)
         conns = [handshake(port, cell.deflate) for _ in range(nconns)]
-        negotiated = all("permessage-deflate" in ext for _, _, ext in conns)
-        if cell.deflate and negotiated:
-            wbits = 15
-            for part in conns[0][2].split(";"):
-                name, _, value = part.strip().partition("=")
-                if name == "client_max_window_bits" and value:
-                    wbits = int(value.strip('"'))
-            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -wbits)
-            body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-            out = frame(opcode, body[:-4] if body.endswith(b"\x00\x00\xff\xff") else body, rsv1=True)
-        else:
-            out = frame(opcode, data)
+        out, negotiated = client_frame(cell, [ext for _, _, ext in conns])
         status[2 * index + 1] = 1 if negotiated else 0
         epoll = select.epoll()
         # per fd: [socket, bytes of data-frame payload still to skip, that frame is final, partial header]
