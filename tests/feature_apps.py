@@ -48,7 +48,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     ctype = query.get("type", "text/plain; charset=utf-8").encode()
     headers = [(b"content-type", ctype)]
     for name, value in (("vary", "vary"), ("cache-control", "cache_control"), ("etag", "etag"),
-                        ("server-timing", "timing")):
+                        ("server-timing", "timing"), ("accept-ranges", "accept_ranges")):
         if value in query:
             headers.append((name.encode(), query[value].encode()))
     if path == "/body":

@@ -305,7 +305,9 @@ class CompressingSend:
 
     def _rewrite(self, start: Message, length: int | None) -> Message:
         assert self._coding is not None
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        # Accept-Ranges offers ranges of the identity bytes, which the encoded body is not
+        # (a client's next Range request would splice the two); nginx's gzip drops it too.
+        headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"accept-ranges")]
         # A strong ETag names the identity bytes; the compressed ones are another representation.
         headers = [(k, b"W/" + v if k.lower() == b"etag" and v.startswith(b'"') else v) for k, v in headers]
         headers.append((b"content-encoding", self._coding.encode("ascii")))

@@ -186,6 +186,17 @@ def test_strong_etag_becomes_weak(server: Gunicorn) -> None:
     assert response.header(b"etag") == b'W/"v1"'
 
 
+def test_accept_ranges_is_dropped_from_a_compressed_response_only(server: Gunicorn) -> None:
+    """Ranges name bytes of the identity body: offered on a compressed one, a client's next
+    Range request would splice identity bytes into the encoded ones (nginx's gzip drops it too)."""
+    target = "/body?" + urlencode({"size": 3000, "accept_ranges": "bytes"})
+    compressed = get(server, target)
+    assert compressed.header(b"content-encoding") == b"gzip"
+    assert compressed.header(b"accept-ranges") is None
+    plain = get(server, target, accept=None)
+    assert plain.header(b"content-encoding") is None and plain.header(b"accept-ranges") == b"bytes"
+
+
 def test_keep_alive_survives_compressed_responses(server: Gunicorn) -> None:
     with httpx.Client(base_url=server.url, headers={"accept-encoding": "gzip"}) as client:
         for size in (3000, 10, 70_000):
