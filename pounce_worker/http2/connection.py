@@ -424,7 +424,9 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         if exchange.replace(status, [(b"content-type", b"text/plain; charset=utf-8")],
                             (message + "\n").encode("utf-8", "replace")):
             if not exchange.end_sent:
-                self._reset_stream(exchange, ErrorCodes.CANCEL)  # the rest of the request is not wanted
+                # Behind a shut window: sent whole as it opens (stream_sent then ends the request
+                # body still coming), or let go at the send deadline; a reset now would cut it.
+                exchange.await_end()
         else:
             self._reset_stream(exchange, ErrorCodes.PROTOCOL_ERROR)
         if cycle is None:

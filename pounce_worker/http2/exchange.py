@@ -325,13 +325,17 @@ class StreamExchange:
         """The response is whole (``body(..., False)``): the request counts, the stream may close."""
         self.app_done = True
         self.body_deadline = 0.0
+        self.await_end()
+        self.connection.stream_done(self)
+
+    def await_end(self) -> None:
+        """The response is decided but not all out: announced trailers are what ends the stream,
+        or the last bytes wait for a window. Bounded by POUNCE_SEND_TIMEOUT, should the app never
+        send them or the client never open it."""
         connection = self.connection
         if (self.trailers_expected is not None or self.out) and connection.config.send_timeout:
-            # Announced trailers are what ends the stream, or the last bytes wait for a window:
-            # bounded, should the app never send them or the client never open it.
             self.send_deadline = connection.server.deadline_base + connection.config.send_timeout
             connection.arm(self.send_deadline)
-        self.connection.stream_done(self)
 
     def abort(self) -> None:
         self.app_done = True

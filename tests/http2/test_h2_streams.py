@@ -141,6 +141,40 @@ def test_a_refusal_before_the_app_ends_the_stream(make_rig):
     assert not client.conn.open  # idle, so closed after keepalive
 
 
+def test_a_refusal_behind_a_shut_window_waits_for_it_instead_of_being_cut(make_rig):
+    """A client whose streams start with no window (SETTINGS_INITIAL_WINDOW_SIZE 0) gets the
+    413's head at once and its body as the window opens, then RST_STREAM(NO_ERROR) for the
+    request body; it was RST_STREAM(CANCEL) at once, the status line's reason lost. A window
+    never opened lets the stream go at POUNCE_SEND_TIMEOUT."""
+    import h2.settings
+
+    rig = make_rig(never, env={"POUNCE_MAX_BODY_SIZE": "10", "POUNCE_SEND_TIMEOUT": "60"}, keepalive=5, **SETTINGS)
+    client = Client(rig)
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    head = [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "t"), ("content-length", "1000")]
+    opened = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(opened, head)
+    client.flush()
+    shut = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(shut, head)
+    client.flush()
+    for stream in (opened, shut):
+        assert client.status(stream) == 413
+        assert client.body(stream) == b""
+        assert ("StreamReset", h2.errors.ErrorCodes.CANCEL) not in events_of(client, stream)
+    client.h2.increment_flow_control_window(4096, opened)
+    client.flush()
+    assert client.body(opened) == b"Request body of 1000 bytes exceeds POUNCE_MAX_BODY_SIZE=10\n"
+    assert ("StreamEnded", None) in events_of(client, opened)
+    assert ("StreamReset", h2.errors.ErrorCodes.NO_ERROR) in events_of(client, opened)
+    rig.advance(59.9)
+    assert ("StreamReset", h2.errors.ErrorCodes.NO_ERROR) not in events_of(client, shut)
+    rig.advance(0.2)
+    assert any(kind == "StreamReset" for kind, _ in events_of(client, shut))
+    assert client.conn.open  # one stream's shut window: that stream goes, not the connection
+
+
 def test_a_complete_refusal_is_not_followed_by_internal_error(make_rig):
     """413 mid-body and 408: the app hears http.disconnect and returns; the stream is not then reset
     with INTERNAL_ERROR (curl reports that as a failed transfer and hides the status)."""
