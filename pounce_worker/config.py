@@ -112,6 +112,20 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+#: The loop tick's bounds: below, every loop wakes hundreds of times a second for nothing;
+#: above, every deadline fires up to two ticks late and the Date header lags as much.
+TICK_MIN, TICK_MAX = 0.01, 5.0
+
+
+def _tick(env: Mapping[str, str]) -> float:
+    """POUNCE_SHUTDOWN_TICK (0 or unset: 0.5), refused outside [TICK_MIN, TICK_MAX] naming the variable."""
+    value = _env_number(env, "POUNCE_SHUTDOWN_TICK") or 0.5
+    if not TICK_MIN <= value <= TICK_MAX:
+        raise ConfigError(f"POUNCE_SHUTDOWN_TICK={env['POUNCE_SHUTDOWN_TICK']!r} must be between {TICK_MIN:g} and "
+                          f"{TICK_MAX:g} seconds (each loop wakes every tick; deadlines fire up to two ticks late)")
+    return value
+
+
 #: Pounce settings whose value is text: environment variable -> (default, documentation).
 ENV_TEXT_SETTINGS: Mapping[str, tuple[str, str]] = {
     "POUNCE_STATUS_BIND": (
@@ -402,7 +416,7 @@ class ServerConfig:
             body_timeout=_env_number(env, "POUNCE_BODY_TIMEOUT"),
             body_min_rate=_env_number(env, "POUNCE_BODY_MIN_RATE"),
             send_timeout=_env_number(env, "POUNCE_SEND_TIMEOUT"),
-            tick=_env_number(env, "POUNCE_SHUTDOWN_TICK") or 0.5,
+            tick=_tick(env),
             fast_path=bool(_env_number(env, "POUNCE_FAST_PATH")),
             forwarded_allow_all=fwd_all,
             forwarded_allow_nets=fwd_nets,

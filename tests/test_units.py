@@ -232,6 +232,8 @@ def test_env_settings_defaults_and_values():
         ("POUNCE_HEADER_TIMEOUT", "soon", "is not a number"),
         ("POUNCE_MAX_BODY_SIZE", "-1", "must not be negative"),
         ("POUNCE_SHUTDOWN_TICK", "1s", "is not a number"),
+        ("POUNCE_SHUTDOWN_TICK", "0.001", "must be between 0.01 and 5 seconds"),
+        ("POUNCE_SHUTDOWN_TICK", "30", "must be between 0.01 and 5 seconds"),
     ],
 )
 def test_bad_env_settings_name_the_variable(name, value, message):
