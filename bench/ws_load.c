@@ -59,6 +59,7 @@ static void send_all(int fd, const unsigned char *buf, size_t len) {
     while (len) {
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
         if (n < 0) {
+            if (errno == EINTR && stopping) exit(0); /* SIGTERM while blocked on a peer that stopped reading */
             if (errno == EINTR) continue;
             if (errno == EAGAIN) { /* the socket is blocking; should not happen */ continue; }
             die("send");

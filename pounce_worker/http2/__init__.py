@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 
 #: Whether the h2 package is installed (checked without importing it: boot stays light).
 AVAILABLE = importlib.util.find_spec("h2") is not None
@@ -31,12 +32,16 @@ def unusable(version: str | None = None) -> str | None:
         try:
             version = importlib.metadata.version("h2")
         except importlib.metadata.PackageNotFoundError:
-            return "the h2 package is not installed"
-    parts = version.split(".")
-    try:
-        installed = (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0))
-    except (IndexError, ValueError):
+            # Importable without its metadata (vendored, frozen, a zipapp): ask the module.
+            try:
+                import h2
+            except ImportError:
+                return "the h2 package is not installed"
+            version = str(getattr(h2, "__version__", "unknown"))
+    found = re.match(r"(\d+)(?:\.(\d+))?", version)  # the release's leading numbers (PEP 440)
+    if found is None:
         return f"h2 {version} is not a version this package understands"
+    installed = (int(found[1]), int(found[2] or 0))
     if installed < MIN_H2 or installed[0] >= 5:
         return f"h2 {version} is installed; pounce_worker needs h2>={MIN_H2[0]}.{MIN_H2[1]},<5"
     return None

@@ -11,14 +11,14 @@ It is optional and never required: pounce_worker does not depend on
 16.0 on, whose extension declares that it does not need the GIL
 (``Py_MOD_GIL_NOT_USED``): an older one would switch the GIL back on for the
 whole process at import, the same rule as for uvloop. The version is read from
-the package's metadata, without importing it. Otherwise the pure-Python
+the package itself (``websockets/__init__`` imports no C code) before the
+extension is imported. Otherwise the pure-Python
 ``unmask_py`` is used, and ``tests/websocket/test_frames.py`` proves both equal
 to wsproto's unmasking.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import sys
 from collections.abc import Callable
@@ -60,10 +60,14 @@ def declares_no_gil(version: str | None) -> bool:
 
 
 def _installed_websockets() -> str | None:
+    """The version of the websockets that would be imported (its package, which imports
+    no C code, not its metadata: a copy earlier on the path may not be the one pip saw)."""
     try:
-        return importlib.metadata.version("websockets")
-    except importlib.metadata.PackageNotFoundError:
+        import websockets
+    except Exception:
         return None
+    version = getattr(websockets, "__version__", None)
+    return version if isinstance(version, str) else None
 
 
 def _speedup() -> Callable[[bytes, bytes], bytes] | None:

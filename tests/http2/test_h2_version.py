@@ -18,8 +18,10 @@ from pounce_worker.worker import ThreadWorker
 
 @pytest.mark.parametrize(
     ("version", "usable"),
-    [("4.4.0", True), ("4.4.1", True), ("4.10.2", True), ("4.4.0rc1", True),
-     ("4.1.0", False), ("4.2.0", False), ("4.3.0", False), ("3.2.0", False), ("5.0.0", False), ("unknown", False)],
+    [("4.4.0", True), ("4.4.1", True), ("4.10.2", True), ("4.4.0rc1", True), ("4.4", True), ("4.4.0.post1", True),
+     ("4.1.0", False), ("4.2.0", False), ("4.3.0", False), ("3.2.0", False), ("5.0.0", False), ("unknown", False),
+     # The minor's leading digits only: these are 4.3 and 4.1 releases, not 4.31 or 4.110.
+     ("4.3rc1", False), ("4.3b2", False), ("4.3post1", False), ("4.3+deb1", False), ("4.1a10", False), ("4", False)],
 )
 def test_usable_versions(version: str, usable: bool) -> None:
     why = http2.unusable(version)
@@ -46,3 +48,16 @@ def test_an_old_h2_fails_the_boot_naming_the_setting(monkeypatch: pytest.MonkeyP
         ThreadWorker.validated_config(cfg)
     cfg.set("http_protocols", "h1")
     ThreadWorker.validated_config(cfg)  # HTTP/1.1 only: h2's version does not matter
+
+
+def test_an_h2_without_metadata_is_asked_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vendored, frozen or in a zipapp, h2 imports without its dist-info: its ``__version__`` decides."""
+    import h2
+
+    def missing(name: str) -> str:
+        raise http2.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(http2.importlib.metadata, "version", missing)
+    assert http2.unusable() is None
+    monkeypatch.setattr(h2, "__version__", "4.2.0")
+    assert http2.unusable() == "h2 4.2.0 is installed; pounce_worker needs h2>=4.4,<5"
