@@ -24,7 +24,7 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from ..asgi import Rejection
-from ..http1.proxy import ip_allowed
+from ..http1.proxy import peer_forwarding_allowed
 from .headers import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
@@ -39,11 +39,8 @@ UPGRADE_BODY_LIMIT = 65536
 
 
 def _trusted(connection: HTTPConnection) -> bool:
-    """Whether the connecting peer (the proxy, never a client a PROXY header names) may speak h2c."""
-    config = connection.config
-    peer = connection.transport.get_extra_info("peername")
-    ip = peer[0] if isinstance(peer, tuple) and peer else None
-    return ip_allowed(ip, config.forwarded_allow_all, config.forwarded_allow_nets)
+    """Whether the connecting peer may speak h2c."""
+    return peer_forwarding_allowed(connection.transport, connection.config)
 
 
 def take(connection: HTTPConnection) -> bool:
