@@ -149,3 +149,17 @@ def test_no_h11_private_names() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("h11._"):
                 offenders.append(f"{name}:{node.lineno} from {node.module}")
     assert not offenders, offenders
+
+
+def test_inprocess_marker_follows_what_a_module_imports() -> None:
+    """tests/run's second GIL leg runs the ``inprocess`` tests (and ``smoke``): the marker must
+    keep finding them, or that leg would quietly shrink to its ten smoke tests."""
+    import tests.compat.test_compat as compat
+    import tests.http1.test_connection as connection
+    import tests.websocket.test_frames as frames
+    import tests.websocket.test_websocket as websocket
+    from tests.conftest import _starts_no_server
+
+    assert _starts_no_server(frames) and _starts_no_server(connection)
+    assert not _starts_no_server(websocket)  # starts gunicorn masters through tests/harness
+    assert not _starts_no_server(compat)  # starts uvicorn and ours by itself
