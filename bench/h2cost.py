@@ -100,6 +100,9 @@ def make_server() -> Any:
 
 async def drive(requests: int, profile: cProfile.Profile | None) -> tuple[float, int]:
     from pounce_worker.http2.connection import H2Connection
+    from pounce_worker.http2.machine import quiet_hpack
+
+    quiet_hpack()  # as ThreadWorker.run does where HTTP/2 is on
 
     server = make_server()
     rounds = max(1, requests // (CONNECTIONS * STREAMS)) + 5

@@ -276,6 +276,10 @@ class ThreadWorker(base.Worker):
             chosen.value, why, config.loops, loop_kind, config.worker_connections,
             _mode.interpreter_build(),
         )
+        if config.http2:
+            from .http2.machine import quiet_hpack  # imports h2: only where HTTP/2 is on
+
+            quiet_hpack()
         if not websocket.AVAILABLE:
             self.log.warning(
                 "pounce_worker: wsproto is not installed, so WebSocket handshakes reach the app as plain HTTP"

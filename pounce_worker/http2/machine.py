@@ -20,6 +20,7 @@ Each leans on one h2 internal, named here and nowhere else (h2 is pinned below 5
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import h2.config
@@ -48,7 +49,16 @@ class _Quiet:
         return None
 
 
-hpack.hpack.log = _Quiet()  # type: ignore[assignment]
+def quiet_hpack() -> None:
+    """Silence hpack's per-field DEBUG calls, unless someone listens to them.
+
+    The patch is process-wide (hpack keeps one module logger), so it is made once, from the
+    worker's main thread before any loop serves (worker.run), not by whichever loop first
+    speaks HTTP/2; and only when hpack's logger does not log DEBUG at that moment, so an
+    app that turned it on (to debug its own httpx or grpclib traffic) keeps its lines.
+    """
+    if not logging.getLogger(hpack.hpack.__name__).isEnabledFor(logging.DEBUG):
+        hpack.hpack.log = _Quiet()  # type: ignore[assignment]
 
 
 class Oversized(h2.exceptions.ProtocolError):
