@@ -11,9 +11,30 @@ locking around file reopening.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gunicorn.glogging import Logger
+
+#: What asyncio says when an object made on one loop is used from another (a module-level
+#: ``asyncio.Lock`` or ``Queue``, a client or pool made by another loop's lifespan).
+_OTHER_LOOP = re.compile(r"(attached to|bound to) a different (event )?loop")
+
+
+def other_loop_hint(exc: BaseException | None, loops: int) -> str:
+    """A sentence for an app failure caused by an asyncio object of another loop, with
+    several loops in this process (thread mode); otherwise "". The app is fine under
+    uvicorn's one loop per process, so the log says why it fails here and what to do."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if loops > 1 and isinstance(exc, RuntimeError) and _OTHER_LOOP.search(str(exc)):
+            return (f" (an asyncio object made on another of this process's {loops} event loops: in thread "
+                    "mode each loop thread runs the app; make such objects per loop, in the lifespan "
+                    "startup into scope['state'], or set POUNCE_WORKER_MODE=processes; see README, "
+                    "'Free-threading guide for app authors')")
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return ""
 
 
 def wants_access_calls(log: Any) -> bool:

@@ -221,6 +221,10 @@ async def concurrency(scope, receive, send):
     await _respond(send, 200, data)
 
 
+#: A module-level asyncio object, as apps written for one loop per process keep (``/module-event``).
+_MODULE_EVENT = asyncio.Event()
+
+
 async def features(scope, receive, send):
     """HTTP feature probes.
 
@@ -228,7 +232,9 @@ async def features(scope, receive, send):
     ``/noread``: answers without reading the request body (Expect: 100-continue);
     ``/slowread``: reads the body slowly and reports the largest chunk one receive() returned;
     ``/crash-where``: raises an exception naming the loop thread it ran on;
-    ``/server-header``: sets its own Server and Date headers.
+    ``/server-header``: sets its own Server and Date headers;
+    ``/module-event``: waits 10 ms on a module-level ``asyncio.Event`` (bound to the first
+    loop that waits on it: from another loop, asyncio raises; the thread-mode hint's probe).
     """
     if scope["type"] == "lifespan":
         return await _lifespan(scope, receive, send)
@@ -255,6 +261,12 @@ async def features(scope, receive, send):
         return await _respond(send, 200, data)
     if path == "/crash-where":
         raise RuntimeError(f"boom on {threading.current_thread().name}")
+    if path == "/module-event":
+        try:
+            await asyncio.wait_for(_MODULE_EVENT.wait(), 0.01)
+        except asyncio.TimeoutError:
+            pass
+        return await _respond(send, 200, b"waited")
     if path == "/server-header":
         own = [(b"server", b"custom/1.0"), (b"date", b"Thu, 01 Jan 2015 00:00:00 GMT")]
         return await _respond(send, 200, b"own", own)

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..io import wakeup
+from ..log import other_loop_hint
 from . import ClientDisconnected, Message, Rejection, timing
 from .compression import CompressingSend
 from .hooks import RequestView, ResponseView, access_environ
@@ -383,8 +384,8 @@ class RequestCycle:
                 self.exchange.abort()
             return
         log.exception(
-            "Exception in ASGI application while handling %s %s",
-            self.scope["method"], self.scope["path"], exc_info=exc,
+            "Exception in ASGI application while handling %s %s%s",
+            self.scope["method"], self.scope["path"], other_loop_hint(exc, self.server.config.loops), exc_info=exc,
         )
         if not self.response_started:
             try:

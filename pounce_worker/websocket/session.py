@@ -17,6 +17,7 @@ from ..asgi import ASGI_VERSION, ClientDisconnected, Message
 from ..asgi.hooks import RequestView, ResponseView, access_environ
 from ..io import wakeup
 from ..io.flow import WriteFlow
+from ..log import other_loop_hint
 from . import deflate, frames, handshake
 from .frames import MAX_QUEUE, QUEUE_HIGH_WATER
 
@@ -449,7 +450,8 @@ class WebSocketSession(asyncio.Protocol):
                 log.debug("WebSocket %s ended by the socket closing (%s)", path, type(exc).__name__)
                 self._close_transport()
             else:
-                log.exception("Exception in ASGI application while handling WebSocket %s", path)
+                log.exception("Exception in ASGI application while handling WebSocket %s%s", path,
+                              other_loop_hint(exc, self.config.loops))
                 if not self.handshake_done:
                     self._send_500()
                 elif self.accepted and not self.close_sent:

@@ -256,6 +256,24 @@ def test_loop_error_log_lines_name_worker_pid_and_loop(mode):
     assert {e[1] for e in entries} == expected
 
 
+def test_an_asyncio_object_of_another_loop_is_a_500_whose_log_line_says_why():
+    """A module-level asyncio.Event, fine under uvicorn's one loop per process: the first loop
+    to wait on it owns it, and the app fails on the other. The 500's log line says that thread
+    mode runs the app on several loops and what to do (README: free-threading guide)."""
+    with serve("tests.apps:features", "--worker-connections", "2", mode="threads", threads=2) as server:
+        # worker_connections=2 over 2 loops: each loop holds one connection. The kept-alive
+        # one (which bound the Event to its loop) sends the next connection to the other loop.
+        with RawConnection(server.port) as pin:
+            pin.send(b"GET /module-event HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert pin.read_response().status == 200
+            assert httpx.get(server.url + "/module-event").status_code == 500
+        server.wait_for_log(r"event loops: in thread mode each loop thread runs the app")
+        log = server.log()
+    assert re.search(r"Exception in ASGI application while handling GET /module-event \(an asyncio object made "
+                     r"on another of this process's 2 event loops: .* POUNCE_WORKER_MODE=processes", log), log
+    assert "is bound to a different event loop" in log  # the traceback is still there
+
+
 def test_every_log_line_written_by_a_loop_thread_is_prefixed():
     with serve("tests.apps:echo", mode="threads", threads=2) as server:
         httpx.get(server.url + "/prefixed-please")
