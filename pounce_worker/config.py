@@ -112,6 +112,14 @@ def _env_number(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+def _underscore_forwarded(cfg: Any) -> frozenset[bytes] | None:
+    """forwarder_headers as scope names (``SCRIPT_NAME`` -> ``b"script_name"``); None for ``*``."""
+    names = list(getattr(cfg, "forwarder_headers", None) or ())
+    if "*" in names:
+        return None
+    return frozenset(name.strip().lower().encode("latin-1") for name in names)
+
+
 #: The loop tick's bounds: below, every loop wakes hundreds of times a second for nothing;
 #: above, every deadline fires up to two ticks late and the Date header lags as much.
 TICK_MIN, TICK_MAX = 0.01, 5.0
@@ -285,6 +293,11 @@ class ServerConfig:
     server_header: bytes = b"pounce"
     #: Request header names ``proxy.forwarded`` acts on for a trusted peer.
     forwarded_names: frozenset[bytes] = frozenset()
+    #: Gunicorn's header_map: what a header name with an underscore gets (drop, refuse or
+    #: dangerous), and the names a trusted peer may send anyway (forwarder_headers, lower-cased;
+    #: None: every name, for ``*``).
+    header_map: str = "drop"
+    underscore_forwarded: frozenset[bytes] | None = frozenset()
     status_bind: StatusBind | None = None
     #: Gunicorn's reuse_port where the OS has SO_REUSEPORT: then each worker binds listening
     #: sockets of its own (Gunicorn's spawn_worker), which a stop may close (loop/gate.py).
@@ -423,6 +436,8 @@ class ServerConfig:
             secure_scheme_headers=secure,
             secure_scheme_names=frozenset(name for name, _ in secure),
             forward_script_name=forward_script_name,
+            header_map=str(getattr(cfg, "header_map", "drop") or "drop"),
+            underscore_forwarded=_underscore_forwarded(cfg),
             forwarded_names=frozenset(name for name, _ in secure) | (
                 {b"script_name"} if forward_script_name else frozenset()
             ),

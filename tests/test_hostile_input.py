@@ -148,6 +148,7 @@ VECTORS: list[Vector] = [
     # -- request line: method, target, version ------------------------------------------------------
     V("method_lowercase", b"get /a HTTP/1.1\r\n" + H + b"\r\n", "accept", 400, 400),
     V("method_bad_char", b"G@T /a HTTP/1.1\r\n" + H + b"\r\n", "400(head)", 400, 400),
+    V("method_hash", b"ME#TH /a HTTP/1.1\r\n" + H + b"\r\n", "accept", 400, 400),  # Gunicorn's [a-z#]
     V("method_too_long", b"A" * 30 + b" /a HTTP/1.1\r\n" + H + b"\r\n", "accept", 400, 400),
     V("method_empty", b" /a HTTP/1.1\r\n" + H + b"\r\n", "400(head)", 400, 400),
     V("target_no_slash", get(line=b"GET a HTTP/1.1"), "accept", 400, 400),

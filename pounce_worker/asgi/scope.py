@@ -19,6 +19,7 @@ from . import ASGI_VERSION, HTTP_SPEC_VERSION, Rejection
 from .pathsend import EXTENSION as PATHSEND
 
 if TYPE_CHECKING:
+    from ..config import ServerConfig
     from ..loop.server import LoopServer
 
 #: The ASGI spec's Early Hints extension, advertised in every HTTP scope: its message
@@ -97,6 +98,26 @@ def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
+def underscored(
+    config: ServerConfig, headers: list[tuple[bytes, bytes]], trusted: bool
+) -> list[tuple[bytes, bytes]]:
+    """Gunicorn's ``header_map`` for names with an underscore: ``X_Auth`` and ``X-Auth`` are
+    different fields, but anything mapping them to WSGI-style keys (an ASGI-to-WSGI adapter,
+    an app's own ``HTTP_X_AUTH``) reads them as one, so a client could pass the first for
+    the second. ``drop`` (the default) removes them, ``refuse`` answers 400; a name in
+    ``forwarder_headers`` from a peer in ``forwarded_allow_ips`` is kept, as in Gunicorn."""
+    allowed = config.underscore_forwarded if trusted else frozenset()
+    kept = []
+    for name, value in headers:
+        if 95 in name and (allowed is not None and name not in allowed):
+            if config.header_map == "refuse":
+                raise Rejection(400, f"Invalid header name {name.decode('latin-1')!r}: it contains an "
+                                     "underscore (header_map='refuse')")
+            continue
+        kept.append((name, value))
+    return kept
+
+
 def http_scope(
     server: LoopServer,
     method: bytes,
@@ -107,8 +128,12 @@ def http_scope(
     local: tuple[str, int] | None,
     scheme: str,
     trusted: bool,
+    underscores: bool = True,
 ) -> dict[str, Any]:
-    """The scope of one request; ``headers`` become the scope's (lower-case names)."""
+    """The scope of one request; ``headers`` become the scope's (lower-case names).
+
+    ``underscores`` False: the caller saw no ``_`` in the whole head, so no name needs
+    ``header_map``'s check (HTTP/1.1's fast path knows it from one scan of its bytes)."""
     if method == b"CONNECT":
         # RFC 9110 §9.3.6: a 2xx answer to CONNECT means a tunnel is open, and a proxy in
         # front may take a generic app's 200 for one; an ASGI app cannot open a tunnel.
@@ -140,6 +165,11 @@ def http_scope(
     elif root_path:
         path = root_path + path
         raw_path = root_path.encode("ascii") + raw_path
+    if underscores and config.header_map != "dangerous":
+        for name, _ in headers:
+            if 95 in name:  # b"_": rare, so the common request pays one scan of its names
+                headers = underscored(config, headers, trusted)
+                break
     if config.max_body_size:
         length = content_length(headers)
         if length is not None and length > config.max_body_size:

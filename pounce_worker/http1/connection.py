@@ -251,11 +251,13 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
         asked_close: bool,
         body_expected: bool,
         head_size: int,
+        underscores: bool = True,
     ) -> None:
         """Build the scope and start the app for a parsed request head (either path).
 
         ``headers`` have lower-cased names (they become the scope's);
-        ``head_size`` is the head's length in bytes when known, else 0.
+        ``head_size`` is the head's length in bytes when known, else 0; ``underscores``
+        False when the head holds no ``_`` at all (no name to check for ``header_map``).
         """
         self.deadline = 0.0  # _cancel_timers(), inlined
         self.phase = ACTIVE
@@ -264,7 +266,8 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             self._check_limits(method, target, headers, head_size)
         server = self.server
         scope = http_scope(
-            server, method, target, http_version, headers, self.client, self.local, self.scheme, self.trusted
+            server, method, target, http_version, headers, self.client, self.local, self.scheme, self.trusted,
+            underscores,
         )
         if not self.fast and self._upgrade_to_websocket(scope, target, headers):
             return  # WebSocket handshake: the connection is websocket.py's from here on

@@ -64,7 +64,7 @@ _TOKEN = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcde
 #: Method bytes the fast path takes: validate.py's conventional method (upper-case token
 #: characters, 3 to 20 of them); others go to h11's path, where that rule and Gunicorn's
 #: ``permit_unconventional_http_method`` apply.
-_CONVENTIONAL_METHOD = _class_table(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_CONVENTIONAL_METHOD = _class_table(b"!$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 #: What h11 admits in a request target: VCHAR, 0x21-0x7E.
 _VCHAR = _class_table(bytes(range(0x21, 0x7F)))
 #: Bytes a field line may hold on the fast path: visible ASCII, SP, HTAB and obs-text.

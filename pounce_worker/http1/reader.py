@@ -57,7 +57,7 @@ class RequestReader:
         def pause_reading(self) -> None: ...
         def start_request(
             self, method: bytes, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
-            asked_close: bool, body_expected: bool, head_size: int,
+            asked_close: bool, body_expected: bool, head_size: int, underscores: bool = True,
         ) -> None: ...
         def body_progress(self, size: int) -> None: ...
         def body_done(self) -> None: ...
@@ -147,7 +147,9 @@ class RequestReader:
                     # value not seen valid before, a repeated Content-Type).
                     if content_types > 1 or host not in server.known_hosts:
                         check_parsed(host, content_types, server.known_hosts)
-                    self.start_request(method, target, "1.1", headers, close, length > 0, end + 4)
+                    # 95 in head: one memchr tells the scope whether any field name can hold
+                    # an underscore (header_map), so the usual head skips the per-name scan.
+                    self.start_request(method, target, "1.1", headers, close, length > 0, end + 4, 95 in head)
                 except Rejection as exc:
                     self.reject(exc.status, str(exc))
                     return

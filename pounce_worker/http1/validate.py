@@ -36,7 +36,9 @@ from ..asgi import Rejection
 
 #: Control characters other than HTAB, CR and LF (CR and LF are checked as CRLF pairs).
 CONTROL_CHARACTERS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_METHOD_OK = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]{3,20}")
+#: Gunicorn's conventional method: a token of 3-20 characters without lower case or ``#``
+#: (its METHOD_BADCHAR_RE, ``[a-z#]``), unless permit_unconventional_http_method.
+_METHOD_OK = re.compile(rb"[A-Z0-9!$%&'*+.^_`|~-]{3,20}")
 #: The fields whose handling decides framing or routing, found in one scan of the head.
 _FRAMING = re.compile(
     rb"\r\n(content-length|transfer-encoding|host|expect|content-type)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
