@@ -70,6 +70,38 @@ def resolve_loop_kind(requested: str, log: Any) -> str:
     return "asyncio"
 
 
+class _Silent:
+    """A logger for resolve_loop_kind's second call: run() logs its warnings once."""
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def import_before_switching_user(cfg: Any) -> None:
+    """Import what the loops import lazily (the event loop, the default executor's thread
+    pool, HTTP/2's stack) while the worker still runs as the user that started Gunicorn.
+
+    Gunicorn switches to ``user``/``group`` next (``Worker.init_process``). A Python whose
+    files that user cannot read (a pyenv under /root, a virtualenv in a private home) then
+    fails every import not yet done: the loop died at its start with ``ModuleNotFoundError:
+    concurrent.futures.thread`` (uvloop's init imports it), where ``-k asgi``, which imports
+    them up front, served. A failure here is left to the lazy import, which reports it.
+    """
+    if cfg.uid == os.geteuid() and cfg.gid == os.getegid():
+        return  # no switch coming
+    try:
+        config = ServerConfig.from_gunicorn(cfg)
+        import concurrent.futures.thread  # noqa: F401 - asyncio's default executor
+        import hashlib  # noqa: F401 - 3.13's random.seed imports it lazily: Gunicorn seeds after the switch
+
+        if resolve_loop_kind(config.loop_kind, _Silent()) == "uvloop":
+            import uvloop  # noqa: F401
+        if config.http2 and http2.AVAILABLE:
+            from .http2 import connection, exchange  # noqa: F401 - h2, hpack, hyperframe
+    except Exception:  # run() reports a bad setting; the lazy import says the rest
+        return
+
+
 def _error_app(message: str) -> ASGIApp:
     """Served after a reload hit a SyntaxError, so the developer sees it in the browser."""
 
@@ -200,6 +232,7 @@ class ThreadWorker(base.Worker):
     def init_process(self) -> None:
         self.gil_at_boot = _mode.gil_enabled()
         settle_allocator()
+        import_before_switching_user(self.cfg)
         super().init_process()
 
     def load_wsgi(self) -> None:

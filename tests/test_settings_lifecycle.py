@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -436,25 +437,25 @@ def test_umask_applies_to_unix_socket():
 # -- processes: user/group, worker_tmp_dir, raw_env ------------------------------------------------
 
 
-PREIMPORT = """
-import concurrent.futures.thread, hashlib, importlib.util, random
-random.seed(b"x")  # 3.13 imports hashlib (_sha2) lazily in random.seed, which the worker calls
-if importlib.util.find_spec("uvloop"):
-    import uvloop
-"""
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
-def test_user_and_group():
-    server = subject(PROBE, "--user", "nobody", "--group", "nogroup")
-    # This machine's interpreter lives under /root (mode 700): what the worker would import
-    # lazily after dropping privileges is imported by the master, through the config file.
-    server.args += ["-c", str(config_file(server, PREIMPORT))]
+@pytest.mark.parametrize("extra", [(), ("--asgi-loop", "asyncio", "--http-protocols", "h2,h1",
+                                        "--http2-cleartext", "both")], ids=["default-loop", "asyncio-h2c"])
+def test_user_and_group(extra):
+    """This machine's interpreter lives under /root (mode 700), which nobody cannot read: what
+    the worker imports lazily (uvloop, asyncio's thread pool, h2) must be imported before
+    Gunicorn switches the worker to ``user``/``group``. The worker died at its loop's start
+    (``ModuleNotFoundError: concurrent.futures.thread``) where ``-k asgi`` served."""
+    server = subject(PROBE, "--user", "nobody", "--group", "nogroup", *extra)
     with running(server):
         info = _info(server)
         (pid,) = server.worker_pids()
         status = Path(f"/proc/{pid}/status").read_text()
         master = Path(f"/proc/{server.proc.pid}/status").read_text()
+        if extra and shutil.which("curl"):
+            out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                                  "-w", "%{http_code} %{http_version}", f"http://127.0.0.1:{server.port}/info"],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.stdout == "200 2", (out, server.output())
     nobody, nogroup = 65534, 65534
     assert (info["uid"], info["gid"]) == (nobody, nogroup)
     assert re.search(rf"^Uid:\s+{nobody}\s+{nobody}\s+{nobody}\s+{nobody}$", status, re.M), status
