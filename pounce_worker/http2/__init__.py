@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import re
+
+from ..versions import release
 
 #: Whether the h2 package is installed (checked without importing it: boot stays light).
 AVAILABLE = importlib.util.find_spec("h2") is not None
@@ -38,10 +39,9 @@ def unusable(version: str | None = None) -> str | None:
             except ImportError:
                 return "the h2 package is not installed"
             version = str(getattr(h2, "__version__", "unknown"))
-    found = re.match(r"(\d+)(?:\.(\d+))?", version)  # the release's leading numbers (PEP 440)
-    if found is None:
+    installed = release(version)
+    if installed is None:
         return f"h2 {version} is not a version this package understands"
-    installed = (int(found[1]), int(found[2] or 0))
     if installed < MIN_H2 or installed[0] >= 5:
         return f"h2 {version} is installed; pounce_worker needs h2>={MIN_H2[0]}.{MIN_H2[1]},<5"
     return None

@@ -19,11 +19,11 @@ to wsproto's unmasking.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 
 from ..mode import gil_enabled
+from ..versions import release
 
 #: XOR tables, one per mask byte: ``_XOR[k]`` maps every byte b to b ^ k (as wsproto unmasks).
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
@@ -53,10 +53,8 @@ FREE_THREADED_SINCE = (16, 0)
 def declares_no_gil(version: str | None) -> bool:
     """Whether a websockets of this version (None: not installed) may be imported on a
     free-threaded build without switching the GIL back on."""
-    if version is None:
-        return False
-    found = re.match(r"(\d+)\.(\d+)", version)
-    return found is not None and (int(found[1]), int(found[2])) >= FREE_THREADED_SINCE
+    installed = release(version) if version is not None else None
+    return installed is not None and installed >= FREE_THREADED_SINCE
 
 
 def _installed_websockets() -> str | None:
