@@ -154,7 +154,7 @@ def http_scope(
     # proxy listed in forwarder_headers) is a prefix the path already has.
     root_path = config.root_path
     script_name = config.script_name
-    if trusted and not config.forwarded_names.isdisjoint(map(_field_name, headers)):
+    if trusted and config.forwarded_names and not config.forwarded_names.isdisjoint(map(_field_name, headers)):
         forwarded_scheme, forwarded_script = forwarded(config, headers)
         scheme = forwarded_scheme or scheme
         script_name = forwarded_script.rstrip("/") if forwarded_script is not None else script_name

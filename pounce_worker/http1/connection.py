@@ -115,9 +115,9 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             self.scheme = "https"
         config = self.config
         peer_ip = self.client[0] if self.client else None
-        self.trusted = bool(config.secure_scheme_headers or config.forward_script_name) and ip_allowed(
-            peer_ip, config.forwarded_allow_all, config.forwarded_allow_nets
-        )
+        # The peer is in forwarded_allow_ips: its forwarded headers (scope.forwarded) and its
+        # forwarder_headers names with an underscore (scope.underscored) are honoured.
+        self.trusted = ip_allowed(peer_ip, config.forwarded_allow_all, config.forwarded_allow_nets)
         if config.http2 and takeover.take(self):
             return  # HTTP/2 by ALPN, or a trusted cleartext peer whose first bytes decide (http2/takeover.py)
         self.server.connection_opened(self)

@@ -423,9 +423,13 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         if exchange.replace(status, [(b"content-type", b"text/plain; charset=utf-8")],
                             (message + "\n").encode("utf-8", "replace")):
             if not exchange.end_sent:
-                # Behind a shut window: sent whole as it opens (stream_sent then ends the request
-                # body still coming), or let go at the send deadline; a reset now would cut it.
-                exchange.await_end()
+                if self.config.send_timeout:
+                    # Behind a shut window: sent whole as it opens (stream_sent then ends the request
+                    # body still coming), or let go at the send deadline; a reset now would cut it.
+                    exchange.await_end()
+                else:
+                    # No deadline would bound the wait (POUNCE_SEND_TIMEOUT=0): not kept open for it.
+                    self._reset_stream(exchange, ErrorCodes.CANCEL)
         else:
             self._reset_stream(exchange, ErrorCodes.PROTOCOL_ERROR)
         if cycle is None:

@@ -345,4 +345,8 @@ class StreamExchange:
             # reset but a request body still coming (connection.stream_sent does that).
             self.connection.stream_sent(self)
             return
+        if self.head_sent and self.out_end and self.send_deadline and not self.closed:
+            # A refusal replaced the response and waits for the client's window (connection.refuse):
+            # it goes out whole, then stream_sent ends the stream, or the send deadline does.
+            return
         self.connection.reset(self, "INTERNAL_ERROR")

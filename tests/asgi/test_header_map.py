@@ -69,6 +69,15 @@ def test_a_forwarder_header_from_a_trusted_peer_is_kept(make_rig, peer, kept):
     assert _headers(conn.output()) == expected
 
 
+def test_trust_is_the_peers_address_alone(make_rig):
+    """Gunicorn trusts a forwarder_headers name by the peer's address: with no
+    secure_scheme_headers (nothing else to forward) a trusted peer's REMOTE_USER is kept."""
+    rig = make_rig(names, secure_scheme_headers={}, forwarder_headers="REMOTE_USER", forwarded_allow_ips="127.0.0.1")
+    conn = rig.connect()
+    conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nRemote_User: alice\r\n\r\n")
+    assert _headers(conn.output()) == [["host", "t"], ["remote_user", "alice"]]
+
+
 def test_http2_drops_them_too(make_rig):
     rig = make_rig(names, **SETTINGS)
     client = Client(rig)

@@ -175,6 +175,45 @@ def test_a_refusal_behind_a_shut_window_waits_for_it_instead_of_being_cut(make_r
     assert client.conn.open  # one stream's shut window: that stream goes, not the connection
 
 
+def test_a_refusal_mid_body_behind_a_shut_window_is_not_reset_when_the_app_returns(make_rig):
+    """413 once the body passes the limit, the client's window shut: the app hears the
+    disconnect and returns while the 413 waits for the window; that return must not reset the
+    stream with INTERNAL_ERROR (found reviewing the fix above)."""
+    import h2.settings
+
+    rig = make_rig(reader, env={"POUNCE_MAX_BODY_SIZE": "10", "POUNCE_SEND_TIMEOUT": "60"}, **SETTINGS)
+    client = Client(rig)
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    stream = client.post(b"x" * 100)
+    rig.advance(1)
+    assert client.status(stream) == 413
+    assert events_of(client, stream) == [("ResponseReceived", None)]
+    client.h2.increment_flow_control_window(4096, stream)
+    client.flush()
+    assert client.body(stream) == b"Request body exceeds POUNCE_MAX_BODY_SIZE=10\n"
+    assert events_of(client, stream)[-2:] == [("StreamEnded", None), ("StreamReset", h2.errors.ErrorCodes.NO_ERROR)]
+
+
+def test_with_no_send_timeout_a_refusal_behind_a_shut_window_is_not_kept_open(make_rig):
+    """POUNCE_SEND_TIMEOUT=0 leaves nothing to bound the wait for the window: the stream is reset
+    at once, as before, instead of counting against the connection's streams forever."""
+    import h2.settings
+
+    rig = make_rig(never, env={"POUNCE_MAX_BODY_SIZE": "10", "POUNCE_SEND_TIMEOUT": "0"}, keepalive=5, **SETTINGS)
+    client = Client(rig)
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    stream = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "t"),
+                                    ("content-length", "1000")])
+    client.flush()
+    assert client.status(stream) == 413
+    assert ("StreamReset", h2.errors.ErrorCodes.CANCEL) in events_of(client, stream)
+    rig.advance(5)
+    assert not client.conn.open  # idle, so closed after keepalive
+
+
 def test_a_complete_refusal_is_not_followed_by_internal_error(make_rig):
     """413 mid-body and 408: the app hears http.disconnect and returns; the stream is not then reset
     with INTERNAL_ERROR (curl reports that as a failed transfer and hides the status)."""
