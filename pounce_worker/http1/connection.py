@@ -115,8 +115,10 @@ class HTTPConnection(RequestReader, ConnectionDeadlines, asyncio.Protocol):
             self.scheme = "https"
         config = self.config
         peer_ip = self.client[0] if self.client else None
-        # The peer is in forwarded_allow_ips: its forwarded headers (scope.forwarded) and its
-        # forwarder_headers names with an underscore (scope.underscored) are honoured.
+        # The connecting peer (the socket's: a proxy, never a client its PROXY header names) is
+        # in forwarded_allow_ips: its forwarded headers (scope.forwarded), its forwarder_headers
+        # names with an underscore (scope.underscored), h2c (http2/takeover) and an HTTP/2
+        # ``:scheme`` over TLS are honoured.
         self.trusted = ip_allowed(peer_ip, config.forwarded_allow_all, config.forwarded_allow_nets)
         if config.http2 and takeover.take(self):
             return  # HTTP/2 by ALPN, or a trusted cleartext peer whose first bytes decide (http2/takeover.py)

@@ -39,14 +39,6 @@ def ip_allowed(ip: str | None, allow_all: bool, networks: tuple[Any, ...]) -> bo
     return any(address in net for net in networks)
 
 
-def peer_forwarding_allowed(transport: Any, config: Any) -> bool:
-    """Whether the connecting peer (the socket's: a proxy, never a client its PROXY header
-    names) is in ``forwarded_allow_ips``: what decides h2c and an HTTP/2 ``:scheme``."""
-    peer = transport.get_extra_info("peername")
-    ip = peer[0] if isinstance(peer, tuple) and peer else None
-    return ip_allowed(ip, config.forwarded_allow_all, config.forwarded_allow_nets)
-
-
 def parse_proxy_header(
     buf: bytes, mode: str
 ) -> tuple[bool, int, tuple[str, int] | None, tuple[str, int] | None]:

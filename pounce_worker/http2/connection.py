@@ -30,7 +30,6 @@ from h2.errors import ErrorCodes
 from ..asgi import Rejection
 from ..asgi.cycle import RequestCycle
 from ..asgi.scope import http_scope
-from ..http1.proxy import peer_forwarding_allowed
 from . import headers as _headers
 from .exchange import StreamExchange
 from .fastpath import FastMachine
@@ -68,7 +67,7 @@ class H2Connection(ConnectionLifecycle, asyncio.Protocol):
         # A client's ``:scheme`` is honoured only from a peer allowed to speak for the connection,
         # as Gunicorn 27 does: every h2c peer is one (http2/takeover.py lets no other speak
         # it), a TLS client only when it is in forwarded_allow_ips; for others, the transport's.
-        self.scheme_trusted = scheme == "http" or peer_forwarding_allowed(transport, config)
+        self.scheme_trusted = scheme == "http" or trusted
         self.h2 = FastMachine()
         header_list = config.http2_max_header_list_size
         values: dict[int, int] = {

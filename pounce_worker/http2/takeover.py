@@ -24,7 +24,6 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from ..asgi import Rejection
-from ..http1.proxy import peer_forwarding_allowed
 from .headers import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
@@ -36,11 +35,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 UPGRADE_101 = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 #: Largest request body an h2c upgrade request may carry (Gunicorn's H2C_UPGRADE_BODY_LIMIT).
 UPGRADE_BODY_LIMIT = 65536
-
-
-def _trusted(connection: HTTPConnection) -> bool:
-    """Whether the connecting peer may speak h2c."""
-    return peer_forwarding_allowed(connection.transport, connection.config)
 
 
 def take(connection: HTTPConnection) -> bool:
@@ -56,7 +50,7 @@ def take(connection: HTTPConnection) -> bool:
             return False
         _become_h2(connection, b"")
         return True
-    if not config.h2c_prior_knowledge or not _trusted(connection):
+    if not config.h2c_prior_knowledge or not connection.trusted:
         return False
     sniffer = PrefaceSniffer(connection)
     transport.set_protocol(sniffer)
@@ -196,7 +190,7 @@ def upgrade(connection: HTTPConnection, scope: dict[str, Any], target: bytes) ->
     if not config.h2c_upgrade:
         return False
     settings = _settings(scope["headers"], scope["http_version"])
-    if settings is None or not _trusted(connection):
+    if settings is None or not connection.trusted:
         return False
     from .connection import H2Connection
     from .exchange import StreamExchange
